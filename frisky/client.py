@@ -1,0 +1,662 @@
+"""Client: submit work to a Frisky scheduler and get futures back.
+
+User threads serialize and queue messages; one background I/O thread owns the socket
+to the scheduler, sends what is queued (so submissions batch themselves) and completes
+futures as results arrive. Queries and data fetches use per-thread sockets, so a
+done-callback may call ``result()`` without waiting on the I/O thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import os
+import secrets
+import threading
+import time
+import weakref
+from concurrent.futures import InvalidStateError
+from typing import Any, Callable, Iterable
+
+import zmq
+
+from frisky import config, protocol
+from frisky.deps import extract, has_futures
+from frisky.future import Future, Remote, wait
+from frisky.protocol import pack, unpack, wire_key
+from frisky.serialize import PickleCodec, attach_traceback, is_atomic
+from frisky.telemetry import now, recorder
+from frisky.zmq import sockets
+
+_FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
+_BATCH = 10000
+
+
+class FriskyError(Exception):
+    """An error raised by the Frisky runtime rather than by user code."""
+
+
+class KilledWorker(FriskyError):
+    """A task was running on every worker that died while running it, too many times."""
+
+
+class DataLost(FriskyError):
+    """A result is gone and cannot be recomputed (e.g. scattered data on a dead worker)."""
+
+
+class SchedulerGone(FriskyError, ConnectionError):
+    """The scheduler closed or stopped answering."""
+
+
+_ERROR_KINDS = {"killed": KilledWorker, "lost": DataLost}
+
+
+def _funcname(fn: Callable) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    if name == "<lambda>":
+        return "lambda"
+    return name.replace("-", "_")
+
+
+class Client:
+    """Connect to a scheduler (an address, or a :class:`~frisky.cluster.LocalCluster`).
+
+    ``Client()`` with no address starts a private LocalCluster and closes it on close.
+    """
+
+    def __init__(self, address: Any = None, *, timeout: float | None = None, name: str | None = None,
+                 **cluster_kwargs) -> None:
+        from frisky.cluster import LocalCluster
+
+        self._owned_cluster = None
+        self.cluster = None
+        if address is None:
+            address = self._owned_cluster = LocalCluster(**cluster_kwargs)
+        if isinstance(address, LocalCluster):
+            self.cluster = address
+            self.codec = address.codec()
+            self.ctx = address.ctx
+            address = address.scheduler_address
+        else:
+            sockets.check_address(address)
+            self.codec = PickleCodec()
+            self.ctx = sockets.context_for(address)
+        self.scheduler_address = address
+        self.timeout = config.get("connect_timeout", timeout)
+        self.name = name or f"client-{os.getpid()}"
+        self._prefix = secrets.token_hex(4)
+        self._counter = itertools.count()
+        self._lock = threading.Lock()
+        self._futures: dict[str, weakref.ref] = {}
+        self._outbox: collections.deque = collections.deque()
+        self._to_release: list[str] = []
+        self._fn_cache: dict[int, tuple] = {}
+        self._local = threading.local()
+        self._thread_sockets: list[zmq.Socket] = []
+        self._closed = False
+        self._lost = False
+        self.status = "connecting"
+        self.waker = sockets.Waker()
+        ident = f"c-{os.getpid()}-{self._prefix}".encode()
+        self.sock = sockets.dealer(self.ctx, address, ident)
+        try:
+            self._connect()
+        except BaseException:
+            self.sock.close(0)
+            self.waker.close()
+            if self._owned_cluster is not None:
+                self._owned_cluster.close()
+            raise
+        self._thread = threading.Thread(target=self._io_loop, name="frisky-client-io", daemon=True)
+        self._thread.start()
+        self.status = "running"
+
+    def _connect(self) -> None:
+        self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name, None)])
+        if not self.sock.poll(int(self.timeout * 1000)):
+            raise TimeoutError(f"no Frisky scheduler answered at {self.scheduler_address} within {self.timeout}s")
+        msg = unpack(self.sock.recv_multipart()[0])
+        if msg[0] != protocol.WELCOME:
+            raise ConnectionError(f"unexpected answer from {self.scheduler_address}: {msg[0]!r}")
+        self.id, self.cluster_id, self._welcome_info = msg[1], msg[2], msg[3]
+
+    # ------------------------------------------------------------- submitting
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Client is closed")
+        if self._lost:
+            raise SchedulerGone(f"the scheduler at {self.scheduler_address} is gone")
+
+    def _function(self, fn: Callable) -> tuple[bytes, bytes]:
+        entry = self._fn_cache.get(id(fn))
+        if entry is not None and entry[0] is fn:
+            return entry[1], entry[2]
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        blob = self.codec.dumps_function(fn)
+        fid = blob if self.codec.local else hashlib.blake2b(blob, digest_size=16).digest()
+        if len(self._fn_cache) > 256:
+            self._fn_cache.clear()
+        self._fn_cache[id(fn)] = (fn, fid, blob)
+        return fid, blob
+
+    def _on_future_arg(self, f: Future) -> str:
+        if f._client is not self:
+            raise ValueError(f"future {f.key!r} belongs to another client")
+        return f._wkey
+
+    def _prepare(self, fid: bytes, name: str, args: tuple, kwargs: dict, key, pure: bool):
+        """Serialize one call: returns (key, wire key, payload or None if already known, deps)."""
+        deps = None
+        if kwargs or has_futures(args, Future):
+            args, kwargs, deps = extract(args, kwargs, Future, self._on_future_arg)
+            if kwargs and has_futures(kwargs.values(), Future):
+                pass
+        if self.codec.local:
+            if key is None:
+                key = f"{name}-{self._token_local(fid, args, kwargs) if pure else self._unique()}"
+            payload = None
+        else:
+            payload = self.codec.dumps_args(args, kwargs)
+            if key is None:
+                key = f"{name}-{hashlib.blake2b(fid + payload, digest_size=16).hexdigest() if pure else self._unique()}"
+        return key, payload, deps, args, kwargs
+
+    def _token_local(self, fid: bytes, args: tuple, kwargs: dict) -> str:
+        import pickle
+
+        try:
+            data = pickle.dumps((args, kwargs), protocol=5)
+        except Exception:
+            return self._unique()
+        return hashlib.blake2b(fid + data, digest_size=16).hexdigest()
+
+    def _unique(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+    def submit(self, fn: Callable, *args, key: Any = None, pure: bool = True, retries: int = 0,
+               workers: Any = None, priority: int = 0, **kwargs) -> Future:
+        """Run ``fn(*args, **kwargs)`` on the cluster. Futures among the arguments are dependencies."""
+        return self._submit(fn, args, kwargs, key=key, pure=pure, retries=retries, workers=workers,
+                            priority=priority)
+
+    def _submit(self, fn, args, kwargs, *, key=None, pure=True, retries=0, workers=None, priority=0) -> Future:
+        self._check_open()
+        t0 = now()
+        fid, fblob = self._function(fn)
+        key, payload, deps, args, kwargs = self._prepare(fid, _funcname(fn), args, kwargs, key, pure)
+        wkey = wire_key(key)
+        fut, new = self._future(key, wkey)
+        if not new:
+            return fut
+        if payload is None:
+            payload = self.codec.dumps_args(args, kwargs)
+        self._send_submit([wkey], 0, [fid], [fblob], [payload], [deps] if deps else None, retries, priority,
+                          _workers(workers))
+        recorder.span("client.submit", t0, wkey.split("-", 1)[0])
+        return fut
+
+    def map(self, fn: Callable, *iterables: Iterable, key: Any = None, pure: bool = True, retries: int = 0,
+            workers: Any = None, priority: int = 0, batch_size: int | None = None, **kwargs) -> list[Future]:
+        """Submit ``fn`` over the items of ``iterables``; returns a list of futures in order.
+
+        The function is sent once; tasks go out in batches as they are prepared, so the
+        cluster is busy before the last one is submitted. ``key`` may be a list of keys.
+        """
+        return list(self._map_iter(fn, iterables, kwargs, key=key, pure=pure, retries=retries,
+                                   workers=workers, priority=priority, batch_size=batch_size))
+
+    def _map_iter(self, fn, iterables, kwargs, *, key=None, pure=True, retries=0, workers=None, priority=0,
+                  batch_size=None):
+        self._check_open()
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        fid, fblob = self._function(fn)
+        name = _funcname(fn)
+        restrict = _workers(workers)
+        keys_given = iter(key) if isinstance(key, (list, tuple)) else None
+        items = iterables[0] if len(iterables) == 1 else zip(*iterables)
+        single = len(iterables) == 1
+        codec = self.codec
+        fast = not kwargs and not codec.local
+        dumps = codec.dumps_args
+        limit = batch_size or _FIRST_BATCH
+        wkeys: list[str] = []
+        payloads: list = []
+        deps_list: list = []
+        any_deps = False
+        prefix = f"{name}-"
+        for item in items:
+            args = (item,) if single else item
+            k = next(keys_given) if keys_given is not None else None
+            if fast and k is None and is_atomic(args):
+                payload = dumps(args, None)
+                k = prefix + (hashlib.blake2b(fid + payload, digest_size=16).hexdigest() if pure else self._unique())
+                deps = None
+            else:
+                k, payload, deps, a2, kw2 = self._prepare(fid, name, args, kwargs, k, pure)
+            wkey = wire_key(k)
+            fut, new = self._future(k, wkey)
+            if new:
+                if payload is None:
+                    payload = dumps(a2, kw2)
+                wkeys.append(wkey)
+                payloads.append(payload)
+                deps_list.append(deps)
+                any_deps = any_deps or bool(deps)
+                if len(wkeys) >= limit:
+                    self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
+                                      retries, priority, restrict)
+                    wkeys, payloads, deps_list, any_deps = [], [], [], False
+                    limit = batch_size or _BATCH
+            yield fut
+        if wkeys:
+            self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
+                              retries, priority, restrict)
+
+    def _future(self, key: Any, wkey: str) -> tuple[Future, bool]:
+        """The live future for ``wkey``, or a new one; and whether it is new."""
+        with self._lock:
+            ref = self._futures.get(wkey)
+            if ref is not None:
+                f = ref()
+                if f is not None:
+                    return f, False
+            f = Future(key, wkey, self)
+            self._futures[wkey] = weakref.ref(f)
+            return f, True
+
+    def _send_submit(self, keys, fidx, fids, fblobs, payloads, deps, retries, priority, workers) -> None:
+        frames = [protocol.header(protocol.SUBMIT, keys, fidx, fids, deps, retries, priority, workers),
+                  pack(payloads), *fblobs]
+        self._outbox.append(frames)
+        self.waker.wake()
+
+    # ------------------------------------------------------------- results
+    def gather(self, futures: Any, errors: str = "raise") -> Any:
+        """Results of ``futures`` (a future, or lists/tuples/dicts/sets of them), same shape.
+
+        ``errors="skip"`` leaves out failed futures from lists instead of raising.
+        """
+        flat: list[Future] = []
+        _collect(futures, flat)
+        self._prefetch(flat)
+
+        def get(f):
+            return f.result()
+
+        if errors == "skip":
+            return _rebuild(futures, get, skip=True)
+        return _rebuild(futures, get, skip=False)
+
+    def _prefetch(self, futures: list[Future]) -> None:
+        """Fetch remote results of many futures with one request per worker."""
+        wait(futures)
+        by_addr: dict[str, list[Future]] = {}
+        for f in futures:
+            if not f.cancelled() and f.exception() is None and type(f._result) is Remote:
+                by_addr.setdefault(f._result.address, []).append(f)
+        for address, fs in by_addr.items():
+            try:
+                values = self._get_from(address, [f._wkey for f in fs], self.timeout)
+            except (TimeoutError, OSError):
+                continue  # result() will find the data again
+            for f in fs:
+                if f._wkey in values:
+                    with f._fetch_lock:
+                        f._result = values[f._wkey]
+
+    def _fetch_remote(self, fut: Future, remote: Remote, timeout: float | None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        address = remote.address
+        while True:
+            left = self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                values = self._get_from(address, [fut._wkey], min(left, self.timeout))
+                if fut._wkey in values:
+                    return values[fut._wkey]
+            except (TimeoutError, OSError):
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"could not fetch the result of {fut.key!r} in time")
+            # the holder lost it; the scheduler recomputes it: ask where it is now
+            where = self._query(protocol.WHERE, [fut._wkey])[0]
+            while where is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"result of {fut.key!r} is being recomputed")
+                ev = threading.Event()
+                ev.wait(0.01)  # brief back-off while the scheduler recomputes
+                where = self._query(protocol.WHERE, [fut._wkey])[0]
+            if type(where) is not str:
+                return self.codec.loads_value(where)
+            address = where
+
+    def _thread_socket(self, address: str) -> zmq.Socket:
+        socks = getattr(self._local, "socks", None)
+        if socks is None:
+            socks = self._local.socks = {}
+        s = socks.get(address)
+        if s is None:
+            ctx = sockets.context_for(address) if address.startswith("inproc://") else self.ctx
+            s = socks[address] = sockets.dealer(ctx, address)
+            with self._lock:
+                self._thread_sockets.append(s)
+        return s
+
+    def _get_from(self, address: str, wkeys: list[str], timeout: float) -> dict[str, Any]:
+        s = self._thread_socket(address)
+        req = next(self._counter)
+        t0 = now()
+        s.send_multipart([protocol.header(protocol.GET, req, wkeys)])
+        deadline = time.monotonic() + timeout
+        while True:
+            if not s.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                self._drop_thread_socket(address)
+                raise TimeoutError(f"worker {address} did not answer")
+            frames = s.recv_multipart(copy=False)
+            msg = unpack(frames[0].buffer)
+            if msg[1] != req:
+                continue  # a late answer to an earlier, abandoned request
+            _, _, keys, counts, _missing = msg
+            out = {}
+            pos = 1
+            for k, n in zip(keys, counts):
+                out[k] = self.codec.loads_value([f.buffer for f in frames[pos:pos + n]])
+                pos += n
+            recorder.span("client.gather", t0)
+            return out
+
+    def _drop_thread_socket(self, address: str) -> None:
+        socks = getattr(self._local, "socks", {})
+        s = socks.pop(address, None)
+        if s is not None:
+            s.close(0)
+
+    def _query(self, op: str, *fields) -> Any:
+        """A request answered by the scheduler, on this thread's own socket."""
+        s = self._thread_socket(self.scheduler_address)
+        req = next(self._counter)
+        s.send_multipart([protocol.header(op, req, *fields)])
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if not s.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                self._drop_thread_socket(self.scheduler_address)
+                raise TimeoutError(f"the scheduler at {self.scheduler_address} did not answer")
+            msg = unpack(s.recv_multipart()[0])
+            if msg[0] == protocol.REPLY and msg[1] == req:
+                return msg[2]
+
+    def scheduler_info(self) -> dict:
+        """The scheduler's view: ``info["workers"]`` maps worker addresses to name, pid, nthreads…"""
+        return self._query(protocol.INFO)
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> None:
+        """Block until at least ``n_workers`` workers are connected."""
+        info = self._query(protocol.WAIT_WORKERS, n_workers, timeout if timeout is not None else 3600)
+        if info is not True:
+            raise TimeoutError(f"fewer than {n_workers} workers joined within {timeout}s")
+
+    # ---------------------------------------------------------------- data
+    def scatter(self, data: Any, workers: Any = None, broadcast: bool = False, hash: bool = True) -> Any:
+        """Send data to the cluster; returns futures of the same shape (a future, list or dict)."""
+        self._check_open()
+        if isinstance(data, dict):
+            items = list(data.items())
+        elif isinstance(data, (list, tuple, set, frozenset)):
+            items = [(None, v) for v in data]
+        else:
+            items = [(None, data)]
+        keys, nframes, frames, futs = [], [], [], []
+        for k, value in items:
+            blob = self.codec.dumps_value(value)
+            if k is None:
+                if hash and not self.codec.local:
+                    parts = [blob] if type(blob) is bytes else blob
+                    h = hashlib.blake2b(digest_size=16)
+                    for p in parts:
+                        h.update(p)
+                    k = f"{type(value).__name__}-{h.hexdigest()}"
+                else:
+                    k = f"{type(value).__name__}-{self._unique()}"
+            wkey = wire_key(k)
+            fut, new = self._future(k, wkey)
+            futs.append(fut)
+            if not new:
+                continue
+            keys.append(wkey)
+            if type(blob) is bytes:
+                nframes.append(0)
+                frames.append(blob)
+            else:
+                nframes.append(len(blob))
+                frames.extend(blob)
+        if keys:
+            self._outbox.append([protocol.header(protocol.SCATTER, keys, nframes, _workers(workers)), *frames])
+            self.waker.wake()
+        wait(futs, timeout=self.timeout * 10)
+        if isinstance(data, dict):
+            return {k: f for (k, _), f in zip(items, futs)}
+        if isinstance(data, (list, tuple, set, frozenset)):
+            return type(data)(futs) if not isinstance(data, (set, frozenset)) else futs
+        return futs[0]
+
+    def cancel(self, futures: Any) -> None:
+        """Cancel futures that have not finished."""
+        flat: list[Future] = []
+        _collect(futures, flat)
+        for f in flat:
+            f.cancel()
+
+    def _cancel_keys(self, wkeys: list[str]) -> None:
+        if self._closed:
+            return
+        self._outbox.append([protocol.header(protocol.CANCEL, wkeys)])
+        self.waker.wake()
+
+    def _release_later(self, wkey: str) -> None:
+        # called from Future.__del__: only append and poke the I/O thread
+        self._to_release.append(wkey)
+        if not self._closed:
+            self.waker.wake()
+
+    # ------------------------------------------------------------- I/O thread
+    def _io_loop(self) -> None:
+        sock = self.sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self.waker.rfd, zmq.POLLIN)
+        interval = config.get("heartbeat_interval")
+        silence = config.get("heartbeat_timeout")
+        last_heard = time.monotonic()
+        next_beat = last_heard + interval
+        beat = [protocol.header(protocol.HEARTBEAT)]
+        while not self._closed:
+            timeout_ms = max(0, int((next_beat - time.monotonic()) * 1000)) + 1
+            for item, _ in poller.poll(timeout_ms):
+                if item is sock:
+                    last_heard = time.monotonic()
+                    if not self._read():
+                        self._scheduler_lost("the scheduler closed")
+                        return
+                else:
+                    self.waker.drain()
+            self._flush_outbox()
+            t = time.monotonic()
+            if t >= next_beat:
+                if t - last_heard > silence:
+                    self._scheduler_lost(f"the scheduler was silent for {silence}s")
+                    return
+                sock.send_multipart(beat)
+                next_beat = t + interval
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        sock = self.sock
+        outbox = self._outbox
+        while outbox:
+            sock.send_multipart(outbox.popleft(), copy=False)
+        if self._to_release:
+            todo, self._to_release = self._to_release, []
+            keys = []
+            with self._lock:
+                for k in todo:
+                    ref = self._futures.get(k)
+                    if ref is not None and ref() is None:
+                        del self._futures[k]
+                        keys.append(k)
+            if keys:
+                sock.send_multipart([protocol.header(protocol.RELEASE, keys)])
+
+    def _read(self) -> bool:
+        sock = self.sock
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            msg = unpack(frames[0])
+            op = msg[0]
+            if op == protocol.RESULTS:
+                self._on_results(msg[1], unpack(frames[1]))
+            elif op == protocol.ERRED:
+                self._on_erred(msg[1], unpack(frames[1]), msg[2])
+            elif op == protocol.CLOSE:
+                return False
+        return True
+
+    def _live(self, wkey: str) -> Future | None:
+        ref = self._futures.get(wkey)
+        return None if ref is None else ref()
+
+    def _on_results(self, keys: list[str], blobs: list) -> None:
+        loads = self.codec.loads_value
+        for wkey, blob in zip(keys, blobs):
+            f = self._live(wkey)
+            if f is None:
+                continue
+            if type(blob) is str:
+                if f.done():
+                    continue  # recomputed elsewhere; result() asks the scheduler where
+                value = Remote(blob)
+            else:
+                try:
+                    value = loads(blob)
+                except Exception as e:  # noqa: BLE001 - e.g. a class missing here
+                    _set(f, exc=e)
+                    continue
+            _set(f, value)
+
+    def _on_erred(self, keys: list[str], excs: list, tbs: list[str]) -> None:
+        for wkey, blob, tb in zip(keys, excs, tbs):
+            f = self._live(wkey)
+            if f is None:
+                continue
+            if type(blob) is list:
+                kind, text = blob
+                exc: BaseException = _ERROR_KINDS.get(kind, FriskyError)(text)
+            else:
+                try:
+                    exc = self.codec.loads_exception(blob)
+                except Exception as e:  # noqa: BLE001 - table entry gone
+                    exc = FriskyError(f"task {f.key!r} failed: {e!r}")
+                attach_traceback(exc, tb)
+            _set(f, exc=exc)
+
+    def _scheduler_lost(self, why: str) -> None:
+        self._lost = True
+        self.status = "lost"
+        with self._lock:
+            futures = [r() for r in self._futures.values()]
+        for f in futures:
+            if f is not None and not f.done():
+                _set(f, exc=SchedulerGone(f"{why}; the result of {f.key!r} is lost"))
+
+    # ---------------------------------------------------------------- closing
+    def close(self, timeout: float = 5.0) -> None:
+        """Disconnect; cancels unfinished futures. Closes a cluster this client started."""
+        if self._closed:
+            return
+        self._closed = True
+        self.status = "closed"
+        self.waker.wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        try:
+            self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        with self._lock:
+            futures = [r() for r in self._futures.values()]
+            self._futures.clear()
+            for s in self._thread_sockets:
+                s.close(0)
+            self._thread_sockets.clear()
+        for f in futures:
+            if f is not None:
+                f._client = None
+                f.cancel()
+        self.sock.close(0)
+        self.waker.close()
+        if self._owned_cluster is not None:
+            self._owned_cluster.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close(timeout=1.0)
+            except Exception:  # noqa: BLE001 - interpreter may be shutting down
+                pass
+
+    def __repr__(self) -> str:
+        return f"<frisky.Client {self.scheduler_address} {self.status}>"
+
+
+def _set(f: Future, value: Any = None, exc: BaseException | None = None) -> None:
+    try:
+        if exc is not None:
+            f.set_exception(exc)
+        else:
+            f.set_result(value)
+    except InvalidStateError:  # cancelled meanwhile
+        pass
+
+
+def _workers(workers: Any) -> list[str] | None:
+    if workers is None:
+        return None
+    if isinstance(workers, str):
+        return [workers]
+    return list(workers)
+
+
+def _collect(x: Any, out: list) -> None:
+    if isinstance(x, Future):
+        out.append(x)
+    elif isinstance(x, (list, tuple, set, frozenset)):
+        for v in x:
+            _collect(v, out)
+    elif isinstance(x, dict):
+        for v in x.values():
+            _collect(v, out)
+
+
+def _rebuild(x: Any, get: Callable, skip: bool) -> Any:
+    if isinstance(x, Future):
+        return get(x)
+    if isinstance(x, (list, tuple, set, frozenset)):
+        out = []
+        for v in x:
+            if skip and isinstance(v, Future) and v.done() and (v.cancelled() or v.exception() is not None):
+                continue
+            out.append(_rebuild(v, get, skip))
+        return type(x)(out)
+    if isinstance(x, dict):
+        return {k: _rebuild(v, get, skip) for k, v in x.items()}
+    return x

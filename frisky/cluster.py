@@ -1,0 +1,304 @@
+"""LocalCluster: a scheduler and workers on this machine, as processes or threads.
+
+Processes talk over ``ipc://`` sockets in a private 0700 directory (or TCP when asked);
+a watcher thread sees a worker die the moment it does (pidfd) and starts a new one.
+``processes=False`` runs everything as threads over ``inproc://`` and passes objects
+by reference, never pickling them.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from frisky import config, protocol
+from frisky.protocol import unpack
+from frisky.zmq import sockets
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # workers import user modules by the same paths as this process (as spawn does)
+    paths = [p if p else os.getcwd() for p in sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class LocalCluster:
+    """Start a scheduler and ``n_workers`` workers here; a context manager.
+
+    Use ``cluster.get_client()`` or ``frisky.Client(cluster)``; other processes can
+    join with ``frisky.Client(cluster.scheduler_address)``.
+    """
+
+    def __init__(
+        self,
+        n_workers: int | None = None,
+        threads_per_worker: int = 1,
+        processes: bool = True,
+        memory_limit: str | int | float | None = "auto",
+        scheduler_port: int = 0,
+        dashboard_address: str | None = None,
+        *,
+        transport: str | None = None,
+        host: str | None = None,
+        timeout: float | None = None,
+        restart_workers: bool = True,
+    ) -> None:
+        if n_workers is None:
+            n_workers = os.cpu_count() or 1
+        if n_workers < 0:
+            raise ValueError(f"n_workers must be >= 0, not {n_workers}")
+        if threads_per_worker < 1:
+            raise ValueError(f"threads_per_worker must be >= 1, not {threads_per_worker}")
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.processes = processes
+        total = config.total_memory()
+        if memory_limit in (None, "auto"):
+            self.memory_limit = total // max(1, n_workers)
+        else:
+            self.memory_limit = config.parse_bytes(memory_limit, total)
+        self.host = host or config.get("host")
+        self.timeout = config.get("connect_timeout", timeout)
+        self.restart_workers = restart_workers
+        self.status = "starting"
+        self._closed = False
+        self._ipc_dir: str | None = None
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._scheduler_proc: subprocess.Popen | None = None
+        self._threads: list = []
+        self._lock = threading.Lock()
+        self.table = None
+        self.scheduler = None
+        from frisky.shm import new_cluster_id
+
+        self.cluster_id = new_cluster_id()
+        if transport is None:
+            transport = "tcp" if scheduler_port else ("ipc" if processes else "inproc")
+        self.transport = transport
+        try:
+            if processes:
+                self._start_processes(scheduler_port, dashboard_address)
+            else:
+                self._start_threads(scheduler_port, dashboard_address)
+        except BaseException:
+            self.close()
+            raise
+        self.status = "running"
+
+    # ---------------------------------------------------------------- threads
+    def _start_threads(self, port: int, dashboard_address: str | None) -> None:
+        from frisky.scheduler.server import SchedulerServer
+        from frisky.serialize import LocalCodec, ObjectTable
+        from frisky.worker.server import Worker
+
+        self.ctx = zmq.Context()
+        self.table = ObjectTable()
+        if self.transport == "inproc":
+            address = f"inproc://frisky-{self.cluster_id}"
+        else:
+            address = f"tcp://{self.host}:{port}"
+        self.scheduler = SchedulerServer(address, ctx=self.ctx, cluster_id=self.cluster_id,
+                                         local_table=self.table, dashboard_address=dashboard_address).start()
+        self.scheduler_address = self.scheduler.address
+        for i in range(self.n_workers):
+            listen = f"inproc://frisky-{self.cluster_id}-w{i}"
+            w = Worker(self.scheduler_address, name=str(i), nthreads=self.threads_per_worker,
+                       memory_limit=self.memory_limit, listen_address=listen, ctx=self.ctx,
+                       codec=LocalCodec(self.table))
+            self._threads.append(w.start())
+        self._wait_workers(self.n_workers)
+
+    def codec(self):
+        """The codec clients of this cluster use (by reference in-process, pickles otherwise)."""
+        from frisky.serialize import LocalCodec, PickleCodec
+
+        return LocalCodec(self.table) if self.table is not None else PickleCodec()
+
+    # -------------------------------------------------------------- processes
+    def _start_processes(self, port: int, dashboard_address: str | None) -> None:
+        self.ctx = zmq.Context.instance()
+        self._ipc_dir = sockets.private_ipc_dir()
+        env = _child_env()
+        cmd = [sys.executable, "-m", "frisky.cli.main", "scheduler", "--cluster-id", self.cluster_id,
+               "--die-with-parent"]
+        if dashboard_address:
+            cmd += ["--dashboard-address", dashboard_address]
+        if self.transport == "ipc":
+            self.scheduler_address = f"ipc://{self._ipc_dir}/scheduler"
+            cmd += ["--address", self.scheduler_address]
+            self._scheduler_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+        else:
+            cmd += ["--address", f"tcp://{self.host}:{port}"]
+            self._scheduler_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+            self.scheduler_address = self._read_address(self._scheduler_proc)
+        for i in range(self.n_workers):
+            self._spawn_worker(str(i), env)
+        self._watch_read, self._watch_write = os.pipe()
+        self._watcher = threading.Thread(target=self._watch, name="frisky-cluster-watch", daemon=True)
+        self._watcher.start()
+        self._wait_workers(self.n_workers)
+
+    def _read_address(self, proc: subprocess.Popen) -> str:
+        deadline = time.monotonic() + self.timeout
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("frisky scheduler at "):
+                return line.split(" at ", 1)[1].strip()
+        raise TimeoutError("the scheduler process did not start")
+
+    def _worker_cmd(self, name: str) -> list[str]:
+        if self.transport == "ipc":
+            listen = f"ipc://{self._ipc_dir}/w-{name}"
+        else:
+            listen = f"tcp://{self.host}:0"
+        return [sys.executable, "-m", "frisky.worker.server", self.scheduler_address, "--name", name,
+                "--nthreads", str(self.threads_per_worker), "--memory-limit", str(self.memory_limit),
+                "--listen-address", listen, "--die-with-parent"]
+
+    def _spawn_worker(self, name: str, env: dict | None = None) -> None:
+        proc = subprocess.Popen(self._worker_cmd(name), env=env or _child_env(), stdin=subprocess.DEVNULL)
+        with self._lock:
+            self._procs[name] = proc
+
+    def _watch(self) -> None:
+        """Notice dead worker processes at once (pidfd) and start replacements."""
+        watched: dict[int, tuple[str, subprocess.Popen]] = {}
+        while not self._closed:
+            with self._lock:
+                procs = list(self._procs.items())
+            known = {id(p) for _, p in watched.values()}
+            for name, proc in procs:
+                if id(proc) not in known:
+                    try:
+                        watched[os.pidfd_open(proc.pid)] = (name, proc)
+                    except OSError:  # already gone: reap it below
+                        watched[os.open("/dev/null", os.O_RDONLY)] = (name, proc)
+            ready, _, _ = select.select([self._watch_read, *watched], [], [])
+            if self._closed:
+                break
+            for fd in ready:
+                if fd == self._watch_read:
+                    continue
+                name, proc = watched.pop(fd)
+                os.close(fd)
+                proc.wait()
+                from frisky.shm import sweep_owner
+
+                sweep_owner(self.cluster_id, proc.pid)
+                if not self._closed and self.restart_workers:
+                    self._spawn_worker(name)
+        for fd in watched:
+            os.close(fd)
+
+    def _wait_workers(self, n: int) -> None:
+        if n == 0:
+            return
+        ctx = self.ctx
+        s = sockets.dealer(ctx, self.scheduler_address)
+        try:
+            s.send_multipart([protocol.header(protocol.WAIT_WORKERS, 0, n, self.timeout)])
+            if not s.poll(int(self.timeout * 1000) + 500):
+                raise TimeoutError(f"{n} workers did not start within {self.timeout}s")
+            msg = unpack(s.recv_multipart()[0])
+            if msg[2] is not True:
+                raise TimeoutError(f"{n} workers did not start within {self.timeout}s")
+        finally:
+            s.close(0)
+
+    # ---------------------------------------------------------------- public
+    def get_client(self, **kwargs):
+        """A :class:`~frisky.client.Client` connected to this cluster."""
+        from frisky.client import Client
+
+        return Client(self, **kwargs)
+
+    @property
+    def workers(self) -> dict[str, Any]:
+        """Worker name -> process (or thread worker)."""
+        if self.processes:
+            with self._lock:
+                return dict(self._procs)
+        return {w.name: w for w in self._threads}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every worker and the scheduler; remove sockets, segments and spill files."""
+        if self._closed:
+            return
+        self._closed = True
+        self.status = "closing"
+        if self.processes:
+            self._close_processes(timeout)
+        else:
+            for w in self._threads:
+                w.stop(timeout)
+            if self.scheduler is not None:
+                self.scheduler.stop(timeout)
+            if self.table is not None:
+                self.table.clear()
+            if getattr(self, "ctx", None) is not None:
+                self.ctx.term()
+        sockets.remove_dir(self._ipc_dir)
+        from frisky.shm import sweep
+
+        sweep(self.cluster_id)
+        self.status = "closed"
+
+    def _close_processes(self, timeout: float) -> None:
+        if hasattr(self, "_watch_write"):
+            os.write(self._watch_write, b"x")
+            self._watcher.join(timeout)
+            os.close(self._watch_read)
+            os.close(self._watch_write)
+        with self._lock:
+            procs = list(self._procs.values())
+        if self._scheduler_proc is not None:
+            procs.append(self._scheduler_proc)
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close(timeout=1.0)
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+
+    def __repr__(self) -> str:
+        kind = "processes" if self.processes else "threads"
+        return f"<frisky.LocalCluster {self.scheduler_address} workers={self.n_workers} {kind} {self.status}>"

@@ -1,0 +1,105 @@
+"""Every Frisky setting in one place: default, ``FRISKY_*`` environment variable, keyword.
+
+Read a setting with :func:`get`; a keyword argument passed by the caller wins over the
+environment, which wins over the default here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    # networking
+    "scheduler_port": 8786,
+    "dashboard_port": 8787,
+    "host": "127.0.0.1",
+    "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome
+    "heartbeat_interval": 1.0,  # seconds between heartbeats, both ways
+    "heartbeat_timeout": 15.0,  # silence after which a peer is considered dead
+    # data plane
+    "inline_threshold": 4096,  # results smaller than this ride inside `finished`
+    "shm_threshold": 64 * 1024,  # buffers at least this big go to shared memory
+    "transfer_bytes_in_flight": 256 * 1024 * 1024,  # per worker, for peer fetches
+    "compression": "auto",  # auto | none | lz4 | zstd, for TCP frames and spill
+    # scheduling
+    "target_queue_seconds": 0.02,  # estimated work kept queued per worker thread
+    "unknown_task_duration": 0.5,  # estimate for a function never seen before
+    "min_tasks_per_thread": 2,
+    "max_tasks_per_thread": 20000,
+    "max_batch": 10000,  # tasks in one `compute` or `submit` message
+    "allowed_failures": 3,  # workers a task may kill before it errs with KilledWorker
+    # memory
+    "memory_target": 0.60,  # fraction of the limit: start spilling LRU values
+    "memory_spill": 0.70,  # fraction of the limit measured as process RSS: spill more
+    "memory_pause": 0.80,  # fraction: stop starting tasks
+    "memory_terminate": 0.95,  # fraction: nanny restarts the worker
+    "memory_monitor_interval": 0.1,
+    "spill_directory": None,  # default: the system temp dir
+    # telemetry
+    "telemetry_spans": 65536,  # ring size per process
+}
+
+
+def _coerce(name: str, raw: str) -> Any:
+    default = DEFAULTS[name]
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def get(name: str, override: Any = None) -> Any:
+    """Return setting ``name``: ``override`` if given, else ``FRISKY_<NAME>``, else default."""
+    if override is not None:
+        return override
+    raw = os.environ.get("FRISKY_" + name.upper())
+    if raw is not None:
+        return _coerce(name, raw)
+    return DEFAULTS[name]
+
+
+_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+}
+
+
+def parse_bytes(value: str | int | float | None, total: int | None = None) -> int | None:
+    """Parse ``"4GiB"``, ``"500MB"``, ``1234`` or a fraction of ``total`` (``0.5``) into bytes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if text in ("", "none", "0", "auto"):
+            return None if text != "0" else 0
+        num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(num):] or "b"
+        if unit not in _UNITS:
+            raise ValueError(f"unknown size unit in {value!r}")
+        try:
+            number = float(num)
+        except ValueError:
+            raise ValueError(f"cannot parse size {value!r}") from None
+        return int(number * _UNITS[unit])
+    if isinstance(value, float) and 0 < value <= 1:
+        if total is None:
+            raise ValueError("a fractional size needs a total")
+        return int(value * total)
+    if value < 0:
+        raise ValueError(f"size must not be negative: {value!r}")
+    return int(value)
+
+
+def total_memory() -> int:
+    """Physical memory of this host in bytes (without importing psutil)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # pragma: no cover - non-POSIX
+        import psutil
+
+        return psutil.virtual_memory().total

@@ -1,0 +1,88 @@
+"""Futures inside task arguments: found on the client, replaced by values on the worker.
+
+Like Dask, Frisky looks inside tuples, lists, sets and dicts (not arbitrary objects).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DepRef:
+    """Stands in a task's arguments for the result of another task."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __reduce__(self):
+        return (DepRef, (self.key,))
+
+    def __repr__(self) -> str:
+        return f"DepRef({self.key!r})"
+
+
+_CONTAINERS = (tuple, list, set, frozenset, dict)
+
+
+def extract(args: tuple, kwargs: dict, future_type: type, on_future) -> tuple[tuple, dict, list[str]]:
+    """Replace futures in ``args``/``kwargs`` by :class:`DepRef`; return them and the dep keys.
+
+    ``on_future(f)`` is called for each future found (to check it belongs to this client)
+    and returns its wire key.
+    """
+    found: dict[str, None] = {}
+
+    def walk(x: Any) -> Any:
+        t = type(x)
+        if isinstance(x, future_type):
+            key = on_future(x)
+            found[key] = None
+            return DepRef(key)
+        if t is tuple or t is list:
+            new = [walk(v) for v in x]
+            if all(a is b for a, b in zip(new, x)):
+                return x
+            return t(new)
+        if t is dict:
+            new_d = {k: walk(v) for k, v in x.items()}
+            if all(new_d[k] is v for k, v in x.items()):
+                return x
+            return new_d
+        if t is set or t is frozenset:
+            new_s = [walk(v) for v in x]
+            if all(a is b for a, b in zip(new_s, x)):
+                return x
+            return t(new_s)
+        return x
+
+    new_args = walk(args)
+    new_kwargs = walk(kwargs) if kwargs else kwargs
+    return new_args, new_kwargs, list(found)
+
+
+def has_futures(values, future_type: type) -> bool:
+    """Cheap pre-check: could these values hold futures? (Only containers and futures can.)"""
+    for v in values:
+        if isinstance(v, future_type) or type(v) in _CONTAINERS:
+            return True
+    return False
+
+
+def substitute(args: tuple, kwargs: dict, values: dict[str, Any]) -> tuple[tuple, dict]:
+    """Replace every :class:`DepRef` by ``values[key]``."""
+
+    def walk(x: Any) -> Any:
+        t = type(x)
+        if t is DepRef:
+            return values[x.key]
+        if t is tuple or t is list:
+            return t([walk(v) for v in x])
+        if t is dict:
+            return {k: walk(v) for k, v in x.items()}
+        if t is set or t is frozenset:
+            return t(walk(v) for v in x)
+        return x
+
+    return walk(args), (walk(kwargs) if kwargs else kwargs)

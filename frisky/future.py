@@ -1,0 +1,150 @@
+"""Frisky futures: real ``concurrent.futures.Future`` objects, plus ``wait``/``as_completed``.
+
+A future whose result stays on a worker (too large to travel inline) finishes holding
+a :class:`Remote` marker; ``result()`` fetches the value from that worker on demand.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+import time
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+from typing import Any, Iterable, Iterator
+
+__all__ = ["Future", "wait", "as_completed", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
+
+
+class Remote:
+    """A result held by the worker at ``address``."""
+
+    __slots__ = ("address",)
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+
+class Future(concurrent.futures.Future):
+    """The eventual result of a task. Dropping the last reference releases it on the cluster."""
+
+    def __init__(self, key: Any, wire_key: str, client) -> None:
+        super().__init__()
+        self.key = key
+        self._wkey = wire_key
+        self._client = client
+        self._fetch_lock = threading.Lock()
+
+    def result(self, timeout: float | None = None) -> Any:
+        value = super().result(timeout)
+        if type(value) is Remote:
+            with self._fetch_lock:
+                value = self._result
+                if type(value) is Remote:
+                    value = self._client._fetch_remote(self, value, timeout)
+                    self._result = value
+        return value
+
+    def cancel(self) -> bool:
+        """Cancel a task that has not finished; returns False once it has."""
+        if super().cancel():
+            client = self._client
+            if client is not None:
+                client._cancel_keys([self._wkey])
+            return True
+        return False
+
+    def release(self) -> None:
+        """Tell the cluster this future's result is no longer needed (as dropping it would)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client._release_later(self._wkey)
+
+    def __del__(self) -> None:
+        client = self._client
+        if client is not None:
+            client._release_later(self._wkey)
+
+    def __repr__(self) -> str:
+        with self._condition:
+            state = self._state.lower()
+            extra = ""
+            if self._state == "FINISHED":
+                extra = f" {'error' if self._exception is not None else 'ready'}"
+        return f"<frisky.Future: {state}{extra} key={self.key!r}>"
+
+    def __reduce__(self):
+        raise TypeError(
+            "a frisky.Future cannot be pickled; pass it as a direct argument to submit/map "
+            "(also inside lists, tuples, dicts and sets) to depend on it"
+        )
+
+
+def wait(fs: Iterable[concurrent.futures.Future], timeout: float | None = None, return_when: str = ALL_COMPLETED):
+    """Wait for futures, exactly like :func:`concurrent.futures.wait`."""
+    return concurrent.futures.wait(fs, timeout=timeout, return_when=return_when)
+
+
+class as_completed:
+    """Iterate over futures as they finish; more may be added with :meth:`add` while iterating.
+
+    Like :func:`concurrent.futures.as_completed`, ``timeout`` bounds the whole iteration
+    and raises ``TimeoutError``; duplicates are yielded once.
+    """
+
+    def __init__(self, fs: Iterable[concurrent.futures.Future] = (), timeout: float | None = None,
+                 with_results: bool = False) -> None:
+        self._cond = threading.Condition()
+        self._done: collections.deque = collections.deque()
+        self._pending: set = set()
+        self._seen: set[int] = set()
+        self._timeout = timeout
+        self._with_results = with_results
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self.update(fs)
+
+    def _on_done(self, f) -> None:
+        with self._cond:
+            if f in self._pending:
+                self._pending.discard(f)
+                self._done.append(f)
+                self._cond.notify_all()
+
+    def add(self, future: concurrent.futures.Future) -> None:
+        """Also yield ``future`` when it finishes."""
+        with self._cond:
+            if id(future) in self._seen:
+                return
+            self._seen.add(id(future))
+            self._pending.add(future)
+        future.add_done_callback(self._on_done)
+
+    def update(self, futures: Iterable[concurrent.futures.Future]) -> None:
+        for f in futures:
+            self.add(f)
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self._pending) + len(self._done)
+
+    def is_empty(self) -> bool:
+        return self.count() == 0
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self):
+        with self._cond:
+            while not self._done:
+                if not self._pending:
+                    raise StopIteration
+                remaining = None
+                if self._deadline is not None:
+                    remaining = self._deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"{len(self._pending)} (of {len(self._seen)}) futures unfinished")
+                self._cond.wait(remaining)
+            f = self._done.popleft()
+        if self._with_results:
+            return f, f.result()
+        return f

@@ -1,0 +1,107 @@
+"""Every message Frisky sends, and its framing. Nothing else lives here.
+
+A message is a list of ZeroMQ frames. Frame 0 is a msgpack header ``[op, *fields]``.
+Frames after it are opaque payloads (pickled by clients and workers, never by the
+scheduler, which only moves them). Ops are short strings, fields positional.
+
+Client -> scheduler
+  hello-client  [op, name, token]
+  submit        [op, keys, fidx, fids, deps, retries, priority, workers]
+                frames: header, msgpack(list of task payloads), *function blobs (one per fids)
+                fidx: int (one function for all tasks) or list[int] indexing fids
+                deps: None or per-task list of dependency keys (or None)
+                retries, priority: int for the batch or per-task list; workers: None or list of addresses
+  release       [op, keys]                      client no longer wants these keys
+  cancel        [op, keys]
+  scatter       [op, req, keys, nframes, workers, broadcast]  frames: header, *value frames
+  where         [op, req, keys]                 -> reply [where per key: bytes blob | address | None]
+  info          [op, req]                       -> reply scheduler_info dict
+  wait-workers  [op, req, n, timeout]           -> reply True once n workers joined, False at timeout
+                (where, info and wait-workers are answered on any socket, registered or not)
+  heartbeat     [op]
+  bye           [op]
+
+Scheduler -> client
+  welcome       [op, client_id, cluster_id, info]
+  results       [op, keys]                      frames: header, msgpack(list of bytes blob | str worker address)
+  erred         [op, keys, tracebacks]          frames: header, msgpack(list of exception blobs)
+  cancelled     [op, keys, reason]
+  reply         [op, req, value]                frames: header, *optional frames
+  heartbeat     [op]
+
+Worker -> scheduler
+  hello-worker  [op, info]                      info: name, address, nthreads, memory_limit, pid, host
+  finished      [op, tids, nbytes, timings]     frames: header, msgpack(list of bytes blob | None)
+                timings: [[fid, count, seconds], ...]
+  erred         [op, tids, tracebacks]          frames: header, msgpack(list of exception blobs)
+  cancelled     [op, tids]                      acknowledges cancel of tasks not started
+  missing       [op, tid, keys]                 dependencies could not be fetched from their holders
+  heartbeat     [op, metrics]
+
+Scheduler -> worker
+  welcome       [op, worker_id, cluster_id, info]
+  compute       [op, tids, keys, fidx, fids, deps, where]
+                frames: header, msgpack([payloads, function blobs, {dep key: inline blob}])
+                deps: None or per-task list of dependency keys; where: {dep key: peer address}
+  store         [op, tids, keys, nframes]       frames: header, *value frames (scatter)
+  free          [op, keys]
+  cancel        [op, tids]
+  heartbeat     [op]
+  close         [op]
+
+Peer (worker or client) -> worker's own ROUTER
+  get           [op, req, keys]                 -> data [op, req, keys, nframes, missing] + frames
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+# client -> scheduler
+HELLO_CLIENT = "hello-client"
+SUBMIT = "submit"
+RELEASE = "release"
+CANCEL = "cancel"
+SCATTER = "scatter"
+WHERE = "where"
+INFO = "info"
+WAIT_WORKERS = "wait-workers"
+HEARTBEAT = "heartbeat"
+BYE = "bye"
+# scheduler -> client
+WELCOME = "welcome"
+RESULTS = "results"
+ERRED = "erred"
+CANCELLED = "cancelled"
+REPLY = "reply"
+# worker -> scheduler
+HELLO_WORKER = "hello-worker"
+FINISHED = "finished"
+MISSING = "missing"
+# scheduler -> worker
+COMPUTE = "compute"
+STORE = "store"
+FREE = "free"
+CLOSE = "close"
+# peer -> worker
+GET = "get"
+DATA = "data"
+
+pack = msgpack.packb  # thread-safe, unlike a shared Packer; bin type is the default
+
+
+def unpack(frame) -> list:
+    """Decode a msgpack header or payload frame."""
+    return msgpack.unpackb(frame, raw=False, strict_map_key=False, use_list=True)
+
+
+def header(*fields) -> bytes:
+    """Encode ``[op, *fields]`` as frame 0."""
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def wire_key(key) -> str:
+    """Keys are str or tuples (Dask style); on the wire every key is a string."""
+    if type(key) is str:
+        return key
+    return str(key)

@@ -1,0 +1,996 @@
+"""SchedulerState: every scheduling decision, and no sockets, no clocks, no pickles.
+
+Events come in as method calls (``submit``, ``finished``, ``remove_worker`` …); what
+the server must send goes out of :meth:`SchedulerState.flush` as instruction tuples.
+Tasks are dense ints (``tid``) indexing parallel lists ("columns"); keys map to tids
+once, at submission, and the hot loops touch only ints and lists.
+
+Task life: ``waiting -> queued -> processing -> memory``, or ``erred``; ``released`` once
+no client wants the result and no dependent needs it (the recipe stays while
+dependents exist, so lost data can be recomputed); then ``forgotten``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Any
+
+from frisky import config
+
+WAITING, QUEUED, PROCESSING, MEMORY, ERRED, RELEASED, FORGOTTEN = range(7)
+STATE_NAMES = ("waiting", "queued", "processing", "memory", "erred", "released", "forgotten")
+_ACTIVE = (WAITING, QUEUED, PROCESSING)
+
+
+class WorkerInfo:
+    """What the scheduler knows of one worker."""
+
+    __slots__ = (
+        "idx", "name", "address", "nthreads", "memory_limit", "pid", "host", "info",
+        "processing", "load", "ready", "nbytes", "alive", "metrics",
+    )
+
+    def __init__(self, idx: int, info: dict) -> None:
+        self.idx = idx
+        self.info = info
+        self.name = str(info.get("name", idx))
+        self.address = info["address"]
+        self.nthreads = int(info.get("nthreads", 1))
+        self.memory_limit = info.get("memory_limit")
+        self.pid = info.get("pid")
+        self.host = info.get("host")
+        self.processing: dict[int, float] = {}  # tid -> estimated seconds, in dispatch order
+        self.load = 0.0  # estimated seconds of queued work
+        self.ready: deque[int] = deque()  # tasks that should run here (data or restriction)
+        self.nbytes = 0  # bytes of results held
+        self.alive = True
+        self.metrics: dict = {}
+
+
+class SchedulerState:
+    """The scheduler's task state machine. Feed it events; send what :meth:`flush` returns."""
+
+    def __init__(self, *, allowed_failures: int | None = None, local: bool = False) -> None:
+        self.allowed_failures = config.get("allowed_failures", allowed_failures)
+        self.target = config.get("target_queue_seconds")
+        self.unknown = config.get("unknown_task_duration")
+        self.min_per_thread = config.get("min_tasks_per_thread")
+        self.max_per_thread = config.get("max_tasks_per_thread")
+        self.max_batch = config.get("max_batch")
+        self.local = local  # in-process cluster: blobs are handles the server must release
+        # task columns, indexed by tid
+        self.tkey: list[Any] = []
+        self.tstate: list[int] = []
+        self.tfid: list[Any] = []
+        self.tpayload: list[Any] = []
+        self.tdeps: list[Any] = []  # tuple of dep tids or None
+        self.tdependents: list[Any] = []  # list of tids or None
+        self.twaiting: list[int] = []  # deps not in memory
+        self.twaiters: list[int] = []  # active dependents that need this result
+        self.tblob: list[Any] = []  # inline result bytes, or the error (blob, traceback)
+        self.tnbytes: list[int] = []
+        self.twhere: list[int] = []  # worker holding a large result, -1 if none
+        self.tproc: list[int] = []  # worker processing it, -1 if none
+        self.twanted: list[Any] = []  # None | client id | set of client ids
+        self.tretries: list[int] = []
+        self.tprio: list[int] = []
+        self.trestrict: list[Any] = []  # None or tuple of worker addresses
+        self.tfailures: list[int] = []
+        self.tpending: list[int] = []  # compute messages sent and not yet answered
+        self.key_tid: dict[str, int] = {}
+        self.free_tids: list[int] = []
+        # functions: fid -> [blob, number of tasks using it]
+        self.functions: dict[bytes, list] = {}
+        self.duration: dict[bytes, float] = {}  # fid -> mean seconds per call
+        # workers and clients
+        self.workers: list[WorkerInfo | None] = []
+        self.worker_by_address: dict[str, int] = {}
+        self.clients: dict[int, set[int]] = {}  # client id -> tids it wants
+        # ready tasks without a preferred worker
+        self.ready: deque[int] = deque()
+        self.ready_prio: list = []  # heap of (-priority, seq, tid)
+        self._seq = 0
+        # pending output
+        self._results: dict[int, list[int]] = {}
+        self._erred: dict[int, list[int]] = {}
+        self._out: list[tuple] = []
+        self._free: dict[int, list[str]] = {}  # worker -> keys to drop
+        self._cancel: dict[int, list[int]] = {}  # worker -> tids to drop
+        self._deferred: list[int] = []
+        self._released_blobs: list = []
+        self.n_processing = 0
+        self.counts = {"submitted": 0, "finished": 0, "erred": 0, "recomputed": 0}
+
+    # ------------------------------------------------------------------ tasks
+    def _alloc(self, key: str) -> int:
+        if self.free_tids:
+            tid = self.free_tids.pop()
+            self.tkey[tid] = key
+            self.tstate[tid] = WAITING
+            self.tdependents[tid] = None
+            self.twaiting[tid] = 0
+            self.twaiters[tid] = 0
+            self.tblob[tid] = None
+            self.tnbytes[tid] = 0
+            self.twhere[tid] = -1
+            self.tproc[tid] = -1
+            self.tfailures[tid] = 0
+            self.tpending[tid] = 0
+        else:
+            tid = len(self.tkey)
+            self.tkey.append(key)
+            self.tstate.append(WAITING)
+            self.tfid.append(None)
+            self.tpayload.append(None)
+            self.tdeps.append(None)
+            self.tdependents.append(None)
+            self.twaiting.append(0)
+            self.twaiters.append(0)
+            self.tblob.append(None)
+            self.tnbytes.append(0)
+            self.twhere.append(-1)
+            self.tproc.append(-1)
+            self.twanted.append(None)
+            self.tretries.append(0)
+            self.tprio.append(0)
+            self.trestrict.append(None)
+            self.tfailures.append(0)
+            self.tpending.append(0)
+        self.key_tid[key] = tid
+        return tid
+
+    def _want(self, tid: int, cid: int) -> None:
+        w = self.twanted[tid]
+        if w is None:
+            self.twanted[tid] = cid
+        elif type(w) is int:
+            if w != cid:
+                self.twanted[tid] = {w, cid}
+        else:
+            w.add(cid)
+        self.clients[cid].add(tid)
+
+    def _unwant(self, tid: int, cid: int) -> bool:
+        """Drop ``cid`` from the wanters; True if nobody wants ``tid`` any more."""
+        w = self.twanted[tid]
+        if type(w) is int:
+            if w == cid:
+                self.twanted[tid] = None
+        elif w is not None:
+            w.discard(cid)
+            if len(w) == 1:
+                self.twanted[tid] = next(iter(w))
+            elif not w:
+                self.twanted[tid] = None
+        return self.twanted[tid] is None
+
+    def _wanters(self, tid: int):
+        w = self.twanted[tid]
+        if w is None:
+            return ()
+        if type(w) is int:
+            return (w,)
+        return tuple(w)
+
+    def submit(
+        self,
+        cid: int,
+        keys: list[str],
+        fidx,
+        fids: list[bytes],
+        fn_blobs: list,
+        payloads: list,
+        deps=None,
+        retries=0,
+        priority=0,
+        workers=None,
+    ) -> None:
+        """Add tasks for client ``cid``. Dependencies must precede their dependents."""
+        functions = self.functions
+        for fid, blob in zip(fids, fn_blobs):
+            if fid not in functions:
+                functions[fid] = [blob, 0]
+        key_tid = self.key_tid
+        tstate = self.tstate
+        wants = self.clients.setdefault(cid, set())
+        one_fid = fids[fidx] if type(fidx) is int else None
+        restrict = tuple(workers) if workers else None
+        per_retries = type(retries) is list
+        per_prio = type(priority) is list
+        results = None
+        for i, key in enumerate(keys):
+            tid = key_tid.get(key)
+            if tid is not None:  # a known key: this client wants it too
+                self._want(tid, cid)
+                st = tstate[tid]
+                if st == MEMORY:
+                    if results is None:
+                        results = self._results.setdefault(cid, [])
+                    results.append(tid)
+                elif st == ERRED:
+                    self._erred.setdefault(cid, []).append(tid)
+                elif st == RELEASED:
+                    self._recompute(tid)
+                if self.local and payloads[i] is not None:
+                    self._released_blobs.append(payloads[i])
+                continue
+            tid = self._alloc(key)
+            fid = one_fid if one_fid is not None else fids[fidx[i]]
+            self.tfid[tid] = fid
+            functions[fid][1] += 1
+            self.tpayload[tid] = payloads[i]
+            self.twanted[tid] = cid
+            wants.add(tid)
+            self.tretries[tid] = retries[i] if per_retries else retries
+            prio = priority[i] if per_prio else priority
+            self.tprio[tid] = prio
+            self.trestrict[tid] = restrict
+            self.counts["submitted"] += 1
+            dep_keys = deps[i] if deps is not None else None
+            if not dep_keys:
+                self.tdeps[tid] = None
+                self._make_ready(tid)
+                continue
+            dtids = []
+            missing = None
+            for dk in dep_keys:
+                d = key_tid.get(dk)
+                if d is None:
+                    missing = dk
+                    break
+                dtids.append(d)
+            if missing is not None:
+                self.tdeps[tid] = None
+                self._set_erred(tid, ["lost", f"dependency {missing!r} of {key!r} is unknown"], "")
+                continue
+            dtids_t = tuple(dtids)
+            self.tdeps[tid] = dtids_t
+            self._link_and_start(tid, dtids_t)
+
+    def _link_and_start(self, tid: int, dtids: tuple) -> None:
+        tstate = self.tstate
+        waiting = 0
+        err = None
+        for d in dtids:
+            dl = self.tdependents[d]
+            if dl is None:
+                self.tdependents[d] = [tid]
+            else:
+                dl.append(tid)
+            st = tstate[d]
+            if st == MEMORY:
+                continue
+            if st == ERRED:
+                err = d
+            elif st == RELEASED:
+                self._recompute(d)
+            waiting += 1
+        if err is not None:
+            self._set_erred(tid, *self.tblob[err])
+            return
+        self.twaiting[tid] = waiting
+        for d in dtids:
+            self.twaiters[d] += 1
+        if waiting == 0:
+            self._make_ready(tid)
+
+    def _make_ready(self, tid: int) -> None:
+        self.tstate[tid] = QUEUED
+        restrict = self.trestrict[tid]
+        if restrict is not None:
+            best = None
+            for addr in restrict:
+                w = self.worker_by_address.get(addr)
+                if w is not None and (best is None or len(self.workers[w].processing) < len(self.workers[best].processing)):
+                    best = w
+            if best is None:
+                self.ready.append(tid)  # no such worker yet: dispatch skips it until one joins
+            else:
+                self.workers[best].ready.append(tid)
+            return
+        deps = self.tdeps[tid]
+        if deps is not None:
+            best, best_bytes = -1, 0
+            twhere = self.twhere
+            for d in deps:
+                w = twhere[d]
+                if w >= 0 and self.tnbytes[d] > best_bytes:
+                    best, best_bytes = w, self.tnbytes[d]
+            if best >= 0:
+                self.workers[best].ready.append(tid)
+                return
+        prio = self.tprio[tid]
+        if prio:
+            self._seq += 1
+            heapq.heappush(self.ready_prio, (-prio, self._seq, tid))
+        else:
+            self.ready.append(tid)
+
+    def _recompute(self, tid: int) -> None:
+        """Bring a released task back to computation (its data was freed or lost)."""
+        if self.tpayload[tid] is None:
+            self._set_erred(tid, ["lost", f"data of {self.tkey[tid]!r} was lost and cannot be recomputed"], "")
+            return
+        self.counts["recomputed"] += 1
+        self.tstate[tid] = WAITING
+        deps = self.tdeps[tid]
+        waiting = 0
+        if deps is not None:
+            for d in deps:
+                st = self.tstate[d]
+                if st == RELEASED:
+                    self._recompute(d)
+                    st = self.tstate[d]
+                if st == ERRED:
+                    self._set_erred(tid, *self.tblob[d])
+                    return
+                if st != MEMORY:
+                    waiting += 1
+            for d in deps:
+                self.twaiters[d] += 1
+        self.twaiting[tid] = waiting
+        if waiting == 0:
+            self._make_ready(tid)
+
+    def _deactivate(self, tid: int) -> None:
+        """``tid`` no longer needs its dependencies' data."""
+        deps = self.tdeps[tid]
+        if deps is None:
+            return
+        twaiters = self.twaiters
+        for d in deps:
+            twaiters[d] -= 1
+            if twaiters[d] == 0 and self.twanted[d] is None:
+                self._release(d)
+
+    def _release(self, tid: int) -> None:
+        """Nobody needs ``tid``'s result any more: free it, and forget it if it has no dependents."""
+        st = self.tstate[tid]
+        if st == MEMORY:
+            self._free_data(tid)
+            self.tstate[tid] = RELEASED
+        elif st in _ACTIVE:
+            if st == PROCESSING:
+                self._unprocess(tid, cancel=True)
+            self.tstate[tid] = RELEASED
+            self._deactivate(tid)
+        if not self.tdependents[tid]:
+            self._forget(tid)
+
+    def _free_data(self, tid: int) -> None:
+        w = self.twhere[tid]
+        if w >= 0:
+            self.twhere[tid] = -1
+            wi = self.workers[w]
+            if wi is not None and wi.alive:
+                wi.nbytes -= self.tnbytes[tid]
+                self._free.setdefault(w, []).append(self.tkey[tid])
+        blob = self.tblob[tid]
+        if blob is not None:
+            if self.local and type(blob) is bytes:
+                self._released_blobs.append(blob)
+            self.tblob[tid] = None
+
+    def _forget(self, tid: int) -> None:
+        stack = [tid]
+        tstate = self.tstate
+        while stack:
+            t = stack.pop()
+            if tstate[t] == FORGOTTEN:
+                continue
+            if tstate[t] == MEMORY:
+                self._free_data(t)
+            elif tstate[t] == PROCESSING:
+                self._unprocess(t, cancel=True)
+            if tstate[t] in _ACTIVE:
+                self._deactivate(t)
+            tstate[t] = FORGOTTEN
+            key = self.tkey[t]
+            if self.key_tid.get(key) == t:
+                del self.key_tid[key]
+            fid = self.tfid[t]
+            if fid is not None:
+                entry = self.functions[fid]
+                entry[1] -= 1
+                if entry[1] == 0:  # (in-process, the client owns function handles)
+                    del self.functions[fid]
+                    self.duration.pop(fid, None)
+            if self.local:
+                self._released_blobs.append(self.tpayload[t])
+                err = self.tblob[t]
+                if type(err) is tuple and type(err[0]) is bytes:
+                    self._released_blobs.append(err[0])
+            self.tpayload[t] = None
+            self.tfid[t] = None
+            self.tblob[t] = None
+            self.trestrict[t] = None
+            deps = self.tdeps[t]
+            self.tdeps[t] = None
+            if deps is not None:
+                for d in deps:
+                    dl = self.tdependents[d]
+                    if dl is not None:
+                        try:
+                            dl.remove(t)
+                        except ValueError:
+                            pass
+                        if not dl:
+                            self.tdependents[d] = None
+                            if self.twanted[d] is None and self.twaiters[d] == 0 and tstate[d] != FORGOTTEN:
+                                if tstate[d] == MEMORY:
+                                    self._free_data(d)
+                                    tstate[d] = RELEASED
+                                if tstate[d] in (RELEASED, ERRED):
+                                    stack.append(d)
+            if self.tpending[t] == 0:
+                self.free_tids.append(t)
+
+    def _unprocess(self, tid: int, cancel: bool) -> None:
+        w = self.tproc[tid]
+        self.tproc[tid] = -1
+        self.n_processing -= 1
+        wi = self.workers[w]
+        est = wi.processing.pop(tid, None)
+        if est is not None:
+            wi.load -= est
+        if cancel and wi.alive:
+            self._cancel.setdefault(w, []).append(tid)
+
+    def _set_erred(self, tid: int, exc, tb: str) -> None:
+        """Mark ``tid`` and every active dependent erred with ``exc`` (a blob or [kind, text])."""
+        stack = [tid]
+        tstate = self.tstate
+        while stack:
+            t = stack.pop()
+            st = tstate[t]
+            if st in (ERRED, FORGOTTEN, MEMORY):
+                continue
+            if st == PROCESSING:
+                self._unprocess(t, cancel=t != tid)
+            if st in _ACTIVE:
+                self._deactivate(t)
+            tstate[t] = ERRED
+            self.counts["erred"] += 1
+            self.tblob[t] = (exc, tb)
+            for cid in self._wanters(t):
+                self._erred.setdefault(cid, []).append(t)
+            dl = self.tdependents[t]
+            if dl:
+                stack.extend(dl)
+
+    # ---------------------------------------------------------------- clients
+    def add_client(self, cid: int) -> None:
+        self.clients.setdefault(cid, set())
+
+    def remove_client(self, cid: int) -> None:
+        tids = self.clients.pop(cid, None)
+        if tids:
+            self._release_tids(cid, list(tids), own=False)
+        self._results.pop(cid, None)
+        self._erred.pop(cid, None)
+
+    def release(self, cid: int, keys: list[str]) -> None:
+        """Client ``cid`` no longer wants ``keys``."""
+        key_tid = self.key_tid
+        tids = [t for t in map(key_tid.get, keys) if t is not None]
+        self._release_tids(cid, tids, own=True)
+
+    def _release_tids(self, cid: int, tids: list[int], own: bool) -> None:
+        wants = self.clients.get(cid) if own else None
+        for tid in tids:
+            if self.tstate[tid] == FORGOTTEN:
+                continue
+            if wants is not None:
+                wants.discard(tid)
+            if self._unwant(tid, cid) and self.twaiters[tid] == 0:
+                self._release(tid)
+
+    cancel = release
+
+    def scatter(self, cid: int, keys: list[str], inline: list, workers=None) -> list[tuple[int, int]]:
+        """Register scattered values. Inline ones (bytes) are in memory at once; the others
+        are returned as ``(tid, worker)`` for the server to store on that worker."""
+        to_store = []
+        self.clients.setdefault(cid, set())
+        alive = [w.idx for w in self.workers if w is not None and w.alive]
+        if workers:
+            alive = [self.worker_by_address[a] for a in workers if a in self.worker_by_address] or alive
+        for key, blob in zip(keys, inline):
+            tid = self.key_tid.get(key)
+            if tid is not None:
+                self._want(tid, cid)
+                if self.tstate[tid] == MEMORY:
+                    self._results.setdefault(cid, []).append(tid)
+                continue
+            tid = self._alloc(key)
+            self.tfid[tid] = None
+            self.tpayload[tid] = None
+            self.tdeps[tid] = None
+            self.tretries[tid] = 0
+            self.tprio[tid] = 0
+            self.trestrict[tid] = None
+            self.twanted[tid] = cid
+            self.clients[cid].add(tid)
+            if blob is not None:
+                self.tstate[tid] = MEMORY
+                self.tblob[tid] = blob
+                self.tnbytes[tid] = len(blob)
+                self._results.setdefault(cid, []).append(tid)
+            elif not alive:
+                self._set_erred(tid, ["lost", "no workers to scatter to"], "")
+            else:
+                w = min(alive, key=lambda i: self.workers[i].nbytes)
+                wi = self.workers[w]
+                self.tstate[tid] = PROCESSING
+                self.tproc[tid] = w
+                self.tpending[tid] += 1
+                self.n_processing += 1
+                wi.processing[tid] = 0.0
+                to_store.append((tid, w))
+        return to_store
+
+    def where(self, keys: list[str]) -> list:
+        """For each key: its inline blob, the address of the worker holding it, or None."""
+        out = []
+        for key in keys:
+            tid = self.key_tid.get(key)
+            if tid is None or self.tstate[tid] != MEMORY:
+                out.append(None)
+            elif self.twhere[tid] >= 0:
+                out.append(self.workers[self.twhere[tid]].address)
+            else:
+                out.append(self.tblob[tid])
+        return out
+
+    # ---------------------------------------------------------------- workers
+    def add_worker(self, info: dict) -> int:
+        """A worker joined; returns its index."""
+        w = len(self.workers)
+        wi = WorkerInfo(w, info)
+        self.workers.append(wi)
+        old = self.worker_by_address.get(wi.address)
+        if old is not None:
+            self.remove_worker(old)
+        self.worker_by_address[wi.address] = w
+        # restricted tasks waiting for this worker
+        if self.ready:
+            keep = deque()
+            for tid in self.ready:
+                r = self.trestrict[tid]
+                if r is not None and wi.address in r and self.tstate[tid] == QUEUED:
+                    wi.ready.append(tid)
+                else:
+                    keep.append(tid)
+            self.ready = keep
+        return w
+
+    def alive_workers(self) -> list[WorkerInfo]:
+        return [w for w in self.workers if w is not None and w.alive]
+
+    def remove_worker(self, w: int) -> None:
+        """Worker ``w`` is gone: reschedule its tasks and recompute the data it held."""
+        wi = self.workers[w]
+        if wi is None or not wi.alive:
+            return
+        wi.alive = False
+        if self.worker_by_address.get(wi.address) == w:
+            del self.worker_by_address[wi.address]
+        tstate = self.tstate
+        # tasks it was running: the first nthreads were executing, so they are suspects
+        for n, tid in enumerate(list(wi.processing)):
+            self.tpending[tid] -= 1
+            self.tproc[tid] = -1
+            self.n_processing -= 1
+            st = tstate[tid]
+            if st == FORGOTTEN:
+                if self.tpending[tid] == 0:
+                    self.free_tids.append(tid)
+                continue
+            if st != PROCESSING:
+                continue
+            if self.tpayload[tid] is None and self.tfid[tid] is None:  # scattered, never stored
+                self._set_erred(tid, ["lost", f"worker {wi.name} died while storing {self.tkey[tid]!r}"], "")
+                continue
+            if n < wi.nthreads:
+                self.tfailures[tid] += 1
+                if self.tfailures[tid] >= self.allowed_failures:
+                    msg = (f"task {self.tkey[tid]!r} was running on {self.tfailures[tid]} workers that "
+                           f"died, the last being {wi.name} ({wi.address})")
+                    tstate[tid] = QUEUED  # so _set_erred sees an active task
+                    self._set_erred(tid, ["killed", msg], "")
+                    continue
+            self._make_ready(tid)
+        wi.processing.clear()
+        wi.load = 0.0
+        for tid in wi.ready:
+            if tstate[tid] == QUEUED:
+                if self.trestrict[tid] is not None:
+                    self.ready.append(tid)
+                else:
+                    self._make_ready(tid)
+        wi.ready.clear()
+        # data it held
+        for tid in [t for t, h in enumerate(self.twhere) if h == w]:
+            self._lose_data(tid)
+
+    def _lose_data(self, tid: int) -> None:
+        tstate = self.tstate
+        self.twhere[tid] = -1
+        if tstate[tid] != MEMORY:
+            return
+        tstate[tid] = RELEASED
+        dl = self.tdependents[tid]
+        if dl:
+            for d in dl:
+                st = tstate[d]
+                if st == PROCESSING:
+                    self._unprocess(d, cancel=True)
+                    tstate[d] = WAITING
+                    self.twaiting[d] = 1
+                elif st == QUEUED:
+                    tstate[d] = WAITING  # stale queue entries are skipped at dispatch
+                    self.twaiting[d] = 1
+                elif st == WAITING:
+                    self.twaiting[d] += 1
+        if self.twanted[tid] is not None or self.twaiters[tid] > 0:
+            self._recompute(tid)
+        elif not dl:
+            self._forget(tid)
+
+    def heartbeat(self, w: int, metrics: dict) -> None:
+        wi = self.workers[w]
+        if wi is not None:
+            wi.metrics = metrics
+
+    def finished(self, w: int, tids: list[int], nbytes: list[int], blobs: list, timings=None) -> None:
+        """Worker ``w`` computed ``tids``; ``blobs[i]`` is the inline result or None (held there)."""
+        wi = self.workers[w]
+        if wi is None or not wi.alive:
+            return
+        if timings:
+            dur = self.duration
+            for fid, count, seconds in timings:
+                mean = seconds / count
+                old = dur.get(fid)
+                dur[fid] = mean if old is None else 0.5 * (old + mean)
+        tstate = self.tstate
+        tproc = self.tproc
+        tpending = self.tpending
+        processing = wi.processing
+        results = self._results
+        tdependents = self.tdependents
+        twanted = self.twanted
+        key = self.tkey
+        n_done = 0
+        for tid, nb, blob in zip(tids, nbytes, blobs):
+            tpending[tid] -= 1
+            if tstate[tid] != PROCESSING or tproc[tid] != w:
+                # stale: cancelled, forgotten, or already done elsewhere
+                if blob is None and not (tstate[tid] == MEMORY and self.twhere[tid] == w):
+                    self._free.setdefault(w, []).append(key[tid])
+                if tstate[tid] == FORGOTTEN and tpending[tid] == 0:
+                    self.free_tids.append(tid)
+                elif self.local and blob is not None:
+                    self._released_blobs.append(blob)
+                continue
+            est = processing.pop(tid, None)
+            if est is not None:
+                wi.load -= est
+            tproc[tid] = -1
+            n_done += 1
+            tstate[tid] = MEMORY
+            self.tnbytes[tid] = nb
+            if blob is None:
+                self.twhere[tid] = w
+                wi.nbytes += nb
+            else:
+                self.tblob[tid] = blob
+            wanted = twanted[tid]
+            if wanted is not None:
+                if type(wanted) is int:
+                    r = results.get(wanted)
+                    if r is None:
+                        results[wanted] = [tid]
+                    else:
+                        r.append(tid)
+                else:
+                    for cid in wanted:
+                        results.setdefault(cid, []).append(tid)
+            dl = tdependents[tid]
+            if dl is not None:
+                twaiting = self.twaiting
+                for d in dl:
+                    if tstate[d] == WAITING:
+                        twaiting[d] -= 1
+                        if twaiting[d] == 0:
+                            self._make_ready(d)
+            if self.tdeps[tid] is not None:
+                self._deactivate(tid)
+            if wanted is None and self.twaiters[tid] == 0:
+                self._release(tid)
+        self.n_processing -= n_done
+        self.counts["finished"] += n_done
+
+    def erred(self, w: int, tids: list[int], exc_blobs: list, tracebacks: list[str]) -> None:
+        """Tasks raised on worker ``w``: retry them, or mark them and their dependents erred."""
+        wi = self.workers[w]
+        if wi is None or not wi.alive:
+            return
+        for tid, blob, tb in zip(tids, exc_blobs, tracebacks):
+            self.tpending[tid] -= 1
+            if self.tstate[tid] != PROCESSING or self.tproc[tid] != w:
+                if self.tstate[tid] == FORGOTTEN and self.tpending[tid] == 0:
+                    self.free_tids.append(tid)
+                continue
+            if self.tretries[tid] > 0:
+                self.tretries[tid] -= 1
+                self._unprocess(tid, cancel=False)
+                if self.local:
+                    self._released_blobs.append(blob)
+                self._make_ready(tid)
+                continue
+            self._set_erred(tid, blob, tb)
+
+    def cancelled(self, w: int, tids: list[int]) -> None:
+        """Worker ``w`` dropped these tasks before running them, as asked."""
+        wi = self.workers[w]
+        if wi is None or not wi.alive:
+            return
+        for tid in tids:
+            self.tpending[tid] -= 1
+            if self.tstate[tid] == FORGOTTEN and self.tpending[tid] == 0:
+                self.free_tids.append(tid)
+            elif self.tstate[tid] == PROCESSING and self.tproc[tid] == w:
+                self._unprocess(tid, cancel=False)
+                self._make_ready(tid)
+
+    def missing(self, w: int, tid: int, keys: list[str]) -> None:
+        """Worker ``w`` could not fetch ``keys`` for ``tid``: that data is lost."""
+        wi = self.workers[w]
+        if wi is None or not wi.alive:
+            return
+        self.tpending[tid] -= 1
+        if self.tstate[tid] != PROCESSING or self.tproc[tid] != w:
+            if self.tstate[tid] == FORGOTTEN and self.tpending[tid] == 0:
+                self.free_tids.append(tid)
+            return
+        self._unprocess(tid, cancel=False)
+        self.tstate[tid] = WAITING
+        self.twaiting[tid] = 0
+        for k in keys:
+            d = self.key_tid.get(k)
+            if d is not None and self.tstate[d] == MEMORY and self.twhere[d] >= 0:
+                self._lose_data(d)
+        if self.tstate[tid] == WAITING:
+            deps = self.tdeps[tid] or ()
+            self.twaiting[tid] = sum(1 for d in deps if self.tstate[d] != MEMORY)
+            if self.twaiting[tid] == 0:
+                self._make_ready(tid)
+
+    # --------------------------------------------------------------- dispatch
+    def _capacity(self, wi: WorkerInfo) -> tuple[int, float]:
+        """(tasks that may still be sent, seconds of work that may still be queued)."""
+        n = wi.nthreads
+        return n * self.max_per_thread - len(wi.processing), n * self.target - wi.load
+
+    def _take(self, wi: WorkerInfo, limit: int, out: list[int]) -> int:
+        """Move up to ``limit`` ready tasks to ``wi``, within its capacity; returns how many."""
+        tstate = self.tstate
+        dur = self.duration
+        unknown = self.unknown
+        tfid = self.tfid
+        tproc = self.tproc
+        tpending = self.tpending
+        processing = wi.processing
+        w = wi.idx
+        min_tasks = wi.nthreads * self.min_per_thread
+        room_n, room_s = self._capacity(wi)
+        taken = 0
+        sources = (wi.ready, None, self.ready)
+        for src in sources:
+            while taken < limit and room_n > 0 and (room_s > 0 or len(processing) < min_tasks):
+                if src is None:
+                    if not self.ready_prio:
+                        break
+                    tid = heapq.heappop(self.ready_prio)[2]
+                else:
+                    if not src:
+                        break
+                    tid = src.popleft()
+                if tstate[tid] != QUEUED:
+                    continue
+                r = self.trestrict[tid]
+                if r is not None and wi.address not in r:
+                    # belongs to a worker that has not joined yet
+                    self._deferred.append(tid)
+                    continue
+                est = dur.get(tfid[tid], unknown)
+                tstate[tid] = PROCESSING
+                tproc[tid] = w
+                tpending[tid] += 1
+                processing[tid] = est
+                wi.load += est
+                room_s -= est
+                room_n -= 1
+                taken += 1
+                out.append(tid)
+        self.n_processing += taken
+        return taken
+
+    def _dispatch(self) -> dict[int, list[int]]:
+        plan: dict[int, list[int]] = {}
+        workers = [w for w in self.workers if w is not None and w.alive]
+        if not workers:
+            return plan
+        self._deferred = []
+        # first, work that belongs to a particular worker
+        for wi in workers:
+            if wi.ready:
+                out = plan.setdefault(wi.idx, [])
+                self._take_local(wi, out)
+        # then share the common queues evenly among workers with room
+        for _ in range(2):
+            backlog = len(self.ready) + len(self.ready_prio)
+            if not backlog:
+                break
+            free = [wi for wi in workers if self._has_room(wi)]
+            if not free:
+                break
+            free.sort(key=lambda wi: wi.load)
+            share = max(1, -(-backlog // len(free)))
+            for wi in free:
+                self._take(wi, share, plan.setdefault(wi.idx, []))
+        # idle workers steal locality-bound work from saturated ones
+        for wi in workers:
+            if len(wi.processing) < wi.nthreads:
+                self._steal(wi, workers, plan)
+        if self._deferred:
+            self.ready.extend(self._deferred)
+        return {w: tids for w, tids in plan.items() if tids}
+
+    def _take_local(self, wi: WorkerInfo, out: list[int]) -> None:
+        saved_ready, saved_prio = self.ready, self.ready_prio
+        self.ready, self.ready_prio = deque(), []
+        try:
+            self._take(wi, 1 << 62, out)
+        finally:
+            self.ready, self.ready_prio = saved_ready, saved_prio
+
+    def _has_room(self, wi: WorkerInfo) -> bool:
+        room_n, room_s = self._capacity(wi)
+        return room_n > 0 and (room_s > 0 or len(wi.processing) < wi.nthreads * self.min_per_thread)
+
+    def _steal(self, thief: WorkerInfo, workers: list[WorkerInfo], plan: dict) -> None:
+        victim = max(workers, key=lambda v: len(v.ready))
+        if victim is thief or len(victim.ready) < 2 or self._has_room(victim):
+            return
+        moved = deque()
+        for _ in range(len(victim.ready) // 2):
+            tid = victim.ready.pop()
+            if self.tstate[tid] != QUEUED:
+                continue
+            if self.trestrict[tid] is not None:
+                moved.appendleft(tid)
+                continue
+            thief.ready.appendleft(tid)
+        victim.ready.extend(moved)
+        self._take_local(thief, plan.setdefault(thief.idx, []))
+
+    # ------------------------------------------------------------------ output
+    def flush(self) -> list[tuple]:
+        """Decide what runs where, and return every instruction for the server to send."""
+        out = self._out
+        self._out = []
+        for w, tids in self._dispatch().items():
+            for i in range(0, len(tids), self.max_batch):
+                out.append(self._compute_instruction(w, tids[i:i + self.max_batch]))
+        tstate = self.tstate
+        if self._results:
+            for cid, tids in self._results.items():
+                if cid not in self.clients:
+                    continue
+                keys, blobs = [], []
+                for tid in tids:
+                    if tstate[tid] != MEMORY:
+                        continue
+                    keys.append(self.tkey[tid])
+                    w = self.twhere[tid]
+                    blobs.append(self.workers[w].address if w >= 0 else self.tblob[tid])
+                if keys:
+                    out.append(("results", cid, keys, blobs))
+            self._results = {}
+        if self._erred:
+            for cid, tids in self._erred.items():
+                if cid not in self.clients:
+                    continue
+                keys, excs, tbs = [], [], []
+                for tid in tids:
+                    if tstate[tid] != ERRED:
+                        continue
+                    keys.append(self.tkey[tid])
+                    exc, tb = self.tblob[tid]
+                    excs.append(exc)
+                    tbs.append(tb)
+                if keys:
+                    out.append(("erred", cid, keys, excs, tbs))
+            self._erred = {}
+        if self._free:
+            for w, keys in self._free.items():
+                if self.workers[w].alive:
+                    out.append(("free", w, keys))
+            self._free = {}
+        if self._cancel:
+            for w, tids in self._cancel.items():
+                if self.workers[w].alive:
+                    out.append(("cancel", w, tids))
+            self._cancel = {}
+        if self._released_blobs:
+            out.append(("release-blobs", self._released_blobs))
+            self._released_blobs = []
+        return out
+
+    def _compute_instruction(self, w: int, tids: list[int]) -> tuple:
+        tkey = self.tkey
+        tfid = self.tfid
+        keys = [tkey[t] for t in tids]
+        fid_index: dict[bytes, int] = {}
+        fidx = []
+        for t in tids:
+            f = tfid[t]
+            i = fid_index.get(f)
+            if i is None:
+                i = fid_index[f] = len(fid_index)
+            fidx.append(i)
+        fids = list(fid_index)
+        fn_blobs = [self.functions[f][0] for f in fids]
+        payloads = [self.tpayload[t] for t in tids]
+        deps = None
+        where: dict[str, str] = {}
+        inline: dict[str, bytes] = {}
+        tdeps = self.tdeps
+        for n, t in enumerate(tids):
+            dt = tdeps[t]
+            if dt is None:
+                continue
+            if deps is None:
+                deps = [None] * len(tids)
+            dk = []
+            for d in dt:
+                k = tkey[d]
+                dk.append(k)
+                h = self.twhere[d]
+                if h < 0:
+                    inline[k] = self.tblob[d]
+                elif h != w:
+                    where[k] = self.workers[h].address
+            deps[n] = dk
+        return ("compute", w, tids, keys, fidx if len(fids) > 1 else 0, fids, deps, where,
+                payloads, fn_blobs, inline)
+
+    # ------------------------------------------------------------------ views
+    def task_state(self, key: str) -> str | None:
+        tid = self.key_tid.get(key)
+        return None if tid is None else STATE_NAMES[self.tstate[tid]]
+
+    def state_counts(self) -> dict[str, int]:
+        counts = [0] * len(STATE_NAMES)
+        for tid in self.key_tid.values():
+            counts[self.tstate[tid]] += 1
+        return {STATE_NAMES[i]: c for i, c in enumerate(counts) if c}
+
+    def info(self) -> dict:
+        return {
+            "workers": {
+                wi.address: {
+                    "name": wi.name, "pid": wi.pid, "nthreads": wi.nthreads,
+                    "memory_limit": wi.memory_limit, "host": wi.host,
+                    "processing": len(wi.processing), "nbytes": wi.nbytes,
+                    "metrics": wi.metrics,
+                }
+                for wi in self.alive_workers()
+            },
+            "tasks": self.state_counts(),
+            "counts": dict(self.counts),
+            "clients": len(self.clients),
+        }

@@ -1,0 +1,528 @@
+"""A worker: a DEALER to the scheduler, a ROUTER for peers, and executor threads.
+
+The loop thread owns every socket. Executor threads run batches of tasks and hand
+results back through a deque and a :class:`~frisky.zmq.sockets.Waker`, reporting
+every couple of milliseconds so a long batch streams its results.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import queue
+import secrets
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from frisky import config, protocol
+from frisky.deps import substitute
+from frisky.protocol import pack, unpack
+from frisky.serialize import PickleCodec, format_exception
+from frisky.telemetry import now, recorder
+from frisky.worker.state import WorkerState
+from frisky.worker.store import Store, sizeof
+from frisky.zmq import sockets
+
+_REPORT_NS = 2_000_000  # executor hands results to the loop at least this often (ns)
+
+
+class Executor:
+    """Threads that run batches of tasks and hand results back to the loop."""
+
+    def __init__(self, worker: Worker, nthreads: int) -> None:
+        self.worker = worker
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.done: collections.deque = collections.deque()
+        self.functions: dict[bytes, Any] = {}
+        self.threads = [
+            threading.Thread(target=self._run, name=f"frisky-exec-{i}", daemon=True) for i in range(nthreads)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, tasks: list) -> None:
+        n = len(self.threads)
+        if n == 1 or len(tasks) <= 1:
+            self.queue.put(tasks)
+            return
+        step = max(1, -(-len(tasks) // (n * 4)))
+        for i in range(0, len(tasks), step):
+            self.queue.put(tasks[i:i + step])
+
+    def stop(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def _function(self, fid: bytes, blob: bytes):
+        fn = self.functions.get(fid)
+        if fn is None:
+            fn = self.worker.codec.loads_function(blob)
+            if len(self.functions) > 1000:
+                self.functions.clear()
+            self.functions[fid] = fn
+        return fn
+
+    def _run(self) -> None:
+        worker = self.worker
+        codec = worker.codec
+        store = worker.store
+        cancelled = worker.state.cancelled
+        loads_args = codec.loads_args
+        dumps_value = codec.dumps_value
+        done = self.done
+        wake = worker.waker.wake
+        perf = time.perf_counter_ns
+        record = recorder.span
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            out: list = []
+            last = perf()
+            for task in batch:
+                tid, key, fid, payload, deps, ctx = task
+                if tid in cancelled:
+                    out.append((2, task))
+                    continue
+                t0 = perf()
+                try:
+                    fn = self._function(fid, ctx["fns"][fid])
+                    args, kwargs = loads_args(payload)
+                    if deps:
+                        args, kwargs = substitute(args, kwargs, self._dep_values(deps, ctx))
+                    t1 = perf()
+                    result = fn(*args, **kwargs)
+                    t2 = perf()
+                    if type(result) in _SMALL or sizeof(result) < worker.inline_threshold * 4:
+                        blob = dumps_value(result)
+                    else:
+                        blob = None
+                    if type(blob) is bytes:
+                        nbytes = len(blob)
+                    else:
+                        nbytes = sizeof(result)
+                        store.put(key, result, nbytes)
+                        blob = None
+                    t3 = perf()
+                    prefix = key.split("-", 1)[0]
+                    record("worker.deserialize", t0, prefix, t1)
+                    record("worker.exec.call", t1, prefix, t2)
+                    record("worker.serialize", t2, prefix, t3)
+                    out.append((0, task, nbytes, blob, (t2 - t1) / 1e9))
+                except BaseException as e:  # noqa: BLE001 - user code may raise anything
+                    out.append((1, task, codec.dumps_exception(e), format_exception(e)))
+                t = perf()
+                if t - last > _REPORT_NS:
+                    done.append(out)
+                    out = []
+                    last = t
+                    wake()
+            if out:
+                done.append(out)
+                wake()
+
+    def _dep_values(self, deps: list[str], ctx: dict) -> dict[str, Any]:
+        worker = self.worker
+        inline = ctx["inline"]
+        decoded = ctx["decoded"]
+        values = {}
+        for k in deps:
+            if k in decoded:
+                values[k] = decoded[k]
+            elif k in inline:
+                values[k] = decoded[k] = worker.codec.loads_value(inline[k])
+            elif k in worker.store:
+                values[k] = worker.store.get(k)
+            else:
+                values[k] = worker.state.fetched[k]
+        return values
+
+
+_SMALL = frozenset({int, float, bool, type(None), complex})
+
+
+class Worker:
+    """One worker. ``run()`` blocks; ``start()`` runs it in a thread (in-process clusters)."""
+
+    def __init__(
+        self,
+        scheduler_address: str,
+        *,
+        name: str | None = None,
+        nthreads: int = 1,
+        memory_limit: int | None = None,
+        listen_address: str | None = None,
+        ctx: zmq.Context | None = None,
+        codec=None,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = None,
+        connect_timeout: float | None = None,
+    ) -> None:
+        self.scheduler_address = scheduler_address
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.nthreads = nthreads
+        self.memory_limit = memory_limit
+        self.ctx = ctx or zmq.Context.instance()
+        self.codec = codec or PickleCodec()
+        self.inline_threshold = config.get("inline_threshold")
+        self.interval = config.get("heartbeat_interval", heartbeat_interval)
+        self.timeout = config.get("heartbeat_timeout", heartbeat_timeout)
+        self.connect_timeout = config.get("connect_timeout", connect_timeout)
+        if listen_address is None:
+            host = config.get("host")
+            listen_address = f"tcp://{host}:0"
+        self.peer_sock, self.address = sockets.router(self.ctx, listen_address)
+        if self.address.startswith("inproc://"):
+            sockets.register_inproc(self.address, self.ctx)
+        ident = f"w-{self.name}-{os.getpid()}-{secrets.token_hex(3)}".encode()
+        self.sock = sockets.dealer(self.ctx, scheduler_address, ident)
+        self.waker = sockets.Waker()
+        self.state = WorkerState()
+        self.store = Store()
+        self.executor: Executor | None = None
+        self.peers: dict[str, zmq.Socket] = {}
+        self.peer_of_sock: dict[zmq.Socket, str] = {}
+        self._reqs = itertools.count(1)
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.worker_id: int | None = None
+        self.cluster_id: str | None = None
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+        recorder.source = self.name
+
+    # ----------------------------------------------------------- lifecycle
+    def start(self) -> Worker:
+        self._thread = threading.Thread(target=self._run_safely, name=f"frisky-worker-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run_safely(self) -> None:
+        try:
+            self.run()
+        except BaseException as e:  # noqa: BLE001 - reported to whoever started us
+            self.error = e
+            self.started.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop = True
+        self.waker.wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _hello(self) -> None:
+        info = {
+            "name": self.name, "address": self.address, "nthreads": self.nthreads,
+            "memory_limit": self.memory_limit, "pid": os.getpid(), "host": socket.gethostname(),
+        }
+        self.sock.send_multipart([protocol.header(protocol.HELLO_WORKER, info)])
+        if not self.sock.poll(int(self.connect_timeout * 1000)):
+            raise TimeoutError(f"no scheduler answered at {self.scheduler_address} within {self.connect_timeout}s")
+        msg = unpack(self.sock.recv_multipart()[0])
+        if msg[0] != protocol.WELCOME:
+            raise ConnectionError(f"unexpected answer from scheduler: {msg[0]!r}")
+        self.worker_id, self.cluster_id = msg[1], msg[2]
+
+    def run(self) -> None:
+        """Register with the scheduler and serve until told to close or it goes silent."""
+        try:
+            self._hello()
+            self.executor = Executor(self, self.nthreads)
+            self.started.set()
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.peer_sock, zmq.POLLIN)
+        poller.register(self.waker.rfd, zmq.POLLIN)
+        self._poller = poller
+        last_heard = time.monotonic()
+        next_beat = last_heard + self.interval
+        while not self._stop:
+            timeout_ms = max(0, int((next_beat - time.monotonic()) * 1000)) + 1
+            for item, _ in poller.poll(timeout_ms):
+                if item is self.sock:
+                    last_heard = time.monotonic()
+                    self._read_scheduler()
+                elif item is self.peer_sock:
+                    self._serve_peers()
+                elif item == self.waker.rfd:
+                    self.waker.drain()
+                else:
+                    self._read_peer(item)
+            self._report()
+            t = time.monotonic()
+            if t >= next_beat:
+                if t - last_heard > self.timeout:
+                    print(f"frisky worker {self.name}: scheduler silent for {self.timeout}s, closing", file=sys.stderr)
+                    return
+                self._heartbeat()
+                next_beat = t + self.interval
+
+    def _shutdown(self) -> None:
+        if self.executor is not None:
+            self.executor.stop()
+            self.executor.join(2.0)
+        try:
+            self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        for s in [self.sock, self.peer_sock, *self.peers.values()]:
+            s.close(0)
+        if self.address.startswith("inproc://"):
+            sockets.unregister_inproc(self.address)
+        elif self.address.startswith("ipc://"):
+            try:
+                os.unlink(self.address[len("ipc://"):])
+            except OSError:
+                pass
+        self.waker.close()
+        self.store.clear()
+
+    # ------------------------------------------------------------ messages
+    def _read_scheduler(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            msg = unpack(frames[0])
+            op = msg[0]
+            if op == protocol.COMPUTE:
+                self._compute(msg, frames)
+            elif op == protocol.FREE:
+                for k in msg[1]:
+                    self.store.pop(k)
+            elif op == protocol.CANCEL:
+                dropped = self.state.cancel(msg[1])
+                if dropped:
+                    self._send(protocol.header(protocol.CANCELLED, dropped))
+            elif op == protocol.STORE:
+                self._store(msg, frames[1:])
+            elif op == protocol.CLOSE:
+                self._stop = True
+                return
+
+    def _compute(self, msg: list, frames: list) -> None:
+        _, tids, keys, fidx, fids, deps, where = msg
+        payloads, fn_blobs, inline = unpack(frames[1])
+        ctx = {"inline": inline, "decoded": {}, "fns": dict(zip(fids, fn_blobs))}
+        if type(fidx) is int:
+            fid = fids[fidx]
+            if deps is None:
+                tasks = [[t, k, fid, p, None, ctx] for t, k, p in zip(tids, keys, payloads)]
+            else:
+                tasks = [[t, k, fid, p, d, ctx] for t, k, p, d in zip(tids, keys, payloads, deps)]
+        else:
+            ds = deps if deps is not None else itertools.repeat(None)
+            tasks = [[t, k, fids[i], p, d, ctx] for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
+        ready, fetch = self.state.compute(tasks, where, self.store.__contains__)
+        if ready:
+            self.executor.submit(ready)
+        for address, dep_keys in fetch.items():
+            self._fetch(address, dep_keys)
+
+    def _store(self, msg: list, frames: list) -> None:
+        _, tids, keys, counts = msg
+        pos = 0
+        nbytes = []
+        for k, n in zip(keys, counts):
+            value = self.codec.loads_value(frames[pos:pos + n])
+            pos += n
+            size = sizeof(value)
+            self.store.put(k, value, size)
+            nbytes.append(size)
+        self._send(protocol.header(protocol.FINISHED, tids, nbytes, []), pack([None] * len(tids)))
+
+    def _report(self) -> None:
+        """Send results the executor has handed back, batched into few messages."""
+        done = self.executor.done if self.executor is not None else None
+        if not done:
+            return
+        ok_tids, ok_nbytes, ok_blobs = [], [], []
+        err_tids, err_blobs, err_tbs = [], [], []
+        cancelled = []
+        timings: dict[bytes, list] = {}
+        state = self.state
+        while done:
+            for item in done.popleft():
+                kind, task = item[0], item[1]
+                state.done(task)
+                if kind == 0:
+                    ok_tids.append(task[0])
+                    ok_nbytes.append(item[2])
+                    ok_blobs.append(item[3])
+                    t = timings.get(task[2])
+                    if t is None:
+                        timings[task[2]] = [task[2], 1, item[4]]
+                    else:
+                        t[1] += 1
+                        t[2] += item[4]
+                elif kind == 1:
+                    err_tids.append(task[0])
+                    err_blobs.append(item[2])
+                    err_tbs.append(item[3])
+                else:
+                    cancelled.append(task[0])
+        if ok_tids:
+            self._send(protocol.header(protocol.FINISHED, ok_tids, ok_nbytes, list(timings.values())), pack(ok_blobs))
+        if err_tids:
+            self._send(protocol.header(protocol.ERRED, err_tids, err_tbs), pack(err_blobs))
+        if cancelled:
+            self._send(protocol.header(protocol.CANCELLED, cancelled))
+
+    def _heartbeat(self) -> None:
+        metrics = {
+            "rss": _rss(),
+            "nbytes": self.store.nbytes,
+            "keys": len(self.store),
+            "telemetry": recorder.snapshot(max_spans=50),
+        }
+        self._send(protocol.header(protocol.HEARTBEAT, metrics))
+
+    def _send(self, *frames) -> None:
+        try:
+            self.sock.send_multipart(list(frames))
+        except zmq.ZMQError:
+            pass
+
+    # ------------------------------------------------------------ data plane
+    def _serve_peers(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self.peer_sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident = frames[0]
+            msg = unpack(frames[1])
+            if msg[0] != protocol.GET:
+                continue
+            t0 = now()
+            req, keys = msg[1], msg[2]
+            found, counts, missing, out = [], [], [], []
+            for k in keys:
+                if k in self.store:
+                    value = self.store.get(k)
+                elif k in self.state.fetched:
+                    value = self.state.fetched[k]
+                else:
+                    missing.append(k)
+                    continue
+                value_frames = self.codec.dumps_value(value)
+                if type(value_frames) is bytes:
+                    value_frames = [value_frames]
+                found.append(k)
+                counts.append(len(value_frames))
+                out.extend(value_frames)
+            try:
+                self.peer_sock.send_multipart(
+                    [ident, protocol.header(protocol.DATA, req, found, counts, missing), *out], copy=False
+                )
+            except zmq.ZMQError:
+                pass
+            recorder.span("worker.transfer.send", t0)
+
+    def _fetch(self, address: str, keys: list[str]) -> None:
+        sock = self.peers.get(address)
+        if sock is None:
+            try:
+                sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.ctx, address)
+            except OSError:
+                for tid, miss in self.state.peer_lost(address):
+                    self._send(protocol.header(protocol.MISSING, tid, miss))
+                return
+            self.peers[address] = sock
+            self.peer_of_sock[sock] = address
+            self._poller.register(sock, zmq.POLLIN)
+        sock.send_multipart([protocol.header(protocol.GET, next(self._reqs), keys)])
+
+    def _read_peer(self, sock: zmq.Socket) -> None:
+        address = self.peer_of_sock.get(sock)
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            t0 = now()
+            msg = unpack(frames[0].buffer)
+            _, _req, keys, counts, missing = msg
+            values = {}
+            pos = 1
+            for k, n in zip(keys, counts):
+                values[k] = self.codec.loads_value([f.buffer for f in frames[pos:pos + n]])
+                pos += n
+            recorder.span("worker.transfer.recv", t0)
+            ready, report = self.state.got(values, missing, address)
+            if ready:
+                self.executor.submit(ready)
+            for tid, miss in report:
+                self._send(protocol.header(protocol.MISSING, tid, miss))
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - non-Linux
+        return 0
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the process that started us dies."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # pragma: no cover - not Linux
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``frisky worker ADDRESS`` / ``python -m frisky.worker.server``."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="frisky worker", description="Run a Frisky worker.")
+    parser.add_argument("address", help="scheduler address, e.g. tcp://127.0.0.1:8786")
+    parser.add_argument("--nthreads", type=int, default=1)
+    parser.add_argument("--memory-limit", default="auto", help='bytes, "4GiB", or a fraction of RAM')
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--listen-address", default=None, help="address peers fetch data from")
+    parser.add_argument("--host", default=None, help="interface for the peer socket (default 127.0.0.1)")
+    parser.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.die_with_parent:
+        _die_with_parent()
+    sockets.check_address(args.address)
+    total = config.total_memory()
+    limit = config.parse_bytes(args.memory_limit, total)
+    listen = args.listen_address or (f"tcp://{args.host}:0" if args.host else None)
+    worker = Worker(args.address, name=args.name, nthreads=args.nthreads, memory_limit=limit or total,
+                    listen_address=listen)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    try:
+        worker.run()
+    except TimeoutError as e:
+        print(f"frisky worker: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Sockets with Frisky's options, addresses, and a cross-thread wake-up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+
+import zmq
+
+_inproc_contexts: dict[str, zmq.Context] = {}
+_lock = threading.Lock()
+
+
+def context_for(address: str) -> zmq.Context:
+    """The context to use for ``address``: inproc needs the one its server bound with."""
+    if address.startswith("inproc://"):
+        ctx = _inproc_contexts.get(address)
+        if ctx is None:
+            raise OSError(f"no in-process scheduler at {address}")
+        return ctx
+    return zmq.Context.instance()
+
+
+def register_inproc(address: str, ctx: zmq.Context) -> None:
+    with _lock:
+        _inproc_contexts[address] = ctx
+
+
+def unregister_inproc(address: str) -> None:
+    with _lock:
+        _inproc_contexts.pop(address, None)
+
+
+def private_ipc_dir() -> str:
+    """A fresh 0700 directory for ``ipc://`` endpoints (removed by the cluster on close)."""
+    return tempfile.mkdtemp(prefix="frisky-ipc-")
+
+
+def remove_dir(path: str | None) -> None:
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _tune(sock: zmq.Socket) -> zmq.Socket:
+    sock.setsockopt(zmq.LINGER, 0)
+    # messages are batched, so counts stay small; never drop or block on a high-water mark
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    return sock
+
+
+def router(ctx: zmq.Context, address: str) -> tuple[zmq.Socket, str]:
+    """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a port); returns it and its address."""
+    sock = _tune(ctx.socket(zmq.ROUTER))
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if address.startswith("tcp://") and address.endswith(":0"):
+        address = address[:-2] + ":*"
+    try:
+        sock.bind(address)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise OSError(f"cannot bind {address}: {e}") from e
+    return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def dealer(ctx: zmq.Context, address: str, identity: bytes | None = None) -> zmq.Socket:
+    """Connect a DEALER to ``address``."""
+    sock = _tune(ctx.socket(zmq.DEALER))
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    sock.setsockopt(zmq.IMMEDIATE, 0)
+    try:
+        sock.connect(address)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise OSError(f"cannot connect to {address}: {e}") from e
+    return sock
+
+
+def check_address(address: str) -> None:
+    """Raise ``ValueError`` for an address ZeroMQ cannot use."""
+    if not isinstance(address, str) or "://" not in address:
+        raise ValueError(f"not a scheduler address: {address!r} (expected tcp://host:port, ipc://path or inproc://name)")
+    scheme = address.split("://", 1)[0]
+    if scheme not in ("tcp", "ipc", "inproc"):
+        raise ValueError(f"unsupported transport {scheme!r} in {address!r}")
+
+
+class Waker:
+    """Wakes a thread blocked in ``zmq.Poller.poll`` from any thread, or from ``__del__``.
+
+    A pipe, not a socket: ``os.write`` is safe from finalizers and signal handlers,
+    and the flag keeps it to one syscall per wake-up however many events pile up.
+    """
+
+    def __init__(self) -> None:
+        self.rfd, self.wfd = os.pipe()
+        os.set_blocking(self.rfd, False)
+        os.set_blocking(self.wfd, False)
+        self.pending = False
+
+    def wake(self) -> None:
+        if not self.pending and self.wfd >= 0:
+            self.pending = True
+            try:
+                os.write(self.wfd, b"x")
+            except (BlockingIOError, OSError):
+                pass
+
+    def drain(self) -> None:
+        # clear the flag first: a wake after this point is seen by the next poll
+        self.pending = False
+        try:
+            while os.read(self.rfd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        # mark closed first: a late wake() must never write into a reused fd number
+        fds, self.rfd, self.wfd = (self.rfd, self.wfd), -1, -1
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
