@@ -10,6 +10,7 @@ import collections
 import concurrent.futures
 import threading
 import time
+import weakref
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from typing import Any, Iterable, Iterator
 
@@ -97,7 +98,7 @@ class as_completed:
         self._cond = threading.Condition()
         self._done: collections.deque = collections.deque()
         self._pending: set = set()
-        self._seen: set[int] = set()
+        self._seen: weakref.WeakSet = weakref.WeakSet()  # weak: yielded futures may be freed
         self._timeout = timeout
         self._with_results = with_results
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -113,9 +114,9 @@ class as_completed:
     def add(self, future: concurrent.futures.Future) -> None:
         """Also yield ``future`` when it finishes."""
         with self._cond:
-            if id(future) in self._seen:
+            if future in self._seen:
                 return
-            self._seen.add(id(future))
+            self._seen.add(future)
             self._pending.add(future)
         future.add_done_callback(self._on_done)
 

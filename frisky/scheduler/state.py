@@ -295,7 +295,7 @@ class SchedulerState:
             twhere = self.twhere
             for d in deps:
                 w = twhere[d]
-                if w >= 0 and self.tnbytes[d] > best_bytes:
+                if w >= 0 and self.tnbytes[d] > best_bytes and self.workers[w].alive:
                     best, best_bytes = w, self.tnbytes[d]
             if best >= 0:
                 self.workers[best].ready.append(tid)
@@ -603,13 +603,13 @@ class SchedulerState:
             self._make_ready(tid)
         wi.processing.clear()
         wi.load = 0.0
-        for tid in wi.ready:
+        queued, wi.ready = wi.ready, deque()
+        for tid in queued:
             if tstate[tid] == QUEUED:
                 if self.trestrict[tid] is not None:
                     self.ready.append(tid)
                 else:
                     self._make_ready(tid)
-        wi.ready.clear()
         # data it held
         for tid in [t for t, h in enumerate(self.twhere) if h == w]:
             self._lose_data(tid)

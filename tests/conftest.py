@@ -1,0 +1,87 @@
+"""Shared fixtures, and the leak check that runs after every test.
+
+After each test: no child process it started is still running, no /dev/shm/frisky-*
+segment, no private ipc directory and no spill directory it created is left behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+
+import psutil
+import pytest
+
+import frisky
+
+# A private temp dir for this run (inherited by every process it starts), so the leak
+# check sees only this run's files; segments are told apart by the owner pid in the name.
+_TMP = tempfile.mkdtemp(prefix="frisky-tests-")
+os.environ["TMPDIR"] = _TMP
+tempfile.tempdir = None
+_SHM = f"/dev/shm/frisky-{os.getpid():x}p*"
+
+
+def _leftovers() -> set[str]:
+    tmp = tempfile.gettempdir()
+    found = set(glob.glob(_SHM))
+    found |= set(glob.glob(os.path.join(tmp, "frisky-ipc-*")))
+    found |= set(glob.glob(os.path.join(tmp, "frisky-spill-*")))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request):
+    me = psutil.Process()
+    before_children = {p.pid for p in me.children(recursive=True)}
+    before_files = _leftovers()
+    yield
+    if request.node.get_closest_marker("shares_cluster"):
+        return
+    new = [p for p in me.children(recursive=True) if p.pid not in before_children]
+    # children that were told to stop may need a moment to exit: wait on them, bounded
+    _, alive = psutil.wait_procs(new, timeout=5)
+    for p in alive:
+        p.kill()
+    assert not alive, f"test left child processes running: {[p.pid for p in alive]}"
+    left = _leftovers() - before_files
+    assert not left, f"test left files behind: {sorted(left)}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two worker processes, shared by the tests of one module."""
+    with frisky.LocalCluster(n_workers=2, threads_per_worker=1) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster):
+    with frisky.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(params=[True, False], ids=["processes", "threads"])
+def any_client(request):
+    """A fresh cluster of each kind, for behaviour that must hold in both."""
+    with frisky.LocalCluster(n_workers=2, processes=request.param) as c, c.get_client() as cl:
+        yield cl
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shares_cluster: test uses a module-scoped cluster")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_at_exit():
+    yield
+    me = psutil.Process()
+    _, alive = psutil.wait_procs(me.children(recursive=True), timeout=5)
+    assert not alive, f"child processes left at the end of the run: {[p.pid for p in alive]}"
+    assert not glob.glob(_SHM), "shared-memory segments left at the end of the run"
+    leftover = [n for n in os.listdir(_TMP) if not n.startswith("pytest-of-")]
+    import shutil
+
+    shutil.rmtree(_TMP, ignore_errors=True)
+    assert not leftover, f"temporary files left at the end of the run: {leftover}"
