@@ -9,6 +9,7 @@ done-callback may call ``result()`` without waiting on the I/O thread.
 from __future__ import annotations
 
 import collections
+import gc
 import hashlib
 import itertools
 import os
@@ -25,7 +26,7 @@ from frisky import config, protocol
 from frisky.deps import extract, has_futures
 from frisky.future import Future, Remote, wait
 from frisky.protocol import pack, unpack, wire_key
-from frisky.serialize import PickleCodec, attach_traceback, is_atomic
+from frisky.serialize import _ATOMIC, PickleCodec, attach_traceback, is_atomic
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
 
@@ -90,7 +91,7 @@ class Client:
         self._lock = threading.Lock()
         self._futures: dict[str, weakref.ref] = {}
         self._outbox: collections.deque = collections.deque()
-        self._to_release: list[str] = []
+        self._to_release: collections.deque[str] = collections.deque()  # appended from __del__
         self._fn_cache: dict[int, tuple] = {}
         self._local = threading.local()
         self._thread_sockets: list[zmq.Socket] = []
@@ -227,44 +228,59 @@ class Client:
         deps_list: list = []
         any_deps = False
         prefix = f"{name}-"
-        for item in items:
-            args = (item,) if single else item
-            k = next(keys_given) if keys_given is not None else None
-            if fast and k is None and is_atomic(args):
-                payload = dumps(args, None)
-                k = prefix + (hashlib.blake2b(fid + payload, digest_size=16).hexdigest() if pure else self._unique())
-                deps = None
-            else:
-                k, payload, deps, a2, kw2 = self._prepare(fid, name, args, kwargs, k, pure)
-            wkey = wire_key(k)
-            fut, new = self._future(k, wkey)
-            if new:
-                if payload is None:
-                    payload = dumps(a2, kw2)
-                wkeys.append(wkey)
-                payloads.append(payload)
-                deps_list.append(deps)
-                any_deps = any_deps or bool(deps)
-                if len(wkeys) >= limit:
-                    self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
-                                      retries, priority, restrict)
-                    wkeys, payloads, deps_list, any_deps = [], [], [], False
-                    limit = batch_size or _BATCH
-            yield fut
-        if wkeys:
-            self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
-                              retries, priority, restrict)
+        blake2b = hashlib.blake2b
+        atomic = _ATOMIC
+        new_future = self._future
+        paused = _pause_gc()  # hundreds of thousands of live futures: GC passes only cost
+        try:
+            for item in items:
+                args = (item,) if single else item
+                k = next(keys_given) if keys_given is not None else None
+                if fast and k is None and (type(item) in atomic if single else is_atomic(args)):
+                    payload = dumps(args, None)
+                    k = wkey = prefix + (blake2b(fid + payload, digest_size=16).hexdigest() if pure else self._unique())
+                    deps = None
+                else:
+                    k, payload, deps, a2, kw2 = self._prepare(fid, name, args, kwargs, k, pure)
+                    wkey = wire_key(k)
+                fut, new = new_future(k, wkey)
+                if new:
+                    if payload is None:
+                        payload = dumps(a2, kw2)
+                    wkeys.append(wkey)
+                    payloads.append(payload)
+                    deps_list.append(deps)
+                    if deps:
+                        any_deps = True
+                    if len(wkeys) >= limit:
+                        self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
+                                          retries, priority, restrict)
+                        wkeys, payloads, deps_list, any_deps = [], [], [], False
+                        limit = batch_size or _BATCH
+                yield fut
+            if wkeys:
+                self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
+                                  retries, priority, restrict)
+        finally:
+            _resume_gc(paused)
 
     def _future(self, key: Any, wkey: str) -> tuple[Future, bool]:
         """The live future for ``wkey``, or a new one; and whether it is new."""
+        futures = self._futures
+        if wkey not in futures:
+            # fast path without the lock: the I/O thread only deletes keys that are present
+            f = Future(key, wkey, self)
+            ref = weakref.ref(f)
+            if futures.setdefault(wkey, ref) is ref:
+                return f, True
         with self._lock:
-            ref = self._futures.get(wkey)
+            ref = futures.get(wkey)
             if ref is not None:
                 f = ref()
-                if f is not None:
+                if f is not None and "_dead" not in f.__dict__:
                     return f, False
             f = Future(key, wkey, self)
-            self._futures[wkey] = weakref.ref(f)
+            futures[wkey] = weakref.ref(f)
             return f, True
 
     def _send_submit(self, keys, fidx, fids, fblobs, payloads, deps, retries, priority, workers) -> None:
@@ -281,21 +297,19 @@ class Client:
         """
         flat: list[Future] = []
         _collect(futures, flat)
-        self._prefetch(flat)
-
-        def get(f):
-            return f.result()
-
-        if errors == "skip":
-            return _rebuild(futures, get, skip=True)
-        return _rebuild(futures, get, skip=False)
+        paused = _pause_gc()
+        try:
+            self._prefetch(flat)
+            return _rebuild(futures, Future.result, skip=errors == "skip")
+        finally:
+            _resume_gc(paused)
 
     def _prefetch(self, futures: list[Future]) -> None:
         """Fetch remote results of many futures with one request per worker."""
-        wait(futures)
         by_addr: dict[str, list[Future]] = {}
         for f in futures:
-            if not f.cancelled() and f.exception() is None and type(f._result) is Remote:
+            f._wait()
+            if type(f._result) is Remote and f._state == "FINISHED":
                 by_addr.setdefault(f._result.address, []).append(f)
         for address, fs in by_addr.items():
             try:
@@ -304,8 +318,7 @@ class Client:
                 continue  # result() will find the data again
             for f in fs:
                 if f._wkey in values:
-                    with f._fetch_lock:
-                        f._result = values[f._wkey]
+                    f._result = values[f._wkey]
 
     def _fetch_remote(self, fut: Future, remote: Remote, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -497,12 +510,14 @@ class Client:
         while outbox:
             sock.send_multipart(outbox.popleft(), copy=False)
         if self._to_release:
-            todo, self._to_release = self._to_release, []
+            todo = self._to_release
             keys = []
             with self._lock:
-                for k in todo:
+                while todo:  # popleft, not a swap: __del__ may append from any thread meanwhile
+                    k = todo.popleft()
                     ref = self._futures.get(k)
-                    if ref is not None and ref() is None:
+                    f = None if ref is None else ref()
+                    if ref is not None and (f is None or "_dead" in f.__dict__):
                         del self._futures[k]
                         keys.append(k)
             if keys:
@@ -593,7 +608,7 @@ class Client:
                 s.close(0)
             self._thread_sockets.clear()
         for f in futures:
-            if f is not None:
+            if f is not None and not f.done():
                 f._client = None
                 f.cancel()
         self.sock.close(0)
@@ -616,6 +631,23 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<frisky.Client {self.scheduler_address} {self.status}>"
+
+
+def _pause_gc() -> bool:
+    """Pause the cyclic GC while creating or reading very many futures; True if it was on.
+
+    Generation scans over hundreds of thousands of live futures find nothing to free but
+    cost a quarter of map's time; reference counting still frees everything as usual.
+    """
+    was = gc.isenabled()
+    if was:
+        gc.disable()
+    return was
+
+
+def _resume_gc(was: bool) -> None:
+    if was:
+        gc.enable()
 
 
 def _set(f: Future, value: Any = None, exc: BaseException | None = None) -> None:

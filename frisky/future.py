@@ -14,6 +14,8 @@ import weakref
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from typing import Any, Iterable, Iterator
 
+_fetching = threading.RLock()  # one remote fetch at a time per process; they are rare
+
 __all__ = ["Future", "wait", "as_completed", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
 
 
@@ -26,20 +28,85 @@ class Remote:
         self.address = address
 
 
+_PENDING = "PENDING"
+_FINISHED = "FINISHED"
+_DONE_STATES = ("CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED)
+# Guards the moment a future's condition comes into being against the lock-free
+# completion path below: held for a few bytecodes, never while waiting.
+_birth = threading.Lock()
+
+
 class Future(concurrent.futures.Future):
-    """The eventual result of a task. Dropping the last reference releases it on the cluster."""
+    """The eventual result of a task. Dropping the last reference releases it on the cluster.
+
+    Behaves exactly like :class:`concurrent.futures.Future`. Its condition variable (the
+    costly part of a stdlib future) is made only when something waits on it or adds a
+    callback; until then completion and ``result()`` take a lock-free path.
+    """
 
     def __init__(self, key: Any, wire_key: str, client) -> None:
-        super().__init__()
+        # no super().__init__(): _condition, _waiters and _done_callbacks come on first use
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
         self.key = key
         self._wkey = wire_key
         self._client = client
-        self._fetch_lock = threading.Lock()
+
+    @property
+    def _condition(self) -> threading.Condition:
+        d = self.__dict__
+        cond = d.get("_cond")
+        if cond is None:
+            with _birth:
+                cond = d.get("_cond")
+                if cond is None:
+                    d["_waiters"] = []
+                    d["_done_callbacks"] = []
+                    cond = d["_cond"] = threading.Condition()
+        return cond
+
+    def set_result(self, result: Any) -> None:
+        if "_cond" not in self.__dict__:
+            with _birth:
+                if "_cond" not in self.__dict__:  # nobody waits and no callbacks: no one to notify
+                    if self._state in _DONE_STATES:
+                        raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+                    self._result = result
+                    self._state = _FINISHED
+                    return
+        super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if "_cond" not in self.__dict__:
+            with _birth:
+                if "_cond" not in self.__dict__:
+                    if self._state in _DONE_STATES:
+                        raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+                    self._exception = exception
+                    self._state = _FINISHED
+                    return
+        super().set_exception(exception)
+
+    def done(self) -> bool:
+        return self._state in _DONE_STATES
+
+    def _wait(self, timeout: float | None = None) -> bool:
+        """Block until done (or ``timeout``); True if done. Cheap when already done."""
+        if self._state in _DONE_STATES:
+            return True
+        with self._condition:
+            if self._state not in _DONE_STATES:
+                self._condition.wait(timeout)
+            return self._state in _DONE_STATES
 
     def result(self, timeout: float | None = None) -> Any:
-        value = super().result(timeout)
+        if self._state == _FINISHED and self._exception is None:
+            value = self._result
+        else:
+            value = super().result(timeout)
         if type(value) is Remote:
-            with self._fetch_lock:
+            with _fetching:
                 value = self._result
                 if type(value) is Remote:
                     value = self._client._fetch_remote(self, value, timeout)
@@ -64,6 +131,8 @@ class Future(concurrent.futures.Future):
     def __del__(self) -> None:
         client = self._client
         if client is not None:
+            # our weakref is cleared only after __del__ returns; say so for the I/O thread
+            self._dead = True
             client._release_later(self._wkey)
 
     def __repr__(self) -> str:

@@ -31,6 +31,16 @@ class Recorder:
             tot[0] += 1
             tot[1] += stop - start_ns
 
+    def add(self, name: str, count: int, total_ns: int) -> None:
+        """Add ``count`` spans of ``name`` taking ``total_ns`` together, keeping no raw spans
+        (for steps too small and frequent to record one by one)."""
+        tot = self.totals.get(name)
+        if tot is None:
+            self.totals[name] = [count, total_ns]
+        else:
+            tot[0] += count
+            tot[1] += total_ns
+
     def count(self, name: str, value: float = 1) -> None:
         """Add ``value`` to counter ``name``."""
         self.counters[name] = self.counters.get(name, 0) + value

@@ -84,12 +84,14 @@ class Executor:
         wake = worker.waker.wake
         perf = time.perf_counter_ns
         record = recorder.span
+        add = recorder.add
         while True:
             batch = self.queue.get()
             if batch is None:
                 return
             out: list = []
             last = perf()
+            n_de = t_de = t_ser = 0
             for task in batch:
                 tid, key, fid, payload, deps, ctx = task
                 if tid in cancelled:
@@ -115,10 +117,11 @@ class Executor:
                         store.put(key, result, nbytes)
                         blob = None
                     t3 = perf()
-                    prefix = key.split("-", 1)[0]
-                    record("worker.deserialize", t0, prefix, t1)
-                    record("worker.exec.call", t1, prefix, t2)
-                    record("worker.serialize", t2, prefix, t3)
+                    # one raw span per call; (de)serialization is summed per batch
+                    record("worker.exec.call", t1, key.partition("-")[0], t2)
+                    n_de += 1
+                    t_de += t1 - t0
+                    t_ser += t3 - t2
                     out.append((0, task, nbytes, blob, (t2 - t1) / 1e9))
                 except BaseException as e:  # noqa: BLE001 - user code may raise anything
                     out.append((1, task, codec.dumps_exception(e), format_exception(e)))
@@ -131,6 +134,9 @@ class Executor:
             if out:
                 done.append(out)
                 wake()
+            if n_de:
+                add("worker.deserialize", n_de, t_de)
+                add("worker.serialize", n_de, t_ser)
 
     def _dep_values(self, deps: list[str], ctx: dict) -> dict[str, Any]:
         worker = self.worker
@@ -324,12 +330,12 @@ class Worker:
         if type(fidx) is int:
             fid = fids[fidx]
             if deps is None:
-                tasks = [[t, k, fid, p, None, ctx] for t, k, p in zip(tids, keys, payloads)]
+                tasks = [(t, k, fid, p, None, ctx) for t, k, p in zip(tids, keys, payloads)]
             else:
-                tasks = [[t, k, fid, p, d, ctx] for t, k, p, d in zip(tids, keys, payloads, deps)]
+                tasks = [(t, k, fid, p, d, ctx) for t, k, p, d in zip(tids, keys, payloads, deps)]
         else:
             ds = deps if deps is not None else itertools.repeat(None)
-            tasks = [[t, k, fids[i], p, d, ctx] for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
+            tasks = [(t, k, fids[i], p, d, ctx) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
         ready, fetch = self.state.compute(tasks, where, self.store.__contains__)
         if ready:
             self.executor.submit(ready)

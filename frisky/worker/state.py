@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 # a task as the worker holds it:
-# [tid, key, fid, payload, dep_keys or None, batch context {"inline": {...}, "decoded": {...}}]
-Task = list
+# (tid, key, fid, payload, dep_keys or None, batch context {"inline": …, "decoded": …, "fns": …})
+Task = tuple
 
 
 class WorkerState:

@@ -110,13 +110,15 @@ class Waker:
                 pass
 
     def drain(self) -> None:
-        # clear the flag first: a wake after this point is seen by the next poll
-        self.pending = False
+        """Empty the pipe, then re-arm. Call before handling the queued work."""
         try:
             while os.read(self.rfd, 4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        # only now re-arm: a wake() that saw the old flag came before the work we handle
+        # next; one that sees the new flag writes a byte for the next poll
+        self.pending = False
 
     def close(self) -> None:
         # mark closed first: a late wake() must never write into a reused fd number
