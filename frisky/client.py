@@ -91,7 +91,6 @@ class Client:
         self._lock = threading.Lock()
         self._futures: dict[str, weakref.ref] = {}
         self._outbox: collections.deque = collections.deque()
-        self._to_release: collections.deque[str] = collections.deque()  # appended from __del__
         self._fn_cache: dict[int, tuple] = {}
         self._local = threading.local()
         self._thread_sockets: list[zmq.Socket] = []
@@ -193,8 +192,9 @@ class Client:
             return fut
         if payload is None:
             payload = self.codec.dumps_args(args, kwargs)
-        self._send_submit([wkey], 0, [fid], [fblob], [payload], [deps] if deps else None, retries, priority,
-                          _workers(workers))
+        # single submissions queue as tuples; the I/O thread packs runs of them into one message
+        self._outbox.append((wkey, fid, fblob, payload, deps, retries, priority, _workers(workers)))
+        self.waker.wake()
         recorder.span("client.submit", t0, wkey.split("-", 1)[0])
         return fut
 
@@ -468,8 +468,9 @@ class Client:
         self.waker.wake()
 
     def _release_later(self, wkey: str) -> None:
-        # called from Future.__del__: only append and poke the I/O thread
-        self._to_release.append(wkey)
+        # called from Future.__del__: only append and poke the I/O thread. Releases share
+        # the outbox with submissions so one never overtakes a submission queued before it.
+        self._outbox.append(wkey)
         if not self._closed:
             self.waker.wake()
 
@@ -505,23 +506,51 @@ class Client:
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
+        """Send everything queued, in order: single submissions (tuples) are packed into one
+        message per run, releases (str keys) into one message per run."""
         sock = self.sock
         outbox = self._outbox
+        run: list[tuple] = []
+        releases: list[str] = []
         while outbox:
-            sock.send_multipart(outbox.popleft(), copy=False)
-        if self._to_release:
-            todo = self._to_release
-            keys = []
-            with self._lock:
-                while todo:  # popleft, not a swap: __del__ may append from any thread meanwhile
-                    k = todo.popleft()
-                    ref = self._futures.get(k)
-                    f = None if ref is None else ref()
-                    if ref is not None and (f is None or "_dead" in f.__dict__):
-                        del self._futures[k]
-                        keys.append(k)
-            if keys:
-                sock.send_multipart([protocol.header(protocol.RELEASE, keys)])
+            item = outbox.popleft()
+            t = type(item)
+            if t is tuple:
+                if releases:
+                    self._send_releases(releases)
+                    releases = []
+                if run and (item[5:] != run[0][5:] or len(run) >= _BATCH):
+                    sock.send_multipart(_submit_frames(run), copy=False)
+                    run = []
+                run.append(item)
+                continue
+            if run:
+                sock.send_multipart(_submit_frames(run), copy=False)
+                run = []
+            if t is str:
+                releases.append(item)
+                continue
+            if releases:
+                self._send_releases(releases)
+                releases = []
+            sock.send_multipart(item, copy=False)
+        if run:
+            sock.send_multipart(_submit_frames(run), copy=False)
+        if releases:
+            self._send_releases(releases)
+
+    def _send_releases(self, wkeys: list[str]) -> None:
+        keys = []
+        futures = self._futures
+        with self._lock:
+            for k in wkeys:
+                ref = futures.get(k)
+                f = None if ref is None else ref()
+                if ref is not None and (f is None or "_dead" in f.__dict__):
+                    del futures[k]
+                    keys.append(k)
+        if keys:
+            self.sock.send_multipart([protocol.header(protocol.RELEASE, keys)])
 
     def _read(self) -> bool:
         sock = self.sock
@@ -631,6 +660,26 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<frisky.Client {self.scheduler_address} {self.status}>"
+
+
+def _submit_frames(run: list[tuple]) -> list:
+    """One ``submit`` message for queued single submissions sharing retries/priority/workers."""
+    fid_index: dict[bytes, int] = {}
+    fblobs: list = []
+    fidx: list[int] = []
+    for t in run:
+        i = fid_index.get(t[1])
+        if i is None:
+            i = fid_index[t[1]] = len(fblobs)
+            fblobs.append(t[2])
+        fidx.append(i)
+    deps = [t[4] for t in run]
+    if not any(deps):
+        deps = None
+    _, _, _, _, _, retries, priority, workers = run[0]
+    return [protocol.header(protocol.SUBMIT, [t[0] for t in run], 0 if len(fblobs) == 1 else fidx,
+                            list(fid_index), deps, retries, priority, workers),
+            pack([t[3] for t in run]), *fblobs]
 
 
 def _pause_gc() -> bool:

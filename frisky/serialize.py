@@ -45,6 +45,28 @@ def is_atomic(values) -> bool:
     return True
 
 
+def is_plain(values, depth: int = 0) -> bool:
+    """True for atoms, dependency references and small built-in containers of them:
+    what plain pickle serializes by value, so cloudpickle's slower pickler is not needed."""
+    from frisky.deps import DepRef
+
+    atomic = _ATOMIC
+    for v in values:
+        t = type(v)
+        if t in atomic or t is DepRef:
+            continue
+        if depth < 3 and (t is tuple or t is list) and len(v) <= 64:
+            if not is_plain(v, depth + 1):
+                return False
+            continue
+        if depth < 3 and t is dict and len(v) <= 64:
+            if not is_plain(v.keys(), depth + 1) or not is_plain(v.values(), depth + 1):
+                return False
+            continue
+        return False
+    return True
+
+
 class RemoteTraceback(Exception):
     """Carries the traceback text of an exception raised on another process."""
 
@@ -89,6 +111,8 @@ class PickleCodec:
         try:
             if not kwargs and is_atomic(args):
                 return _DUMPS(args, HIGHEST)
+            if is_plain(args) and (not kwargs or is_plain(kwargs.values())):
+                return _DUMPS([args, kwargs] if kwargs else args, HIGHEST)
             # a list marks "with kwargs"; a bare tuple is positional arguments only
             return _cloudpickle().dumps([args, kwargs] if kwargs else args, protocol=HIGHEST)
         except Exception as e:

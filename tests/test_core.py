@@ -272,3 +272,25 @@ def test_executor_basics():
         assert isinstance(f, concurrent.futures.Future) and f.result(timeout=10) == 2
     with pytest.raises(RuntimeError):
         ex.submit(inc, 1)
+
+
+def test_big_tree_reduction_releases_never_overtake_submissions(any_client):
+    # dropping each layer's futures right after submitting the next layer must never
+    # make the scheduler forget a dependency before its dependent arrives
+    n = 20_000
+    layer = any_client.map(inc, range(n))
+    while len(layer) > 1:
+        nxt = [any_client.submit(add, layer[i], layer[i + 1]) for i in range(0, len(layer) - 1, 2)]
+        layer = nxt + ([layer[-1]] if len(layer) % 2 else [])
+    assert layer[0].result(timeout=60) == n * (n + 1) // 2
+
+
+def test_many_single_submits_batch_correctly(any_client):
+    futs = [any_client.submit(add, i, i, pure=False) for i in range(5000)]
+    bad = any_client.submit(boom, 1, pure=False)
+    more = [any_client.submit(inc, i, pure=False) for i in range(100)]
+    for f in more[::2]:
+        f.cancel()
+    assert any_client.gather(futs) == [2 * i for i in range(5000)]
+    assert isinstance(bad.exception(timeout=10), ValueError)
+    assert [f.result(timeout=10) for f in more[1::2]] == [i + 1 for i in range(1, 100, 2)]
