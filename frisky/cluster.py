@@ -12,7 +12,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -22,15 +21,6 @@ import zmq
 from frisky import config, protocol
 from frisky.protocol import unpack
 from frisky.zmq import sockets
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # workers import user modules by the same paths as this process (as spawn does)
-    paths = [p if p else os.getcwd() for p in sys.path]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 class LocalCluster:
@@ -127,53 +117,54 @@ class LocalCluster:
 
     # -------------------------------------------------------------- processes
     def _start_processes(self, port: int, dashboard_address: str | None) -> None:
+        from frisky import zygote
+
         self.ctx = zmq.Context.instance()
         self._ipc_dir = sockets.private_ipc_dir()
-        env = _child_env()
-        cmd = [sys.executable, "-m", "frisky.cli.main", "scheduler", "--cluster-id", self.cluster_id,
-               "--die-with-parent"]
+        self._zygote = zygote.get()
+        argv = ["scheduler", "--cluster-id", self.cluster_id, "--quiet"]
         if dashboard_address:
-            cmd += ["--dashboard-address", dashboard_address]
+            argv += ["--dashboard-address", dashboard_address]
         if self.transport == "ipc":
             self.scheduler_address = f"ipc://{self._ipc_dir}/scheduler"
-            cmd += ["--address", self.scheduler_address]
-            self._scheduler_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+            self._scheduler_proc = self._zygote.spawn(argv + ["--address", self.scheduler_address])
         else:
-            cmd += ["--address", f"tcp://{self.host}:{port}"]
-            self._scheduler_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-            self.scheduler_address = self._read_address(self._scheduler_proc)
+            # the scheduler picks its port and writes its address into this pipe
+            r, w = os.pipe()
+            try:
+                self._scheduler_proc = self._zygote.spawn(
+                    argv + ["--address", f"tcp://{self.host}:{port}", "--announce-fd", "{fd0}"], fds=[w])
+            finally:
+                os.close(w)
+            self.scheduler_address = self._read_address(r)
         for i in range(self.n_workers):
-            self._spawn_worker(str(i), env)
+            self._spawn_worker(str(i))
         self._watch_read, self._watch_write = os.pipe()
         self._watcher = threading.Thread(target=self._watch, name="frisky-cluster-watch", daemon=True)
         self._watcher.start()
         self._wait_workers(self.n_workers)
 
-    def _read_address(self, proc: subprocess.Popen) -> str:
-        deadline = time.monotonic() + self.timeout
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("frisky scheduler at "):
-                return line.split(" at ", 1)[1].strip()
-        raise TimeoutError("the scheduler process did not start")
+    def _read_address(self, fd: int) -> str:
+        try:
+            if not select.select([fd], [], [], self.timeout)[0]:
+                raise TimeoutError("the scheduler process did not start")
+            line = os.read(fd, 4096).decode().strip()
+        finally:
+            os.close(fd)
+        if not line:
+            raise TimeoutError("the scheduler process exited before binding")
+        return line
 
-    def _worker_cmd(self, name: str) -> list[str]:
+    def _worker_argv(self, name: str) -> list[str]:
         if self.transport == "ipc":
             listen = f"ipc://{self._ipc_dir}/w-{name}"
         else:
             listen = f"tcp://{self.host}:0"
-        return [sys.executable, "-m", "frisky.worker.server", self.scheduler_address, "--name", name,
-                "--nthreads", str(self.threads_per_worker), "--memory-limit", str(self.memory_limit),
-                "--listen-address", listen, "--die-with-parent"]
+        return ["worker", self.scheduler_address, "--name", name, "--nthreads", str(self.threads_per_worker),
+                "--memory-limit", str(self.memory_limit), "--listen-address", listen]
 
-    def _spawn_worker(self, name: str, env: dict | None = None) -> None:
-        proc = subprocess.Popen(self._worker_cmd(name), env=env or _child_env(), stdin=subprocess.DEVNULL)
+    def _spawn_worker(self, name: str) -> None:
+        proc = self._zygote.spawn(self._worker_argv(name))
         with self._lock:
             self._procs[name] = proc
 
@@ -283,8 +274,6 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-            if p.stdout is not None:
-                p.stdout.close()
 
     def __enter__(self) -> LocalCluster:
         return self

@@ -127,23 +127,30 @@ class FriskyExecutor(concurrent.futures.Executor):
 
 
 def _results(fs: list[Future], end_time: float | None, chunked: bool) -> Iterator:
-    # yield in order; on early exit cancel what is left (stdlib behaviour)
+    # yield in order, holding no reference to what was yielded (like the stdlib); on early
+    # exit cancel what is left
     fs.reverse()
     try:
         while fs:
-            f = fs.pop()
-            if end_time is None:
-                r = f.result()
-            else:
-                r = f.result(end_time - time.monotonic())
             if chunked:
-                yield from r
+                chunk = _pop_result(fs, end_time)
+                chunk.reverse()
+                while chunk:
+                    yield chunk.pop()
             else:
-                yield r
-            del f
+                yield _pop_result(fs, end_time)
     finally:
         for f in fs:
             f.cancel()
+
+
+def _pop_result(fs: list[Future], end_time: float | None):
+    f = fs.pop()
+    try:
+        return f.result(None if end_time is None else end_time - time.monotonic())
+    except BaseException:
+        f.cancel()
+        raise
 
 
 def _atexit(ref: weakref.ref) -> None:

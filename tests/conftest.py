@@ -31,6 +31,13 @@ def _leftovers() -> set[str]:
     return found
 
 
+def _is_zygote(p: psutil.Process) -> bool:
+    try:
+        return "frisky.zygote" in " ".join(p.cmdline())
+    except psutil.Error:
+        return False
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request):
     me = psutil.Process()
@@ -39,7 +46,8 @@ def no_leaks(request):
     yield
     if request.node.get_closest_marker("shares_cluster"):
         return
-    new = [p for p in me.children(recursive=True) if p.pid not in before_children]
+    # the fork server outlives clusters on purpose (like multiprocessing's forkserver)
+    new = [p for p in me.children(recursive=True) if p.pid not in before_children and not _is_zygote(p)]
     # children that were told to stop may need a moment to exit: wait on them, bounded
     _, alive = psutil.wait_procs(new, timeout=5)
     for p in alive:
@@ -76,6 +84,9 @@ def pytest_configure(config):
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_at_exit():
     yield
+    from frisky import zygote
+
+    zygote.shutdown()
     me = psutil.Process()
     _, alive = psutil.wait_procs(me.children(recursive=True), timeout=5)
     assert not alive, f"child processes left at the end of the run: {[p.pid for p in alive]}"

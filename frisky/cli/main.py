@@ -22,11 +22,6 @@ def main(argv: list[str] | None = None) -> None:
     if cmd == "scheduler":
         from frisky.scheduler.server import main as run
 
-        if "--die-with-parent" in rest:
-            from frisky.worker.server import _die_with_parent
-
-            rest = [a for a in rest if a != "--die-with-parent"]
-            _die_with_parent()
         run(rest)
     elif cmd == "worker":
         from frisky.worker.server import main as run

@@ -354,12 +354,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", default=None, help="full address to bind instead (tcp/ipc)")
     parser.add_argument("--dashboard-address", default=None, help="host:port for the dashboard, e.g. :8787")
     parser.add_argument("--cluster-id", default=None)
+    parser.add_argument("--announce-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help="do not print the address")
     args = parser.parse_args(argv)
     address = args.address or f"tcp://{args.host}:{args.port}"
     server = SchedulerServer(address, cluster_id=args.cluster_id, dashboard_address=args.dashboard_address)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
-    print(f"frisky scheduler at {server.address}", flush=True)
+    if not args.quiet:
+        print(f"frisky scheduler at {server.address}", flush=True)
+    if args.announce_fd is not None:  # a LocalCluster waits for the address it picked
+        os.write(args.announce_fd, (server.address + "\n").encode())
+        os.close(args.announce_fd)
     server.run()
 
 

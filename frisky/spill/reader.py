@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from frisky.spill.checksum import checksum
 from frisky.spill.directio import align_up, aligned_buffer, pread_into
 from frisky.spill.errors import ChecksumError
-from frisky.spill.index import Entry, FrameMeta
+from frisky.spill.index import Entry
 from frisky.spill.writer import POOL_MIN, flat, load_codecs
 
 READ_PIECE = 16 << 20  # bytes per preadv: larger reads stream faster than dd's 4 MiB
@@ -31,23 +31,41 @@ def _mismatch(key: Any, path: str, entry: Entry, frame: int, pos: int) -> Checks
 
 
 def _decode(data: memoryview, codec: int, crc: int, raw_len: int, itemsize: int, codecs: Any) -> Any:
-    """Verify one stored chunk; return its decompressed bytes (None for raw chunks)."""
-    if zlib.crc32(data) != crc:
+    """Verify one stored chunk; return its decompressed bytes (None if raw, False if corrupt)."""
+    if checksum(data) != crc:
         return False
     if not codec:
         return None
     return codecs.decompress(data, codec, raw_len, itemsize)
 
 
+def _decode_into(out: Any, data: memoryview, codec: int, crc: int, raw_len: int, itemsize: int,
+                 codecs: Any) -> bool:
+    """Verify one stored chunk and decode it into ``out`` (a numpy byte array); False if corrupt."""
+    import numpy as np
+
+    res = _decode(data, codec, crc, raw_len, itemsize, codecs)
+    if res is False:
+        return False
+    # copyto releases the GIL, so the pool's threads assemble a frame in parallel.
+    np.copyto(out, np.frombuffer(data if res is None else flat(res), np.uint8))
+    return True
+
+
 def read_value(fd: int, entry: Entry, key: Any, path: str, align: int,
                pool: concurrent.futures.Executor) -> list:
     """Read, verify and decode all frames of ``entry``."""
+    import numpy as np
+
     if entry.length == 0:
         return [b"" for _ in entry.frames]
     total = align_up(entry.length, align)
     mv = memoryview(aligned_buffer(total, align))
     codecs = load_codecs() if any(m.codec for m in entry.frames) else None
-    jobs = [(fi, meta, pos, n, codec, crc, raw, raw_len)
+    # Frames with a compressed chunk are decoded into a fresh array; raw frames are served as
+    # views of the read buffer.
+    outs = [np.empty(m.nbytes, np.uint8) if any(c[1] for c in m.chunks) else None for m in entry.frames]
+    jobs = [(fi, pos, n, codec, crc, raw, raw_len, meta.itemsize)
             for fi, meta in enumerate(entry.frames)
             for pos, n, codec, crc, raw, raw_len in meta.layout()]
     results: list = []
@@ -57,40 +75,41 @@ def read_value(fd: int, entry: Entry, key: Any, path: str, align: int,
         n = min(READ_PIECE, total - done)
         pread_into(fd, mv[done:done + n], entry.offset + done)
         done += n
-        # Verify what has arrived while the next piece is read (crc32 releases the GIL).
-        while j < len(jobs) and jobs[j][2] + jobs[j][3] <= done:
-            fi, meta, pos, n_st, codec, crc, raw, raw_len = jobs[j]
-            args = (mv[pos:pos + n_st], codec, crc, raw_len, meta.itemsize, codecs)
-            if n_st >= POOL_MIN:
-                results.append(pool.submit(_decode, *args))
+        # Verify what has arrived while the next piece is read (numpy and codecs release the GIL).
+        while j < len(jobs) and jobs[j][1] + jobs[j][2] <= done:
+            fi, pos, n_st, codec, crc, raw, raw_len, isz = jobs[j]
+            data = mv[pos:pos + n_st]
+            out = outs[fi]
+            if out is None:
+                args: tuple = (_decode, data, codec, crc, raw_len, isz, codecs)
             else:
-                results.append(_decode(*args))
+                args = (_decode_into, out[raw:raw + raw_len], data, codec, crc, raw_len, isz, codecs)
+            results.append(pool.submit(*args) if n_st >= POOL_MIN else _Now(*args))
             j += 1
-    outs = [r.result() if isinstance(r, concurrent.futures.Future) else r for r in results]
+    for (fi, pos, *_), r in zip(jobs, results):
+        if r.result() is False:
+            raise _mismatch(key, path, entry, fi, pos)
     frames: list = []
-    k = 0
-    for fi, meta in enumerate(entry.frames):
-        n_chunks = len(meta.chunks)
-        mine = outs[k:k + n_chunks]
-        for c, out in enumerate(mine):
-            if out is False:
-                raise _mismatch(key, path, entry, fi, jobs[k + c][2])
-        k += n_chunks
-        frames.append(_assemble(meta, mine, mv))
+    for meta, out in zip(entry.frames, outs):
+        if meta.nbytes == 0:
+            frames.append(b"")
+        elif out is None:  # stored raw: its chunks are contiguous in the read buffer
+            frames.append(mv[meta.start:meta.start + meta.nbytes])
+        else:
+            frames.append(memoryview(out))
     return frames
 
 
-def _assemble(meta: FrameMeta, outs: list, mv: memoryview) -> Any:
-    if meta.nbytes == 0:
-        return b""
-    if all(o is None for o in outs):  # stored raw: the chunks are contiguous in the buffer
-        return mv[meta.start:meta.start + meta.nbytes]
-    if len(outs) == 1:
-        return outs[0]
-    out = bytearray(meta.nbytes)
-    for (pos, n, _codec, _crc, raw, raw_len), o in zip(meta.layout(), outs):
-        out[raw:raw + raw_len] = mv[pos:pos + n] if o is None else o
-    return out
+class _Now:
+    """Run ``fn(*args)`` at once; quacks like a Future (for chunks too small for the pool)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self.value = fn(*args)
+
+    def result(self) -> Any:
+        return self.value
 
 
 def iter_chunks(fd: int, entry: Entry, key: Any, path: str, align: int,

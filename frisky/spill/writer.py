@@ -17,9 +17,9 @@ import logging
 import os
 import queue
 import threading
-import zlib
 from typing import Any
 
+from frisky.spill.checksum import checksum
 from frisky.spill.directio import align_up, aligned_buffer, pwritev_all
 from frisky.spill.errors import SpillError
 from frisky.spill.index import Entry, FrameMeta
@@ -98,8 +98,8 @@ def encode(piece: memoryview, codec: int, itemsize: int, codecs: Any) -> tuple[m
     if codec:
         out = flat(codecs.compress(piece, codec, itemsize))
         if out.nbytes < piece.nbytes:
-            return out, codec, zlib.crc32(out)
-    return piece, 0, zlib.crc32(piece)
+            return out, codec, checksum(out)
+    return piece, 0, checksum(piece)
 
 
 class Writer:

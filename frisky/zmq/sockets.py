@@ -70,7 +70,9 @@ def dealer(ctx: zmq.Context, address: str, identity: bytes | None = None) -> zmq
     sock = _tune(ctx.socket(zmq.DEALER))
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
-    sock.setsockopt(zmq.IMMEDIATE, 0)
+    # peers start together and connect before the scheduler binds: retry fast, back off
+    sock.setsockopt(zmq.RECONNECT_IVL, 2)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
     try:
         sock.connect(address)
     except zmq.ZMQError as e:

@@ -1,0 +1,224 @@
+"""A fork server: one warm process with Frisky imported that forks schedulers and workers.
+
+Starting Python and importing zmq/msgpack costs ~200 ms here; forking a process that
+already has them costs milliseconds. The zygote never creates a ZeroMQ context or a
+thread, so forking it is safe (forking a process that holds a context deadlocks).
+
+Requests travel over a SOCK_SEQPACKET socketpair: a JSON command (argv, sys.path,
+cwd, environment) plus optional file descriptors; the answer is the child's pid. The
+zygote exits when its parent closes the socket (or dies); its children get SIGTERM
+when it does (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+_MAX_MSG = 1 << 20
+
+
+class Process:
+    """A process forked by the zygote: ``Popen``-like, watched through a pidfd."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except OSError:  # already gone
+            self._fd = None
+        self.returncode: int | None = None
+
+    def fileno(self) -> int | None:
+        return self._fd
+
+    def poll(self) -> int | None:
+        if self.returncode is None and (self._fd is None or select.select([self._fd], [], [], 0)[0]):
+            self._exited()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if self._fd is not None and not select.select([self._fd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            self._exited()
+        return self.returncode  # type: ignore[return-value]
+
+    def _exited(self) -> None:
+        self.returncode = 0  # not our child: the zygote reaps it and keeps the status
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    stdout = None
+
+
+class Zygote:
+    """The parent's handle on the fork server."""
+
+    def __init__(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # let our children cache bytecode
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "frisky.zygote", str(child.fileno())],
+            pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,
+        )
+        child.close()
+        self.sock = parent
+        self.lock = threading.Lock()
+
+    def spawn(self, argv: list[str], fds: list[int] = (), env: dict | None = None) -> Process:
+        """Fork a child running ``frisky <argv>``; ``fds`` are passed to it (see ``passed_fds``)."""
+        cmd = {"argv": argv, "path": sys.path, "cwd": os.getcwd(), "env": dict(env or os.environ)}
+        with self.lock:
+            socket.send_fds(self.sock, [json.dumps(cmd).encode()], list(fds))
+            reply = self.sock.recv(_MAX_MSG)
+        if not reply:
+            raise OSError("the Frisky fork server exited")
+        return Process(json.loads(reply)["pid"])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_zygote: Zygote | None = None
+_lock = threading.Lock()
+
+
+def get() -> Zygote:
+    """This process's fork server, started on first use."""
+    global _zygote
+    with _lock:
+        if _zygote is None or not _zygote.alive():
+            _zygote = Zygote()
+        return _zygote
+
+
+def shutdown() -> None:
+    """Stop the fork server (at exit, or to leave no process behind)."""
+    global _zygote
+    with _lock:
+        z, _zygote = _zygote, None
+    if z is not None:
+        z.close()
+
+
+atexit.register(shutdown)
+
+# ---------------------------------------------------------------- the zygote side
+passed_fds: list[int] = []  # in a forked child: the descriptors sent with its command
+
+
+def _reap(*_) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _child(sock: socket.socket, cmd: dict, fds: list[int]) -> None:
+    sock.close()
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    passed_fds[:] = fds
+    os.environ.clear()
+    os.environ.update(cmd["env"])
+    sys.path[:] = cmd["path"]
+    os.chdir(cmd["cwd"])
+    import random
+
+    random.seed()
+    from frisky.worker.server import _die_with_parent
+
+    _die_with_parent()
+    code = 0
+    try:
+        from frisky.cli.main import main
+
+        main([str(fds[0]) if a == "{fd0}" and fds else a for a in cmd["argv"]])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - report and exit non-zero
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def serve(fd: int) -> None:
+    """The fork server's loop: preload, then fork one child per request until EOF."""
+    import ctypes  # noqa: F401 - preload: children use these at once
+    import pickle  # noqa: F401
+
+    import cloudpickle  # noqa: F401
+
+    import frisky.cli.main  # noqa: F401
+    import frisky.scheduler.server  # noqa: F401
+    import frisky.shm  # noqa: F401
+    import frisky.worker.server  # noqa: F401
+
+    try:  # tasks use it often; importing once here saves every worker ~70 ms
+        import numpy  # noqa: F401
+    except ImportError:
+        pass
+
+    sock = socket.socket(fileno=fd)
+    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent; it closes us
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 8)
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+        if not msg:
+            break
+        cmd = json.loads(msg)
+        pid = os.fork()
+        if pid == 0:
+            _child(sock, cmd, fds)
+        for f in fds:
+            os.close(f)
+        sock.send(json.dumps({"pid": pid}).encode())
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
