@@ -27,13 +27,24 @@ _LAZY = {
     "SerializationError": "frisky.serialize",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ALL_COMPLETED", "Client", "DataLost", "FIRST_COMPLETED", "FIRST_EXCEPTION", "FriskyError",
+    "FriskyExecutor", "Future", "KilledWorker", "LocalCluster", "SchedulerGone", "SerializationError",
+    "as_completed", "wait",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from frisky.client import Client, DataLost, FriskyError, KilledWorker, SchedulerGone
     from frisky.cluster import LocalCluster
     from frisky.executor import FriskyExecutor
-    from frisky.future import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future, as_completed, wait
+    from frisky.future import (
+        ALL_COMPLETED,
+        FIRST_COMPLETED,
+        FIRST_EXCEPTION,
+        Future,
+        as_completed,
+        wait,
+    )
     from frisky.serialize import SerializationError
 
 

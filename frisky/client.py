@@ -17,8 +17,9 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from concurrent.futures import InvalidStateError
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import zmq
 

@@ -7,7 +7,8 @@ import itertools
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from frisky.future import Future
 

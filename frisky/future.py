@@ -11,8 +11,9 @@ import concurrent.futures
 import threading
 import time
 import weakref
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 _fetching = threading.RLock()  # one remote fetch at a time per process; they are rare
 

@@ -92,7 +92,7 @@ class SpillFile:
         """
         views = [flat(f) for f in frames]
         if itemsizes is None:
-            itemsizes = [f.itemsize if isinstance(f, memoryview) else memoryview(f).itemsize for f in frames]
+            itemsizes = [getattr(f, "itemsize", 1) for f in frames]
         elif len(itemsizes) != len(views):
             raise ValueError(f"{len(itemsizes)} itemsizes for {len(views)} frames")
         item = Pending(key, views, [max(1, int(s)) for s in itemsizes], on_done)

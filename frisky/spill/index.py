@@ -12,7 +12,7 @@ class FrameMeta:
 
     A frame is stored as consecutive chunks of ``chunk`` original bytes (the last one shorter),
     each compressed on its own so the pool can encode them in parallel and a reader can stream
-    and verify them one at a time. ``chunks`` holds ``(stored_len, codec, crc32)`` per chunk.
+    and verify them one at a time. ``chunks`` holds ``(stored_len, codec, checksum)`` per chunk.
     """
 
     nbytes: int

@@ -4,8 +4,8 @@ A packer thread takes queued values, chooses a codec per frame by sampling, has 
 compress and checksum 4 MiB chunks in parallel, and copies the results back to back into
 page-aligned staging blocks. One I/O thread writes those blocks in order with ``pwritev`` (it
 is the only thread that ever writes the file), coalescing blocks already queued into one larger
-write. Compression of block N+1 thus overlaps the write of block N: ``pwrite``, ``zlib.crc32``
-and the codecs all release the GIL.
+write. Compression of block N+1 thus overlaps the write of block N: ``pwrite``, the numpy
+checksum and copies, and the codecs all release the GIL.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import queue
+import sys
 import threading
 from typing import Any
 
@@ -81,20 +82,24 @@ def load_codecs() -> Any:
 
 
 def flat(buf: Any) -> memoryview:
-    """A 1-D unsigned-byte view of any contiguous buffer, without copying."""
+    """A 1-D unsigned-byte view of ``buf``; copies only buffers that are not contiguous."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(buf, np.ndarray):
+        # via numpy: memoryview cannot express some dtypes (datetime64, structured, ...)
+        return memoryview(np.ascontiguousarray(buf).reshape(-1).view(np.uint8))
     mv = buf if isinstance(buf, memoryview) else memoryview(buf)
-    if mv.format == "B" and mv.ndim == 1:
-        return mv
-    try:
-        return mv.cast("B")
-    except TypeError:  # formats memoryview cannot cast (e.g. numpy structured dtypes)
-        import numpy as np
-
-        return memoryview(np.frombuffer(mv, dtype=np.uint8))
+    if mv.c_contiguous:
+        if mv.format == "B" and mv.ndim == 1:
+            return mv
+        try:
+            return mv.cast("B")
+        except TypeError:  # a format cast() refuses: fall through to a copy
+            pass
+    return memoryview(mv.tobytes())
 
 
 def encode(piece: memoryview, codec: int, itemsize: int, codecs: Any) -> tuple[memoryview, int, int]:
-    """Compress ``piece`` with ``codec`` if that shrinks it; return (stored bytes, codec, crc32)."""
+    """Compress ``piece`` with ``codec`` if that shrinks it; return (stored bytes, codec, checksum)."""
     if codec:
         out = flat(codecs.compress(piece, codec, itemsize))
         if out.nbytes < piece.nbytes:

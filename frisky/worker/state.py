@@ -5,7 +5,8 @@ No sockets and no threads: the server feeds events in and acts on what comes out
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # a task as the worker holds it:
 # (tid, key, fid, payload, dep_keys or None, batch context {"inline": …, "decoded": …, "fns": …})
