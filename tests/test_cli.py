@@ -1,0 +1,75 @@
+"""`frisky scheduler` and `frisky worker` as separate processes on 127.0.0.1 TCP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CLIENT = """
+import sys, frisky
+def square(x):
+    return x * x
+with frisky.Client(sys.argv[1], timeout=20) as c:
+    c.wait_for_workers(2, timeout=30)
+    info = c.scheduler_info()
+    assert all(a.startswith("tcp://127.0.0.1:") for a in info["workers"]), info["workers"]
+    print(sum(c.gather(c.map(square, range(100)))))
+"""
+
+
+@pytest.fixture
+def procs():
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        p.terminate()
+    for p in started:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def test_scheduler_and_workers_from_the_command_line(procs, tmp_path):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    sched = subprocess.Popen([sys.executable, "-m", "frisky.cli.main", "scheduler", "--port", str(port)],
+                             stdout=subprocess.PIPE, text=True)
+    procs.append(sched)
+    assert sched.stdout.readline().strip() == f"frisky scheduler at {address}"
+    for name in ("a", "b"):
+        procs.append(subprocess.Popen([sys.executable, "-m", "frisky.cli.main", "worker", address,
+                                       "--name", name, "--nthreads", "1", "--memory-limit", "1GiB"]))
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    out = subprocess.run([sys.executable, str(script), address], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(sum(x * x for x in range(100)))
+
+
+def test_frisky_help_and_unknown_command():
+    out = subprocess.run([sys.executable, "-m", "frisky.cli.main", "--help"], capture_output=True, text=True)
+    assert "scheduler" in out.stdout and "worker" in out.stdout and "demo" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "frisky.cli.main", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+def test_worker_without_scheduler_exits_with_a_clear_error():
+    port = _free_port()
+    out = subprocess.run([sys.executable, "-m", "frisky.cli.main", "worker", f"tcp://127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "FRISKY_CONNECT_TIMEOUT": "0.5"})
+    assert out.returncode == 1 and "no scheduler answered" in out.stderr
