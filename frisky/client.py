@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from frisky import config, protocol
+from frisky import config, dataplane, protocol
 from frisky.deps import extract, has_futures
 from frisky.future import Future, Remote, wait
 from frisky.protocol import pack, unpack, wire_key
@@ -362,7 +362,7 @@ class Client:
         s = self._thread_socket(address)
         req = next(self._counter)
         t0 = now()
-        s.send_multipart([protocol.header(protocol.GET, req, wkeys)])
+        s.send_multipart([protocol.header(protocol.GET, req, wkeys, not address.startswith("tcp://"))])
         deadline = time.monotonic() + timeout
         while True:
             if not s.poll(max(1, int((deadline - time.monotonic()) * 1000))):
@@ -372,11 +372,12 @@ class Client:
             msg = unpack(frames[0].buffer)
             if msg[1] != req:
                 continue  # a late answer to an earlier, abandoned request
-            _, _, keys, counts, _missing = msg
+            _, _, keys, descs_all, _missing = msg
             out = {}
             pos = 1
-            for k, n in zip(keys, counts):
-                out[k] = self.codec.loads_value([f.buffer for f in frames[pos:pos + n]])
+            for k, descs in zip(keys, descs_all):
+                n = dataplane.count_frames(descs)
+                out[k] = dataplane.loads(dataplane.decode(descs, [f.buffer for f in frames[pos:pos + n]]))
                 pos += n
             recorder.span("client.gather", t0)
             return out
@@ -421,7 +422,8 @@ class Client:
             items = [(None, v) for v in data]
         else:
             items = [(None, data)]
-        keys, nframes, frames, futs = [], [], [], []
+        keys, descs_all, frames, futs = [], [], [], []
+        same_host = not self.scheduler_address.startswith("tcp://")
         for k, value in items:
             blob = self.codec.dumps_value(value)
             if k is None:
@@ -440,13 +442,17 @@ class Client:
                 continue
             keys.append(wkey)
             if type(blob) is bytes:
-                nframes.append(0)
+                descs_all.append(None)  # small: kept by the scheduler, inline
                 frames.append(blob)
-            else:
-                nframes.append(len(blob))
-                frames.extend(blob)
+                continue
+            value_frames = dataplane.dumps(value)
+            if same_host:  # written once into shared memory; the worker maps it
+                value_frames = dataplane.share(value_frames, self.cluster_id, _HANDOFF)
+            descs, out = dataplane.encode(value_frames, same_host, compress=not same_host)
+            descs_all.append(descs)
+            frames.extend(out)
         if keys:
-            self._outbox.append([protocol.header(protocol.SCATTER, keys, nframes, _workers(workers)), *frames])
+            self._outbox.append([protocol.header(protocol.SCATTER, keys, descs_all, _workers(workers)), *frames])
             self.waker.wake()
         wait(futs, timeout=self.timeout * 10)
         if isinstance(data, dict):
@@ -661,6 +667,16 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<frisky.Client {self.scheduler_address} {self.status}>"
+
+
+class _Handoff:
+    """Segments the client creates for scatter belong to the receiving worker at once."""
+
+    def add(self, seg) -> None:
+        seg.close()
+
+
+_HANDOFF = _Handoff()
 
 
 def _submit_frames(run: list[tuple]) -> list:

@@ -13,7 +13,8 @@ Client -> scheduler
                 retries, priority: int for the batch or per-task list; workers: None or list of addresses
   release       [op, keys]                      client no longer wants these keys
   cancel        [op, keys]
-  scatter       [op, req, keys, nframes, workers, broadcast]  frames: header, *value frames
+  scatter       [op, keys, descs, workers]     frames: header, *value frames; descs per key:
+                None (one small frame, kept inline) or data-plane descriptors (see dataplane.py)
   where         [op, req, keys]                 -> reply [where per key: bytes blob | address | None]
   info          [op, req]                       -> reply scheduler_info dict
   wait-workers  [op, req, n, timeout]           -> reply True once n workers joined, False at timeout
@@ -43,14 +44,15 @@ Scheduler -> worker
   compute       [op, tids, keys, fidx, fids, deps, where]
                 frames: header, msgpack([payloads, function blobs, {dep key: inline blob}])
                 deps: None or per-task list of dependency keys; where: {dep key: peer address}
-  store         [op, tids, keys, nframes]       frames: header, *value frames (scatter)
+  store         [op, tids, keys, descs]         frames: header, *value frames (scatter)
   free          [op, keys]
   cancel        [op, tids]
   heartbeat     [op]
   close         [op]
 
 Peer (worker or client) -> worker's own ROUTER
-  get           [op, req, keys]                 -> data [op, req, keys, nframes, missing] + frames
+  get           [op, req, keys, same_host]      -> data [op, req, keys, descs, missing] + frames
+                same_host: the asker maps shared memory; otherwise buffers come compressed
 """
 
 from __future__ import annotations

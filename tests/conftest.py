@@ -44,8 +44,6 @@ def no_leaks(request):
     before_children = {p.pid for p in me.children(recursive=True)}
     before_files = _leftovers()
     yield
-    if request.node.get_closest_marker("shares_cluster"):
-        return
     # the fork server outlives clusters on purpose (like multiprocessing's forkserver)
     new = [p for p in me.children(recursive=True) if p.pid not in before_children and not _is_zygote(p)]
     # children that were told to stop may need a moment to exit: wait on them, bounded
@@ -53,6 +51,8 @@ def no_leaks(request):
     for p in alive:
         p.kill()
     assert not alive, f"test left child processes running: {[p.pid for p in alive]}"
+    if "cluster" in request.fixturenames:
+        return  # a shared cluster frees released data asynchronously; checked when it closes
     left = _leftovers() - before_files
     assert not left, f"test left files behind: {sorted(left)}"
 
@@ -60,8 +60,11 @@ def no_leaks(request):
 @pytest.fixture(scope="module")
 def cluster():
     """Two worker processes, shared by the tests of one module."""
+    before = _leftovers()
     with frisky.LocalCluster(n_workers=2, threads_per_worker=1) as c:
         yield c
+    left = _leftovers() - before
+    assert not left, f"the shared cluster left files behind: {sorted(left)}"
 
 
 @pytest.fixture
@@ -76,9 +79,6 @@ def any_client(request):
     with frisky.LocalCluster(n_workers=2, processes=request.param) as c, c.get_client() as cl:
         yield cl
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "shares_cluster: test uses a module-scoped cluster")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -233,32 +233,31 @@ class SchedulerServer:
         self._waiters = keep
 
     def _scatter(self, cid: int, msg: list, frames: list) -> None:
-        _, keys, nframes, workers = msg
+        _, keys, descs_all, workers = msg
         inline = []
+        spans = {}
         pos = 0
-        spans = []
-        for n in nframes:
-            if n == 0:
+        for key, descs in zip(keys, descs_all):
+            if descs is None:  # one small frame: the scheduler keeps it
                 inline.append(frames[pos])
-                spans.append((pos, pos + 1))
                 pos += 1
-            else:
-                inline.append(None)
-                spans.append((pos, pos + n))
-                pos += n
-        by_key = dict(zip(keys, spans))
+                continue
+            n = sum(1 for d in descs if d[0] != 1)  # shared-memory descriptors carry no frame
+            inline.append(None)
+            spans[key] = (descs, frames[pos:pos + n])
+            pos += n
         per_worker: dict[int, list[int]] = {}
         for tid, w in self.state.scatter(cid, keys, inline, workers):
             per_worker.setdefault(w, []).append(tid)
         for w, tids in per_worker.items():
             skeys = [self.state.tkey[t] for t in tids]
-            out_frames = []
-            counts = []
+            out_frames: list = []
+            descs_out = []
             for k in skeys:
-                a, b = by_key[k]
-                out_frames.extend(frames[a:b])
-                counts.append(b - a)
-            self._send_raw(self.worker_ident[w], [protocol.header(protocol.STORE, tids, skeys, counts), *out_frames])
+                descs, fr = spans[k]
+                descs_out.append(descs)
+                out_frames.extend(fr)
+            self._send_raw(self.worker_ident[w], [protocol.header(protocol.STORE, tids, skeys, descs_out), *out_frames])
 
     def _remove_client(self, ident: bytes, cid: int) -> None:
         self.idents.pop(ident, None)

@@ -7,6 +7,7 @@ offset and the length all aligned to the filesystem block; anonymous mmaps are p
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -61,6 +62,9 @@ def open_data_file(path: str, direct: bool | None, align: int) -> tuple[int, boo
         except OSError as e:
             if direct or e.errno not in _NO_DIRECT:
                 raise
+            # Some filesystems (ramfs) create the file and only then refuse the flag.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         else:
             try:
                 # Some filesystems accept the flag at open and refuse the first write instead.

@@ -23,12 +23,12 @@ class FrameMeta:
     chunks: list[tuple[int, int, int]] = field(default_factory=list)
 
     def layout(self):
-        """Yield ``(stored_offset, stored_len, codec, crc, raw_offset, raw_len)`` per chunk."""
+        """Yield ``(stored_offset, stored_len, codec, csum, raw_offset, raw_len)`` per chunk."""
         pos = self.start
         raw = 0
-        for stored, codec, crc in self.chunks:
+        for stored, codec, csum in self.chunks:
             raw_len = min(self.chunk, self.nbytes - raw)
-            yield pos, stored, codec, crc, raw, raw_len
+            yield pos, stored, codec, csum, raw, raw_len
             pos += stored
             raw += raw_len
 

@@ -18,7 +18,8 @@ from frisky.spill.errors import ChecksumError
 from frisky.spill.index import Entry
 from frisky.spill.writer import POOL_MIN, flat, load_codecs
 
-READ_PIECE = 16 << 20  # bytes per preadv: larger reads stream faster than dd's 4 MiB
+READ_PIECE = 16 << 20
+PREFAULT = False  # bytes per preadv: larger reads stream faster than dd's 4 MiB
 
 
 def _mismatch(key: Any, path: str, entry: Entry, frame: int, pos: int) -> ChecksumError:
@@ -30,21 +31,21 @@ def _mismatch(key: Any, path: str, entry: Entry, frame: int, pos: int) -> Checks
     )
 
 
-def _decode(data: memoryview, codec: int, crc: int, raw_len: int, itemsize: int, codecs: Any) -> Any:
+def _decode(data: memoryview, codec: int, csum: int, raw_len: int, itemsize: int, codecs: Any) -> Any:
     """Verify one stored chunk; return its decompressed bytes (None if raw, False if corrupt)."""
-    if checksum(data) != crc:
+    if checksum(data) != csum:
         return False
     if not codec:
         return None
     return codecs.decompress(data, codec, raw_len, itemsize)
 
 
-def _decode_into(out: Any, data: memoryview, codec: int, crc: int, raw_len: int, itemsize: int,
+def _decode_into(out: Any, data: memoryview, codec: int, csum: int, raw_len: int, itemsize: int,
                  codecs: Any) -> bool:
     """Verify one stored chunk and decode it into ``out`` (a numpy byte array); False if corrupt."""
     import numpy as np
 
-    res = _decode(data, codec, crc, raw_len, itemsize, codecs)
+    res = _decode(data, codec, csum, raw_len, itemsize, codecs)
     if res is False:
         return False
     # copyto releases the GIL, so the pool's threads assemble a frame in parallel.
@@ -60,30 +61,34 @@ def read_value(fd: int, entry: Entry, key: Any, path: str, align: int,
     if entry.length == 0:
         return [b"" for _ in entry.frames]
     total = align_up(entry.length, align)
-    mv = memoryview(aligned_buffer(total, align))
+    buf = aligned_buffer(total, align)
+    mv = memoryview(buf)
+    prefault = [pool.submit(np.copyto, buf[k:k + READ_PIECE], 0) for k in range(READ_PIECE, total, READ_PIECE)] if PREFAULT else []
     codecs = load_codecs() if any(m.codec for m in entry.frames) else None
     # Frames with a compressed chunk are decoded into a fresh array; raw frames are served as
     # views of the read buffer.
     outs = [np.empty(m.nbytes, np.uint8) if any(c[1] for c in m.chunks) else None for m in entry.frames]
-    jobs = [(fi, pos, n, codec, crc, raw, raw_len, meta.itemsize)
+    jobs = [(fi, pos, n, codec, csum, raw, raw_len, meta.itemsize)
             for fi, meta in enumerate(entry.frames)
-            for pos, n, codec, crc, raw, raw_len in meta.layout()]
+            for pos, n, codec, csum, raw, raw_len in meta.layout()]
     results: list = []
     j = 0
     done = 0
     while done < total:
         n = min(READ_PIECE, total - done)
+        if done and prefault:
+            prefault[done // READ_PIECE - 1].result()
         pread_into(fd, mv[done:done + n], entry.offset + done)
         done += n
         # Verify what has arrived while the next piece is read (numpy and codecs release the GIL).
         while j < len(jobs) and jobs[j][1] + jobs[j][2] <= done:
-            fi, pos, n_st, codec, crc, raw, raw_len, isz = jobs[j]
+            fi, pos, n_st, codec, csum, raw, raw_len, isz = jobs[j]
             data = mv[pos:pos + n_st]
             out = outs[fi]
             if out is None:
-                args: tuple = (_decode, data, codec, crc, raw_len, isz, codecs)
+                args: tuple = (_decode, data, codec, csum, raw_len, isz, codecs)
             else:
-                args = (_decode_into, out[raw:raw + raw_len], data, codec, crc, raw_len, isz, codecs)
+                args = (_decode_into, out[raw:raw + raw_len], data, codec, csum, raw_len, isz, codecs)
             results.append(pool.submit(*args) if n_st >= POOL_MIN else _Now(*args))
             j += 1
     for (fi, pos, *_), r in zip(jobs, results):
@@ -117,13 +122,13 @@ def iter_chunks(fd: int, entry: Entry, key: Any, path: str, align: int,
     """Yield ``(frame_index, bytes)`` pieces of at most ``chunk`` bytes, one stored chunk in memory."""
     codecs = load_codecs() if any(m.codec for m in entry.frames) else None
     for fi, meta in enumerate(entry.frames):
-        for pos, n, codec, crc, _raw, raw_len in meta.layout():
+        for pos, n, codec, csum, _raw, raw_len in meta.layout():
             lo = pos - pos % align
             hi = align_up(pos + n, align)
             mv = memoryview(aligned_buffer(hi - lo, align))  # fresh: a consumer may keep pieces
             pread_into(fd, mv, entry.offset + lo)
             data = mv[pos - lo:pos - lo + n]
-            out = _decode(data, codec, crc, raw_len, meta.itemsize, codecs)
+            out = _decode(data, codec, csum, raw_len, meta.itemsize, codecs)
             if out is False:
                 raise _mismatch(key, path, entry, fi, pos)
             piece = data if out is None else flat(out)

@@ -206,10 +206,10 @@ class Writer:
         def drain() -> None:
             nonlocal stored
             meta, fut = window.popleft()
-            payload, codec, crc = fut.result()
+            payload, codec, csum = fut.result()
             if not meta.chunks:
                 meta.start = stored
-            meta.chunks.append((payload.nbytes, codec, crc))
+            meta.chunks.append((payload.nbytes, codec, csum))
             stored += payload.nbytes
             emit(payload)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from frisky import config, protocol
+from frisky import config, dataplane, protocol, shm
 from frisky.deps import substitute
 from frisky.protocol import pack, unpack
 from frisky.serialize import PickleCodec, format_exception
@@ -113,8 +113,7 @@ class Executor:
                     if type(blob) is bytes:
                         nbytes = len(blob)
                     else:
-                        nbytes = sizeof(result)
-                        store.put(key, result, nbytes)
+                        nbytes = worker.keep(key, result)
                         blob = None
                     t3 = perf()
                     # one raw span per call; (de)serialization is summed per batch
@@ -196,6 +195,10 @@ class Worker:
         self.waker = sockets.Waker()
         self.state = WorkerState()
         self.store = Store()
+        self.registry = shm.Registry()  # segments this worker created or adopted
+        self.shared: dict[str, dataplane.Frames] = {}  # key -> serialized form, with segments
+        # shared memory needs every peer on this host: true for ipc, not for tcp
+        self.use_shm = self.address.startswith("ipc://") and not self.codec.local
         self.executor: Executor | None = None
         self.peers: dict[str, zmq.Socket] = {}
         self.peer_of_sock: dict[zmq.Socket, str] = {}
@@ -298,6 +301,8 @@ class Worker:
                 pass
         self.waker.close()
         self.store.clear()
+        self.shared.clear()
+        self.registry.release_all()
 
     # ------------------------------------------------------------ messages
     def _read_scheduler(self) -> None:
@@ -312,7 +317,7 @@ class Worker:
                 self._compute(msg, frames)
             elif op == protocol.FREE:
                 for k in msg[1]:
-                    self.store.pop(k)
+                    self.free(k)
             elif op == protocol.CANCEL:
                 dropped = self.state.cancel(msg[1])
                 if dropped:
@@ -342,13 +347,43 @@ class Worker:
         for address, dep_keys in fetch.items():
             self._fetch(address, dep_keys)
 
+    def keep(self, key: str, value: Any) -> int:
+        """Hold a large result: its big buffers move into shared memory once, now. Returns nbytes."""
+        if self.use_shm and self.cluster_id:
+            t0 = now()
+            frames = dataplane.dumps(value)
+            if len(frames) > 1:
+                frames = dataplane.share(frames, self.cluster_id, self.registry)
+                if any(isinstance(f, shm.Segment) for f in frames):
+                    value = dataplane.loads(dataplane.views(frames))  # views: the heap copy goes
+                    self.shared[key] = frames
+            recorder.span("worker.serialize.share", t0, key.partition("-")[0])
+        nbytes = sizeof(value)
+        self.store.put(key, value, nbytes)
+        return nbytes
+
+    def free(self, key: str) -> None:
+        self.store.pop(key)
+        frames = self.shared.pop(key, None)
+        if frames is not None:
+            dataplane.release(frames, self.registry)
+
     def _store(self, msg: list, frames: list) -> None:
-        _, tids, keys, counts = msg
+        _, tids, keys, descs_per_key = msg
         pos = 0
         nbytes = []
-        for k, n in zip(keys, counts):
-            value = self.codec.loads_value(frames[pos:pos + n])
+        for k, descs in zip(keys, descs_per_key):
+            n = dataplane.count_frames(descs)
+            entries = dataplane.decode(descs, frames[pos:pos + n], segments=True)
             pos += n
+            for e in entries:
+                if isinstance(e, shm.Segment):
+                    self.registry.incref(e.name)  # ownership passes from the client to us
+            value = dataplane.loads(dataplane.views(entries))
+            if any(isinstance(e, shm.Segment) for e in entries):
+                shared = dataplane.Frames(entries)
+                shared.itemsizes = [1] * len(entries)
+                self.shared[k] = shared
             size = sizeof(value)
             self.store.put(k, value, size)
             nbytes.append(size)
@@ -418,25 +453,27 @@ class Worker:
             if msg[0] != protocol.GET:
                 continue
             t0 = now()
-            req, keys = msg[1], msg[2]
-            found, counts, missing, out = [], [], [], []
+            req, keys, same_host = msg[1], msg[2], msg[3]
+            compress = not same_host and config.get("compression") != "none"
+            found, descs_all, missing, out = [], [], [], []
             for k in keys:
-                if k in self.store:
-                    value = self.store.get(k)
-                elif k in self.state.fetched:
-                    value = self.state.fetched[k]
-                else:
-                    missing.append(k)
-                    continue
-                value_frames = self.codec.dumps_value(value)
-                if type(value_frames) is bytes:
-                    value_frames = [value_frames]
+                frames = self.shared.get(k)
+                if frames is None:
+                    if k in self.store:
+                        value = self.store.get(k)
+                    elif k in self.state.fetched:
+                        value = self.state.fetched[k]
+                    else:
+                        missing.append(k)
+                        continue
+                    frames = dataplane.dumps(value)
+                descs, value_frames = dataplane.encode(frames, same_host, compress)
                 found.append(k)
-                counts.append(len(value_frames))
+                descs_all.append(descs)
                 out.extend(value_frames)
             try:
                 self.peer_sock.send_multipart(
-                    [ident, protocol.header(protocol.DATA, req, found, counts, missing), *out], copy=False
+                    [ident, protocol.header(protocol.DATA, req, found, descs_all, missing), *out], copy=False
                 )
             except zmq.ZMQError:
                 pass
@@ -454,7 +491,7 @@ class Worker:
             self.peers[address] = sock
             self.peer_of_sock[sock] = address
             self._poller.register(sock, zmq.POLLIN)
-        sock.send_multipart([protocol.header(protocol.GET, next(self._reqs), keys)])
+        sock.send_multipart([protocol.header(protocol.GET, next(self._reqs), keys, _same_host(address))])
 
     def _read_peer(self, sock: zmq.Socket) -> None:
         address = self.peer_of_sock.get(sock)
@@ -465,11 +502,12 @@ class Worker:
                 return
             t0 = now()
             msg = unpack(frames[0].buffer)
-            _, _req, keys, counts, missing = msg
+            _, _req, keys, descs_all, missing = msg
             values = {}
             pos = 1
-            for k, n in zip(keys, counts):
-                values[k] = self.codec.loads_value([f.buffer for f in frames[pos:pos + n]])
+            for k, descs in zip(keys, descs_all):
+                n = dataplane.count_frames(descs)
+                values[k] = dataplane.loads(dataplane.decode(descs, [f.buffer for f in frames[pos:pos + n]]))
                 pos += n
             recorder.span("worker.transfer.recv", t0)
             ready, report = self.state.got(values, missing, address)
@@ -477,6 +515,11 @@ class Worker:
                 self.executor.submit(ready)
             for tid, miss in report:
                 self._send(protocol.header(protocol.MISSING, tid, miss))
+
+
+def _same_host(address: str) -> bool:
+    """Whether a peer at ``address`` shares this host's /dev/shm (ipc and inproc do)."""
+    return not address.startswith("tcp://")
 
 
 def _rss() -> int:

@@ -1,0 +1,158 @@
+"""Shared memory between processes on a host; compressed frames over TCP."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import frisky
+
+DTYPES = ["float64", "float32", "int64", "int8", "uint16", "complex128", "bool", "datetime64[ns]"]
+
+
+def make(n, dtype="float64"):
+    return np.arange(n).astype(dtype)
+
+
+def first_writable(a):
+    return bool(a.flags.writeable)
+
+
+def try_write(a):
+    try:
+        a[0] = 1
+    except ValueError:
+        return "read-only"
+    return "written"
+
+
+def checksum(a):
+    return float(np.asarray(a, dtype="float64").sum())
+
+
+def identity(x):
+    return x
+
+
+def pid(*_):
+    return os.getpid()
+
+
+def segments(cluster_id):
+    return glob.glob(f"/dev/shm/frisky-{cluster_id}-*")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    with frisky.LocalCluster(n_workers=2) as c, c.get_client() as cl:
+        a, b = sorted(cl.scheduler_info()["workers"])
+        yield c, cl, a, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_round_trip_every_dtype_through_shared_memory(pair, dtype):
+    c, cl, a, b = pair
+    x = cl.submit(make, 100_000, dtype, workers=[a])
+    expected = make(100_000, dtype)
+    frisky.wait([x], timeout=20)
+    if dtype != "datetime64[ns]":  # no buffer protocol for datetimes: pickled in band instead
+        assert segments(c.cluster_id), "a large result lives in shared memory"
+    got = cl.submit(identity, x, workers=[b], pure=False).result(timeout=20)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(x.result(timeout=20), expected)
+
+
+def test_gather_is_a_read_only_view_and_consumers_cannot_corrupt_producers(pair):
+    c, cl, a, b = pair
+    x = cl.submit(make, 1_000_000, workers=[a])
+    arr = x.result(timeout=20)
+    assert not arr.flags.writeable
+    with pytest.raises(ValueError):
+        arr[0] = 42.0
+    assert cl.submit(try_write, x, workers=[b], pure=False).result(timeout=20) == "read-only"
+    assert cl.submit(checksum, x, workers=[a], pure=False).result(timeout=20) == float(sum(range(1_000_000)))
+
+
+def test_objects_with_several_buffers_and_fallbacks(pair):
+    c, cl, a, b = pair
+    value = {
+        "a": np.arange(50_000.0), "b": np.ones((300, 300), dtype="int32"),
+        "t": np.arange(40_000.0)[::2],  # not contiguous: pickled in band
+        "o": np.array([{"x": 1}, None, "s"] * 5000, dtype=object),  # object array: in band
+        "raw": bytes(200_000), "ba": bytearray(b"x" * 100_000), "mv": memoryview(b"y" * 100_000),
+    }
+    x = cl.scatter(value)
+    got = cl.submit(identity, x, workers=[b], pure=False).result(timeout=20)
+    for k in ("a", "b", "t"):
+        np.testing.assert_array_equal(got[k], value[k])
+    assert list(got["o"]) == list(value["o"])
+    assert bytes(got["raw"]) == value["raw"] and bytes(got["ba"]) == bytes(value["ba"])
+    assert bytes(got["mv"]) == bytes(value["mv"])
+
+
+def test_scatter_large_array_zero_copy_to_workers(pair):
+    c, cl, a, b = pair
+    data = np.random.default_rng(0).standard_normal(500_000)
+    x = cl.scatter(data)
+    assert cl.submit(checksum, x, pure=False).result(timeout=20) == pytest.approx(float(data.sum()))
+
+
+def test_small_results_use_no_shared_memory(pair):
+    c, cl, a, b = pair
+    before = set(segments(c.cluster_id))
+    xs = cl.map(make, [10] * 50, pure=False)
+    assert cl.gather(cl.map(checksum, xs, pure=False)) == [45.0] * 50
+    assert set(segments(c.cluster_id)) <= before
+
+
+def test_consumer_view_survives_producer_kill():
+    with frisky.LocalCluster(n_workers=2) as c, c.get_client() as cl:
+        a, _ = sorted(cl.scheduler_info()["workers"])
+        producer = cl.scheduler_info()["workers"][a]["pid"]
+        x = cl.submit(make, 2_000_000, workers=[a])
+        arr = x.result(timeout=20)  # a view of the producer's segment
+        os.kill(producer, signal.SIGKILL)
+        assert float(arr.sum()) == float(sum(range(2_000_000)))
+        # the task is recomputed for new consumers: right answer, no crash
+        assert cl.submit(checksum, x, pure=False).result(timeout=30) == float(sum(range(2_000_000)))
+    assert not segments(c.cluster_id)
+
+
+def test_forced_tcp_moves_and_compresses(tmp_path):
+    with frisky.LocalCluster(n_workers=2, transport="tcp") as c, c.get_client() as cl:
+        assert c.scheduler_address.startswith("tcp://127.0.0.1:")
+        a, b = sorted(cl.scheduler_info()["workers"])
+        assert a.startswith("tcp://")
+        x = cl.submit(make, 1_000_000, workers=[a])  # compressible
+        r = cl.submit(make, 1, workers=[a])
+        y = cl.submit(np.random.default_rng(1).standard_normal, 500_000, workers=[a], pure=False)
+        assert cl.submit(checksum, x, workers=[b], pure=False).result(timeout=20) == float(sum(range(1_000_000)))
+        np.testing.assert_array_equal(x.result(timeout=20), make(1_000_000))
+        assert cl.submit(checksum, y, workers=[b], pure=False).result(timeout=20) == pytest.approx(
+            float(y.result(timeout=20).sum()))
+        assert r.result(timeout=20).tolist() == [0.0]
+        assert not segments(c.cluster_id), "no shared memory over TCP"
+
+
+def test_whole_cluster_killed_then_swept():
+    from frisky import shm
+
+    c = frisky.LocalCluster(n_workers=2)
+    cl = c.get_client()
+    x = cl.submit(make, 1_000_000)
+    x.result(timeout=20)
+    assert segments(c.cluster_id)
+    c.restart_workers = False  # the whole cluster dies: no replacements
+    procs = list(c.workers.values()) + [c._scheduler_proc]
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait(10)
+    cl.close()
+    c.close()  # sweeps what the dead processes left
+    assert not segments(c.cluster_id)
+    assert shm.sweep() >= 0
