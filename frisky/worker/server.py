@@ -76,7 +76,6 @@ class Executor:
     def _run(self) -> None:
         worker = self.worker
         codec = worker.codec
-        store = worker.store
         cancelled = worker.state.cancelled
         loads_args = codec.loads_args
         dumps_value = codec.dumps_value
