@@ -246,9 +246,11 @@ class LocalCluster:
             if getattr(self, "ctx", None) is not None:
                 self.ctx.term()
         sockets.remove_dir(self._ipc_dir)
+        from frisky import spill
         from frisky.shm import sweep
 
         sweep(self.cluster_id)
+        spill.sweep()  # spill directories of workers that died without cleaning up
         self.status = "closed"
 
     def _close_processes(self, timeout: float) -> None:

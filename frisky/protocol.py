@@ -43,7 +43,7 @@ Scheduler -> worker
   welcome       [op, worker_id, cluster_id, info]
   compute       [op, tids, keys, fidx, fids, deps, where]
                 frames: header, msgpack([payloads, function blobs, {dep key: inline blob}])
-                deps: None or per-task list of dependency keys; where: {dep key: peer address}
+                deps: None or per-task list of dependency keys; where: {dep key: [peer address, nbytes]}
   store         [op, tids, keys, descs]         frames: header, *value frames (scatter)
   free          [op, keys]
   cancel        [op, tids]

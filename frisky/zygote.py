@@ -80,6 +80,9 @@ class Zygote:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # let our children cache bytecode
+        # a fixed mmap threshold: big buffers go back to the OS when freed, instead of glibc
+        # raising the threshold and keeping them in the heap (RSS would drift past limits)
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "frisky.zygote", str(child.fileno())],
             pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,

@@ -946,7 +946,7 @@ class SchedulerState:
         fn_blobs = [self.functions[f][0] for f in fids]
         payloads = [self.tpayload[t] for t in tids]
         deps = None
-        where: dict[str, str] = {}
+        where: dict[str, list] = {}  # dep key -> [holder address, nbytes]
         inline: dict[str, bytes] = {}
         tdeps = self.tdeps
         for n, t in enumerate(tids):
@@ -963,7 +963,7 @@ class SchedulerState:
                 if h < 0:
                     inline[k] = self.tblob[d]
                 elif h != w:
-                    where[k] = self.workers[h].address
+                    where[k] = [self.workers[h].address, self.tnbytes[d]]
             deps[n] = dk
         return ("compute", w, tids, keys, fidx if len(fids) > 1 else 0, fids, deps, where,
                 payloads, fn_blobs, inline)

@@ -25,6 +25,7 @@ from frisky.deps import substitute
 from frisky.protocol import pack, unpack
 from frisky.serialize import PickleCodec, format_exception
 from frisky.telemetry import now, recorder
+from frisky.worker.memory import MemoryManager
 from frisky.worker.state import WorkerState
 from frisky.worker.store import Store, sizeof
 from frisky.zmq import sockets
@@ -91,13 +92,20 @@ class Executor:
             out: list = []
             last = perf()
             n_de = t_de = t_ser = 0
+            running = worker.memory.running
             for task in batch:
                 tid, key, fid, payload, deps, ctx = task
                 if tid in cancelled:
                     out.append((2, task))
                     continue
+                if not running.is_set() and out:  # about to wait: hand over what is done
+                    done.append(out)
+                    out = []
+                    wake()
                 t0 = perf()
                 try:
+                    if not running.is_set():  # over the pause threshold: wait for memory to fall
+                        worker.memory.wait_until_running()
                     fn = self._function(fid, ctx["fns"][fid])
                     args, kwargs = loads_args(payload)
                     if deps:
@@ -146,13 +154,14 @@ class Executor:
                 values[k] = decoded[k]
             elif k in inline:
                 values[k] = decoded[k] = worker.codec.loads_value(inline[k])
-            elif k in worker.store:
-                values[k] = worker.store.get(k)
-            else:
+            elif k in worker.state.fetched:
                 values[k] = worker.state.fetched[k]
+            else:
+                values[k] = worker.value(k)
         return values
 
 
+_MISSING = object()
 _SMALL = frozenset({int, float, bool, type(None), complex})
 
 
@@ -198,6 +207,9 @@ class Worker:
         self.shared: dict[str, dataplane.Frames] = {}  # key -> serialized form, with segments
         # shared memory needs every peer on this host: true for ipc, not for tcp
         self.use_shm = self.address.startswith("ipc://") and not self.codec.local
+        self.memory = MemoryManager(self, memory_limit if not self.codec.local else None)
+        cap = config.get("transfer_bytes_in_flight")
+        self.state.cap = min(cap, memory_limit // 4) if memory_limit else cap
         self.executor: Executor | None = None
         self.peers: dict[str, zmq.Socket] = {}
         self.peer_of_sock: dict[zmq.Socket, str] = {}
@@ -260,8 +272,10 @@ class Worker:
         self._poller = poller
         last_heard = time.monotonic()
         next_beat = last_heard + self.interval
+        monitor = config.get("memory_monitor_interval")
+        next_check = last_heard + monitor
         while not self._stop:
-            timeout_ms = max(0, int((next_beat - time.monotonic()) * 1000)) + 1
+            timeout_ms = max(0, int((min(next_beat, next_check) - time.monotonic()) * 1000)) + 1
             for item, _ in poller.poll(timeout_ms):
                 if item is self.sock:
                     last_heard = time.monotonic()
@@ -274,6 +288,9 @@ class Worker:
                     self._read_peer(item)
             self._report()
             t = time.monotonic()
+            if t >= next_check:
+                self.memory.check()
+                next_check = t + monitor
             if t >= next_beat:
                 if t - last_heard > self.timeout:
                     print(f"frisky worker {self.name}: scheduler silent for {self.timeout}s, closing", file=sys.stderr)
@@ -302,6 +319,7 @@ class Worker:
         self.store.clear()
         self.shared.clear()
         self.registry.release_all()
+        self.memory.close()
 
     # ------------------------------------------------------------ messages
     def _read_scheduler(self) -> None:
@@ -340,7 +358,7 @@ class Worker:
         else:
             ds = deps if deps is not None else itertools.repeat(None)
             tasks = [(t, k, fids[i], p, d, ctx) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
-        ready, fetch = self.state.compute(tasks, where, self.store.__contains__)
+        ready, fetch = self.state.compute(tasks, where, self.has)
         if ready:
             self.executor.submit(ready)
         for address, dep_keys in fetch.items():
@@ -359,10 +377,23 @@ class Worker:
             recorder.span("worker.serialize.share", t0, key.partition("-")[0])
         nbytes = sizeof(value)
         self.store.put(key, value, nbytes)
+        self.memory.check()
         return nbytes
+
+    def has(self, key: str) -> bool:
+        """Whether this worker holds ``key``, in memory or on disk."""
+        return key in self.store or self.memory.has(key)
+
+    def value(self, key: str) -> Any:
+        """The value of ``key``, read back from disk if it was spilled."""
+        value = self.store.get(key, _MISSING)
+        if value is _MISSING:
+            value = self.memory.unspill(key)
+        return value
 
     def free(self, key: str) -> None:
         self.store.pop(key)
+        self.memory.discard(key)
         frames = self.shared.pop(key, None)
         if frames is not None:
             dataplane.release(frames, self.registry)
@@ -375,6 +406,10 @@ class Worker:
             n = dataplane.count_frames(descs)
             entries = dataplane.decode(descs, frames[pos:pos + n], segments=True)
             pos += n
+            size = dataplane.nbytes(entries)
+            if self.memory.over_target() and self.memory.put_frames(k, dataplane.views(entries), size):
+                nbytes.append(size)  # over target: straight to disk, never deserialized here
+                continue
             for e in entries:
                 if isinstance(e, shm.Segment):
                     self.registry.incref(e.name)  # ownership passes from the client to us
@@ -428,6 +463,8 @@ class Worker:
     def _heartbeat(self) -> None:
         metrics = {
             "rss": _rss(),
+            "memory_limit": self.memory_limit,
+            "memory": self.memory.stats(),
             "nbytes": self.store.nbytes,
             "keys": len(self.store),
             "telemetry": recorder.snapshot(max_spans=50),
@@ -459,13 +496,14 @@ class Worker:
                 frames = self.shared.get(k)
                 if frames is None:
                     if k in self.store:
-                        value = self.store.get(k)
+                        frames = dataplane.dumps(self.store.get(k))
                     elif k in self.state.fetched:
-                        value = self.state.fetched[k]
+                        frames = dataplane.dumps(self.state.fetched[k])
+                    elif self.memory.has(k):  # served from disk, not loaded back into the store
+                        frames = self.memory.frames(k)
                     else:
                         missing.append(k)
                         continue
-                    frames = dataplane.dumps(value)
                 descs, value_frames = dataplane.encode(frames, same_host, compress)
                 found.append(k)
                 descs_all.append(descs)
@@ -514,6 +552,8 @@ class Worker:
                 self.executor.submit(ready)
             for tid, miss in report:
                 self._send(protocol.header(protocol.MISSING, tid, miss))
+            for peer, more in self.state.more_fetches().items():
+                self._fetch(peer, more)
 
 
 def _same_host(address: str) -> bool:

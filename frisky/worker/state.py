@@ -24,6 +24,11 @@ class WorkerState:
         self.fetched: dict[str, Any] = {}  # dep key -> value fetched from a peer
         self.fetched_refs: dict[str, int] = {}  # dep key -> queued tasks that will read it
         self.cancelled: set[int] = set()  # sent to the executor, then cancelled
+        self.cap = 1 << 62  # bytes that may be in flight from peers at once
+        self.in_flight = 0
+        self.sizes: dict[str, int] = {}  # dep key -> nbytes, while fetching or fetched
+        self.fetched_bytes = 0
+        self.queued: list[tuple[str, str]] = []  # (key, address) waiting for room in flight
 
     def compute(self, tasks: list[Task], where: dict[str, str], have: Callable[[str], bool]) -> tuple[list[Task], dict[str, list[str]]]:
         """New tasks from the scheduler. Returns (ready tasks, {peer address: keys to fetch})."""
@@ -54,12 +59,32 @@ class WorkerState:
             for k in missing:
                 self.needed_by.setdefault(k, set()).add(tid)
                 if k not in self.fetching:
-                    addr = where.get(k)
-                    if addr is None:
+                    spec = where.get(k)
+                    if spec is None:
                         continue
+                    addr, nbytes = spec
                     self.fetching[k] = addr
-                    fetch.setdefault(addr, []).append(k)
+                    self.sizes[k] = nbytes
+                    self._plan(k, addr, fetch)
         return ready, fetch
+
+    def _plan(self, key: str, address: str, fetch: dict[str, list[str]]) -> None:
+        """Fetch now if it fits in the bytes allowed in flight (one always may), else queue."""
+        nbytes = self.sizes.get(key, 0)
+        if self.in_flight and self.in_flight + nbytes > self.cap:
+            self.queued.append((key, address))
+            return
+        self.in_flight += nbytes
+        fetch.setdefault(address, []).append(key)
+
+    def more_fetches(self) -> dict[str, list[str]]:
+        """Queued fetches that now fit in flight."""
+        fetch: dict[str, list[str]] = {}
+        queued, self.queued = self.queued, []
+        for key, address in queued:
+            if key in self.fetching:
+                self._plan(key, address, fetch)
+        return fetch
 
     def got(self, values: dict[str, Any], missing: list[str], address: str) -> tuple[list[Task], list[tuple[int, list[str]]]]:
         """A peer answered. Returns (tasks now ready, [(tid, keys it lacks)] to report)."""
@@ -67,8 +92,13 @@ class WorkerState:
         report: list[tuple[int, list[str]]] = []
         for k, v in values.items():
             self.fetching.pop(k, None)
+            nbytes = self.sizes.get(k, 0)
+            self.in_flight -= nbytes
             if self.fetched_refs.get(k):
                 self.fetched[k] = v
+                self.fetched_bytes += nbytes
+            else:
+                self.sizes.pop(k, None)
             for tid in self.needed_by.pop(k, ()):
                 miss = self.missing_of.get(tid)
                 if miss is None:
@@ -79,6 +109,7 @@ class WorkerState:
                     ready.append(self.waiting.pop(tid))
         for k in missing:
             self.fetching.pop(k, None)
+            self.in_flight -= self.sizes.pop(k, 0)
             for tid in self.needed_by.pop(k, ()):
                 if self.missing_of.pop(tid, None) is not None:
                     task = self.waiting.pop(tid)
@@ -102,7 +133,8 @@ class WorkerState:
                 continue
             if n <= 1:
                 del refs[k]
-                self.fetched.pop(k, None)
+                if self.fetched.pop(k, None) is not None:
+                    self.fetched_bytes -= self.sizes.pop(k, 0)
             else:
                 refs[k] = n - 1
 

@@ -53,8 +53,13 @@ class Store:
             self.sizes[key] = nbytes
             self.nbytes += nbytes
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, default: Any = KeyError) -> Any:
+        """The value of ``key`` (now most recently used); ``default`` if absent, else KeyError."""
         with self.lock:
+            if key not in self.data:
+                if default is KeyError:
+                    raise KeyError(key)
+                return default
             self.data.move_to_end(key)
             return self.data[key]
 

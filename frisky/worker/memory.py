@@ -1,0 +1,257 @@
+"""A worker's memory: limits, least-recently-used spilling, pausing, unspilling.
+
+Two measures drive it, as in Dask: the bytes of values the store holds (cheap, exact for
+buffers) against ``memory_target``, and the process RSS (what the OS sees; estimates
+drift) against ``memory_spill`` and ``memory_pause`` — all fractions of the limit.
+``decide`` is pure; ``MemoryManager`` carries out what it says.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from frisky import config, dataplane
+from frisky.telemetry import count, now, recorder
+
+log = logging.getLogger(__name__)
+
+
+def rss() -> int:
+    """This process's resident memory in bytes (cheap: one read of /proc)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - not Linux
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+
+_libc = None
+
+
+def trim() -> None:
+    """Give freed heap memory back to the OS (glibc keeps it otherwise, and RSS lies)."""
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
+def decide(managed: int, in_flight: int, process: int, limit: int, target: float, spill: float,
+           pause: float) -> tuple[int, bool]:
+    """(bytes to spill now, whether to pause), from memory measures and thresholds.
+
+    ``managed``: bytes of values held in memory; ``in_flight``: bytes already being spilled;
+    ``process``: RSS.
+    """
+    want = 0
+    if managed - in_flight > target * limit:
+        want = managed - in_flight - int(target * limit)
+    if process > spill * limit:
+        # RSS says more than the estimates: free at least the excess, if we hold that much
+        want = max(want, min(managed - in_flight, process - int(target * limit)))
+    # pause only while something can be freed, else a worker could wait forever
+    return max(0, want), process > pause * limit and (managed > 0 or in_flight > 0)
+
+
+class MemoryManager:
+    """Keeps a worker under its memory limit by spilling values to one spill file."""
+
+    def __init__(self, worker, limit: int | None) -> None:
+        self.worker = worker
+        self.limit = limit
+        self.target = config.get("memory_target")
+        self.spill_at = config.get("memory_spill")
+        self.pause_at = config.get("memory_pause")
+        self.file = None
+        self.spilled: dict[str, int] = {}  # key -> nbytes, on disk
+        self.spilling: dict[str, int] = {}  # key -> nbytes, being written
+        self.direct: set[str] = set()  # being written straight from the network
+        self.lock = threading.RLock()
+        self.running = threading.Event()
+        self.running.set()
+        self.error: BaseException | None = None
+        self.pause_started = 0
+        self._last_collect = 0
+
+    @property
+    def paused(self) -> bool:
+        return not self.running.is_set()
+
+    def check(self) -> None:
+        """Spill or pause if needed. Cheap when under the limit; call it often."""
+        if not self.limit:
+            return
+        store = self.worker.store
+        with self.lock:
+            process = rss()
+            if process > self.spill_at * self.limit and now() - self._last_collect > 50_000_000:
+                # cycles (tracebacks, frames) can hold big buffers until the next GC pass
+                import gc
+
+                gc.collect()
+                trim()
+                self._last_collect = now()
+                process = rss()
+            want, pause = decide(store.nbytes + self.worker.state.fetched_bytes, sum(self.spilling.values()),
+                                 process, self.limit,
+                                 self.target, self.spill_at, self.pause_at)
+            if want and self.error is None:
+                self._spill_lru(want)
+            self._set_paused(pause or (self.error is not None and rss() > self.pause_at * self.limit))
+
+    def _set_paused(self, pause: bool) -> None:
+        if pause and self.running.is_set():
+            self.running.clear()
+            self.pause_started = now()
+        elif not pause and not self.running.is_set():
+            recorder.span("worker.paused", self.pause_started)
+            self.running.set()
+
+    def _spill_lru(self, want: int) -> None:
+        store = self.worker.store
+        freed = 0
+        for key in list(store.data):  # least recently used first
+            if freed >= want:
+                break
+            if key in self.spilling:
+                continue
+            freed += self._spill(key)
+
+    def _spill(self, key: str) -> int:
+        worker = self.worker
+        frames = worker.shared.get(key)
+        value = worker.store.data.get(key)
+        if frames is None:
+            frames = dataplane.dumps(value)
+        nbytes = worker.store.sizes.get(key, 0)
+        if self.file is None:
+            from frisky.spill import SpillError, SpillFile
+
+            try:
+                self.file = SpillFile(name=f"{worker.name}", compression=None)
+            except SpillError as e:
+                self._failed(key, e)
+                return 0
+        self.spilling[key] = nbytes
+        bufs = dataplane.views(frames)
+        self.file.put(key, bufs, getattr(frames, "itemsizes", None), self._written)
+        return nbytes
+
+    def _written(self, key: str, error: BaseException | None) -> None:
+        """On the spill writer's thread: the value is on disk (or failed to get there)."""
+        with self.lock:
+            nbytes = self.spilling.pop(key, None)
+            if nbytes is None:
+                return
+            if error is not None:
+                self._failed(key, error)
+                return
+            direct = key in self.direct
+            self.direct.discard(key)
+            if direct:  # written straight from the network: nothing in memory to drop
+                self.spilled[key] = nbytes
+                return
+            if key not in self.worker.store:  # freed meanwhile
+                self.file.delete(key)
+                return
+            self.spilled[key] = nbytes
+            self.worker.store.pop(key)
+            frames = self.worker.shared.pop(key, None)
+            if frames is not None:
+                dataplane.release(frames, self.worker.registry)
+            count("spill.bytes_spilled", nbytes)
+        self.worker.waker.wake()  # re-check: maybe resume
+
+    def _failed(self, key: str, error: BaseException) -> None:
+        # keep the value in memory; stop spilling and pause while memory stays high
+        if self.error is None:
+            log.error("worker %s cannot spill %r: %s; keeping values in memory", self.worker.name, key, error)
+        self.error = error
+
+    def has(self, key: str) -> bool:
+        return key in self.spilled or (key in self.spilling and key not in self.worker.store)
+
+    def over_target(self) -> bool:
+        return bool(self.limit) and (self.worker.store.nbytes + self.worker.state.fetched_bytes
+                                     > self.target * self.limit)
+
+    def put_frames(self, key: str, frames: list, nbytes: int) -> bool:
+        """Write an incoming value straight to disk (the worker is over its target).
+        Returns False if it cannot (the caller then keeps it in memory)."""
+        with self.lock:
+            if self.error is not None:
+                return False
+            if self.file is None:
+                from frisky.spill import SpillError, SpillFile
+
+                try:
+                    self.file = SpillFile(name=f"{self.worker.name}", compression=None)
+                except SpillError as e:
+                    self._failed(key, e)
+                    return False
+            self.spilling[key] = nbytes
+            self.direct.add(key)
+        self.file.put(key, frames, None, self._written)
+        return True
+
+    def unspill(self, key: str) -> Any:
+        """Read a spilled value back into memory (and forget its copy on disk)."""
+        if key in self.spilling:
+            self.file.flush()
+        with self.lock:
+            frames = self.file.get(key)
+            value = dataplane.loads(frames)
+            nbytes = self.spilled.get(key, 0)
+            count("spill.bytes_unspilled", nbytes)
+            store = self.worker.store
+            if store.nbytes + self.worker.state.fetched_bytes + nbytes > self.target * self.limit:
+                return value  # no room: lend it to the task, keep the copy on disk
+            del self.spilled[key]
+            self.file.delete(key)
+            store.put(key, value, nbytes)
+        self.check()  # on the reading thread itself: the loop's timer may be too late
+        return value
+
+    def frames(self, key: str) -> list:
+        """A spilled value's serialized frames, read from disk without unspilling it."""
+        return self.file.get(key)
+
+    def discard(self, key: str) -> None:
+        with self.lock:
+            if self.spilled.pop(key, None) is not None:
+                self.file.delete(key)
+
+    def wait_until_running(self) -> None:
+        """Block an executor thread while the worker is paused (returns at once otherwise).
+
+        Raises MemoryError when spilling has failed and memory stays above the pause
+        threshold: the task cannot start, and waiting would never end.
+        """
+        while not self.running.wait(0.1):
+            self.check()
+            if self.error is not None and not self.running.is_set():
+                raise MemoryError(
+                    f"worker {self.worker.name} is above {self.pause_at:.0%} of its memory limit "
+                    f"({self.limit} bytes) and cannot spill to disk: {self.error}")
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def stats(self) -> dict:
+        out = {"spilled_keys": len(self.spilled), "spilled_bytes": sum(self.spilled.values()),
+               "paused": self.paused, "error": repr(self.error) if self.error else None}
+        if self.file is not None:
+            out["spill"] = self.file.stats
+        return out
