@@ -16,6 +16,7 @@ import os
 import secrets
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import InvalidStateError
@@ -68,7 +69,7 @@ class Client:
     """
 
     def __init__(self, address: Any = None, *, timeout: float | None = None, name: str | None = None,
-                 **cluster_kwargs) -> None:
+                 _track_running: bool = False, **cluster_kwargs) -> None:
         from frisky.cluster import LocalCluster
 
         self._owned_cluster = None
@@ -87,6 +88,7 @@ class Client:
         self.scheduler_address = address
         self.timeout = config.get("connect_timeout", timeout)
         self.name = name or f"client-{os.getpid()}"
+        self._track_running = _track_running
         self._prefix = secrets.token_hex(4)
         self._counter = itertools.count()
         self._lock = threading.Lock()
@@ -95,6 +97,7 @@ class Client:
         self._fn_cache: dict[int, tuple] = {}
         self._local = threading.local()
         self._thread_sockets: list[zmq.Socket] = []
+        self._requests: dict[int, list] = {}  # req id -> [event, reply], answered via the I/O thread
         self._closed = False
         self._lost = False
         self.status = "connecting"
@@ -114,7 +117,7 @@ class Client:
         self.status = "running"
 
     def _connect(self) -> None:
-        self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name, None)])
+        self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name, self._track_running)])
         if not self.sock.poll(int(self.timeout * 1000)):
             raise TimeoutError(f"no Frisky scheduler answered at {self.scheduler_address} within {self.timeout}s")
         msg = unpack(self.sock.recv_multipart()[0])
@@ -136,10 +139,15 @@ class Client:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         blob = self.codec.dumps_function(fn)
-        fid = blob if self.codec.local else hashlib.blake2b(blob, digest_size=16).digest()
-        if len(self._fn_cache) > 256:
-            self._fn_cache.clear()
-        self._fn_cache[id(fn)] = (fn, fid, blob)
+        if self.codec.local:
+            # a handle per submission, released by the scheduler with its last task: never
+            # cached, so nothing here keeps a function (or a bound method's object) alive
+            return blob, blob
+        fid = hashlib.blake2b(blob, digest_size=16).digest()
+        if type(fn) is not types.MethodType:  # a bound method would pin its instance
+            if len(self._fn_cache) > 256:
+                self._fn_cache.clear()
+            self._fn_cache[id(fn)] = (fn, fid, blob)
         return fid, blob
 
     def _on_future_arg(self, f: Future) -> str:
@@ -147,7 +155,7 @@ class Client:
             raise ValueError(f"future {f.key!r} belongs to another client")
         return f._wkey
 
-    def _prepare(self, fid: bytes, name: str, args: tuple, kwargs: dict, key, pure: bool):
+    def _prepare(self, fid: bytes, fn: Callable, name: str, args: tuple, kwargs: dict, key, pure: bool):
         """Serialize one call: returns (key, wire key, payload or None if already known, deps)."""
         deps = None
         if kwargs or has_futures(args, Future):
@@ -156,7 +164,7 @@ class Client:
                 pass
         if self.codec.local:
             if key is None:
-                key = f"{name}-{self._token_local(fid, args, kwargs) if pure else self._unique()}"
+                key = f"{name}-{self._token_local(fn, args, kwargs) if pure else self._unique()}"
             payload = None
         else:
             payload = self.codec.dumps_args(args, kwargs)
@@ -164,14 +172,16 @@ class Client:
                 key = f"{name}-{hashlib.blake2b(fid + payload, digest_size=16).hexdigest() if pure else self._unique()}"
         return key, payload, deps, args, kwargs
 
-    def _token_local(self, fid: bytes, args: tuple, kwargs: dict) -> str:
+    def _token_local(self, fn: Callable, args: tuple, kwargs: dict) -> str:
         import pickle
 
         try:
             data = pickle.dumps((args, kwargs), protocol=5)
         except Exception:
             return self._unique()
-        return hashlib.blake2b(fid + data, digest_size=16).hexdigest()
+        # in-process, a function is itself while it lives: its identity names it
+        ident = f"{id(fn)}:{getattr(fn, '__qualname__', '')}".encode()
+        return hashlib.blake2b(ident + data, digest_size=16).hexdigest()
 
     def _unique(self) -> str:
         return f"{self._prefix}{next(self._counter):x}"
@@ -186,7 +196,7 @@ class Client:
         self._check_open()
         t0 = now()
         fid, fblob = self._function(fn)
-        key, payload, deps, args, kwargs = self._prepare(fid, _funcname(fn), args, kwargs, key, pure)
+        key, payload, deps, args, kwargs = self._prepare(fid, fn, _funcname(fn), args, kwargs, key, pure)
         wkey = wire_key(key)
         fut, new = self._future(key, wkey)
         if not new:
@@ -242,7 +252,7 @@ class Client:
                     k = wkey = prefix + (blake2b(fid + payload, digest_size=16).hexdigest() if pure else self._unique())
                     deps = None
                 else:
-                    k, payload, deps, a2, kw2 = self._prepare(fid, name, args, kwargs, k, pure)
+                    k, payload, deps, a2, kw2 = self._prepare(fid, fn, name, args, kwargs, k, pure)
                     wkey = wire_key(k)
                 fut, new = new_future(k, wkey)
                 if new:
@@ -468,6 +478,25 @@ class Client:
         for f in flat:
             f.cancel()
 
+    def _cancel_queued(self, futures: list[Future]) -> None:
+        """Cancel the futures whose tasks no worker has been given yet (the scheduler knows);
+        the others run to completion. Sent in order after the submissions."""
+        if self._closed or self._lost or not futures:
+            return
+        by_key = {f._wkey: f for f in futures}
+        req = next(self._counter)
+        slot: list = [threading.Event()]
+        self._requests[req] = slot
+        self._outbox.append([protocol.header(protocol.CANCEL_QUEUED, req, list(by_key))])
+        self.waker.wake()
+        if not slot[0].wait(self.timeout):
+            self._requests.pop(req, None)
+            return
+        for wkey in slot[1]:
+            f = by_key[wkey]
+            if super(Future, f).cancel():  # already released on the scheduler: no message
+                pass
+
     def _cancel_keys(self, wkeys: list[str]) -> None:
         if self._closed:
             return
@@ -570,6 +599,16 @@ class Client:
             op = msg[0]
             if op == protocol.RESULTS:
                 self._on_results(msg[1], unpack(frames[1]))
+            elif op == protocol.REPLY:
+                slot = self._requests.pop(msg[1], None)
+                if slot is not None:
+                    slot.append(msg[2])
+                    slot[0].set()
+            elif op == protocol.RUNNING:
+                for wkey in msg[1]:
+                    f = self._live(wkey)
+                    if f is not None and f._state == "PENDING":
+                        f.set_running_or_notify_cancel()
             elif op == protocol.ERRED:
                 self._on_erred(msg[1], unpack(frames[1]), msg[2])
             elif op == protocol.CLOSE:

@@ -194,7 +194,10 @@ class LocalCluster:
 
                 sweep_owner(self.cluster_id, proc.pid)
                 if not self._closed and self.restart_workers:
-                    self._spawn_worker(name)
+                    try:
+                        self._spawn_worker(name)
+                    except OSError:  # the fork server is gone: this process is exiting
+                        return
         for fd in watched:
             os.close(fd)
 

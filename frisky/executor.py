@@ -12,6 +12,17 @@ from typing import Any
 
 from frisky.future import Future
 
+_interpreter_exiting = False
+
+
+def _python_exit() -> None:
+    global _interpreter_exiting
+    _interpreter_exiting = True
+
+
+# runs after the executors' own exit hooks (they are registered later, and run first)
+threading._register_atexit(_python_exit)
+
 
 def _process_chunk(fn: Callable, chunk: list[tuple]) -> list:
     return [fn(*args) for args in chunk]
@@ -24,6 +35,48 @@ def _chunks(iterables: tuple, chunksize: int) -> Iterator[list[tuple]]:
         if not chunk:
             return
         yield chunk
+
+
+class _Resources:
+    """What an executor owns, apart from the executor object itself, so that a finalizer
+    can finish pending work and release everything after the executor is dropped."""
+
+    def __init__(self, client, cluster) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.pending: set[Future] = set()
+        self.pending_lock = threading.Lock()
+        self.closing = threading.Lock()  # held for the whole close: later callers wait on it
+        self.closed = False
+
+    def track(self, f: Future) -> Future:
+        # a dropped executor future must still run (stdlib semantics): hold it until done
+        pending, lock = self.pending, self.pending_lock
+        with lock:
+            pending.add(f)
+
+        def untrack(done: Future) -> None:
+            with lock:
+                pending.discard(done)
+
+        f.add_done_callback(untrack)
+        return f
+
+    def finish(self) -> None:
+        """Wait for submitted work, then close the client and the private cluster."""
+        with self.pending_lock:
+            pending = list(self.pending)
+        concurrent.futures.wait(pending)
+        with self.closing:
+            if self.closed:
+                return
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+            self.closed = True
+
+    def finish_in_background(self) -> None:
+        threading.Thread(target=self.finish, name="frisky-executor-shutdown", daemon=True).start()
 
 
 class FriskyExecutor(concurrent.futures.Executor):
@@ -40,46 +93,40 @@ class FriskyExecutor(concurrent.futures.Executor):
 
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
-        self._cluster = None
+        cluster = None
         if address is None:
-            self._cluster = LocalCluster(n_workers=max_workers, **cluster_kwargs)
-            address = self._cluster
+            cluster = address = LocalCluster(n_workers=max_workers, **cluster_kwargs)
         try:
-            self._client = Client(address)
+            client = Client(address, _track_running=True)
         except BaseException:
-            if self._cluster is not None:
-                self._cluster.close()
+            if cluster is not None:
+                cluster.close()
             raise
         self._max_workers = max_workers
-        self._pending: set[Future] = set()
-        self._pending_lock = threading.Lock()
+        self._res = _Resources(client, cluster)
+        self._client, self._cluster = client, cluster
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
-        self._closed = False
-        # like the stdlib: finish submitted work at interpreter exit
-        threading._register_atexit(_atexit, weakref.ref(self))
+        # like the stdlib: a dropped executor finishes its work, then lets go of everything;
+        # and so does one still alive at interpreter exit
+        self._finalizer = weakref.finalize(self, _Resources.finish_in_background, self._res)
+        threading._register_atexit(_Resources.finish, self._res)
 
     @property
     def client(self):
         """The :class:`~frisky.client.Client` this executor submits through."""
-        return self._client
+        return self._res.client
 
-    def _track(self, f: Future) -> Future:
-        # a dropped executor future must still run (stdlib semantics), so hold it until done
-        with self._pending_lock:
-            self._pending.add(f)
-        f.add_done_callback(self._untrack)
-        return f
-
-    def _untrack(self, f: Future) -> None:
-        with self._pending_lock:
-            self._pending.discard(f)
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _interpreter_exiting or self._res.closed:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         with self._shutdown_lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            return self._track(self._client._submit(fn, args, kwargs, pure=False))
+            self._check_open()
+            return self._res.track(self._res.client._submit(fn, args, kwargs, pure=False))
 
     submit.__doc__ = concurrent.futures.Executor.submit.__doc__
 
@@ -90,14 +137,15 @@ class FriskyExecutor(concurrent.futures.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         end_time = None if timeout is None else timeout + time.monotonic()
+        track = self._res.track
+        client = self._res.client
         with self._shutdown_lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_open()
             if chunksize == 1:
-                fs = [self._track(f) for f in self._client._map_iter(fn, iterables, {}, pure=False)]
+                fs = [track(f) for f in client._map_iter(fn, iterables, {}, pure=False)]
             else:
                 calls = (itertools.repeat(fn), _chunks(iterables, chunksize))
-                fs = [self._track(f) for f in self._client._map_iter(_process_chunk, calls, {}, pure=False)]
+                fs = [track(f) for f in client._map_iter(_process_chunk, calls, {}, pure=False)]
         return _results(fs, end_time, chunked=chunksize > 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -105,26 +153,14 @@ class FriskyExecutor(concurrent.futures.Executor):
         with self._shutdown_lock:
             self._shutdown = True
             if cancel_futures:
-                with self._pending_lock:
-                    pending = list(self._pending)
-                for f in pending:
-                    f.cancel()
+                with self._res.pending_lock:
+                    pending = [f for f in self._res.pending if not f.done()]
+                # what a worker has started runs on, as with the stdlib's executors
+                self._res.client._cancel_queued(pending)
         if wait:
-            self._finish()
+            self._res.finish()
         else:
-            threading.Thread(target=self._finish, name="frisky-executor-shutdown", daemon=True).start()
-
-    def _finish(self) -> None:
-        with self._pending_lock:
-            pending = list(self._pending)
-        concurrent.futures.wait(pending)
-        with self._shutdown_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._client.close()
-        if self._cluster is not None:
-            self._cluster.close()
+            self._res.finish_in_background()
 
 
 def _results(fs: list[Future], end_time: float | None, chunked: bool) -> Iterator:
@@ -152,9 +188,3 @@ def _pop_result(fs: list[Future], end_time: float | None):
     except BaseException:
         f.cancel()
         raise
-
-
-def _atexit(ref: weakref.ref) -> None:
-    ex = ref()
-    if ex is not None:
-        ex.shutdown(wait=True)

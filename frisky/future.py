@@ -89,6 +89,19 @@ class Future(concurrent.futures.Future):
                     return
         super().set_exception(exception)
 
+    def set_running_or_notify_cancel(self) -> bool:
+        if "_cond" not in self.__dict__:
+            with _birth:
+                if "_cond" not in self.__dict__:
+                    if self._state == "CANCELLED":
+                        self._state = "CANCELLED_AND_NOTIFIED"
+                        return False
+                    if self._state == _PENDING:
+                        self._state = "RUNNING"
+                        return True
+                    raise RuntimeError(f"Future in unexpected state {self._state}")
+        return super().set_running_or_notify_cancel()
+
     def done(self) -> bool:
         return self._state in _DONE_STATES
 

@@ -5,13 +5,14 @@ Frames after it are opaque payloads (pickled by clients and workers, never by th
 scheduler, which only moves them). Ops are short strings, fields positional.
 
 Client -> scheduler
-  hello-client  [op, name, token]
+  hello-client  [op, name, track_running]       track_running: send `running` for its tasks
   submit        [op, keys, fidx, fids, deps, retries, priority, workers]
                 frames: header, msgpack(list of task payloads), *function blobs (one per fids)
                 fidx: int (one function for all tasks) or list[int] indexing fids
                 deps: None or per-task list of dependency keys (or None)
                 retries, priority: int for the batch or per-task list; workers: None or list of addresses
   release       [op, keys]                      client no longer wants these keys
+  cancel-queued [op, req, keys]                 cancel those not yet handed to a worker -> reply [keys cancelled]
   cancel        [op, keys]
   scatter       [op, keys, descs, workers]     frames: header, *value frames; descs per key:
                 None (one small frame, kept inline) or data-plane descriptors (see dataplane.py)
@@ -24,6 +25,7 @@ Client -> scheduler
 
 Scheduler -> client
   welcome       [op, client_id, cluster_id, info]
+  running       [op, keys]                      these tasks were handed to a worker (executors)
   results       [op, keys]                      frames: header, msgpack(list of bytes blob | str worker address)
   erred         [op, keys, tracebacks]          frames: header, msgpack(list of exception blobs)
   cancelled     [op, keys, reason]
@@ -64,6 +66,7 @@ HELLO_CLIENT = "hello-client"
 SUBMIT = "submit"
 RELEASE = "release"
 CANCEL = "cancel"
+CANCEL_QUEUED = "cancel-queued"
 SCATTER = "scatter"
 WHERE = "where"
 INFO = "info"
@@ -72,6 +75,7 @@ HEARTBEAT = "heartbeat"
 BYE = "bye"
 # scheduler -> client
 WELCOME = "welcome"
+RUNNING = "running"
 RESULTS = "results"
 ERRED = "erred"
 CANCELLED = "cancelled"

@@ -185,6 +185,9 @@ class SchedulerServer:
                 state.submit(i, keys, fidx, fids, frames[3:], unpack(frames[2]), deps, retries, priority, workers)
             elif op == protocol.RELEASE or op == protocol.CANCEL:
                 state.release(i, msg[1])
+            elif op == protocol.CANCEL_QUEUED:
+                self._send(state.flush())  # hand out what workers have room for first
+                self._reply(ident, msg[1], state.cancel_queued(i, msg[2]))
             elif op == protocol.SCATTER:
                 self._scatter(i, msg, frames[2:])
             elif op == protocol.BYE:
@@ -196,7 +199,7 @@ class SchedulerServer:
         self.idents[ident] = ("client", cid)
         self.last_seen[ident] = time.monotonic()
         self.client_ident[cid] = ident
-        self.state.add_client(cid)
+        self.state.add_client(cid, bool(msg[2]))
         self._send_raw(ident, [protocol.header(protocol.WELCOME, cid, self.cluster_id, self.info())])
 
     def _hello_worker(self, ident: bytes, msg: list) -> None:
@@ -317,6 +320,10 @@ class SchedulerServer:
                     protocol.header(protocol.COMPUTE, tids, keys, fidx, fids, deps, where),
                     pack([payloads, fn_blobs, inline]),
                 ])
+            elif op == "running":
+                ident = self.client_ident.get(ins[1])
+                if ident is not None:
+                    send(ident, [protocol.header(protocol.RUNNING, ins[2])])
             elif op == "results":
                 ident = self.client_ident.get(ins[1])
                 if ident is not None:

@@ -87,6 +87,8 @@ class SchedulerState:
         self.workers: list[WorkerInfo | None] = []
         self.worker_by_address: dict[str, int] = {}
         self.clients: dict[int, set[int]] = {}  # client id -> tids it wants
+        self.trackers: set[int] = set()  # clients told when their tasks start (executors)
+        self._running: dict[int, list[int]] = {}
         # ready tasks without a preferred worker
         self.ready: deque[int] = deque()
         self.ready_prio: list = []  # heap of (-priority, seq, tid)
@@ -189,7 +191,7 @@ class SchedulerState:
         """Add tasks for client ``cid``. Dependencies must precede their dependents."""
         functions = self.functions
         for fid, blob in zip(fids, fn_blobs):
-            if fid not in functions:
+            if fid not in functions:  # (in-process the fid is the handle itself)
                 functions[fid] = [blob, 0]
         key_tid = self.key_tid
         tstate = self.tstate
@@ -393,9 +395,11 @@ class SchedulerState:
             if fid is not None:
                 entry = self.functions[fid]
                 entry[1] -= 1
-                if entry[1] == 0:  # (in-process, the client owns function handles)
+                if entry[1] == 0:
                     del self.functions[fid]
                     self.duration.pop(fid, None)
+                    if self.local:
+                        self._released_blobs.append(entry[0])
             if self.local:
                 self._released_blobs.append(self.tpayload[t])
                 err = self.tblob[t]
@@ -460,10 +464,14 @@ class SchedulerState:
                 stack.extend(dl)
 
     # ---------------------------------------------------------------- clients
-    def add_client(self, cid: int) -> None:
+    def add_client(self, cid: int, track_running: bool = False) -> None:
         self.clients.setdefault(cid, set())
+        if track_running:
+            self.trackers.add(cid)
 
     def remove_client(self, cid: int) -> None:
+        self.trackers.discard(cid)
+        self._running.pop(cid, None)
         tids = self.clients.pop(cid, None)
         if tids:
             self._release_tids(cid, list(tids), own=False)
@@ -487,6 +495,20 @@ class SchedulerState:
                 self._release(tid)
 
     cancel = release
+
+    def cancel_queued(self, cid: int, keys: list[str]) -> list[str]:
+        """Cancel, for client ``cid``, the tasks not yet sent to a worker; return their keys."""
+        out = []
+        for key in keys:
+            tid = self.key_tid.get(key)
+            if tid is None or self.tstate[tid] not in (WAITING, QUEUED):
+                continue
+            if self.twanted[tid] == cid and self.twaiters[tid] == 0:
+                out.append(key)
+                self.clients[cid].discard(tid)
+                self._unwant(tid, cid)
+                self._release(tid)
+        return out
 
     def scatter(self, cid: int, keys: list[str], inline: list, workers=None) -> list[tuple[int, int]]:
         """Register scattered values. Inline ones (bytes) are in memory at once; the others
@@ -785,6 +807,7 @@ class SchedulerState:
         processing = wi.processing
         w = wi.idx
         min_tasks = wi.nthreads * self.min_per_thread
+        trackers = self.trackers
         room_n, room_s = self._capacity(wi)
         taken = 0
         sources = (wi.ready, None, self.ready)
@@ -815,6 +838,10 @@ class SchedulerState:
                 room_n -= 1
                 taken += 1
                 out.append(tid)
+                if trackers:
+                    c = self.twanted[tid]
+                    if type(c) is int and c in trackers:
+                        self._running.setdefault(c, []).append(tid)
         self.n_processing += taken
         return taken
 
@@ -886,6 +913,12 @@ class SchedulerState:
             for i in range(0, len(tids), self.max_batch):
                 out.append(self._compute_instruction(w, tids[i:i + self.max_batch]))
         tstate = self.tstate
+        if self._running:
+            for cid, tids in self._running.items():
+                keys = [self.tkey[t] for t in tids if tstate[t] == PROCESSING]
+                if keys:
+                    out.append(("running", cid, keys))
+            self._running = {}
         if self._results:
             for cid, tids in self._results.items():
                 if cid not in self.clients:

@@ -107,7 +107,7 @@ class SpillFile:
             self._pending[key] = item
             self._inflight += 1
             self._pending_bytes += item.nbytes
-        self._writer.submit(item)
+            self._writer.submit(item)  # under the lock: close() cannot slip in before it
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far is written (or failed); TimeoutError if not in time."""
@@ -139,7 +139,8 @@ class SpillFile:
         """Yield ``(frame_index, bytes_like)`` pieces of ``key`` in order, streamed from disk.
 
         At most one stored chunk (``block_size`` of original data) is in memory at a time, so a
-        value can be served to a peer without loading it whole. Empty frames yield nothing.
+        value can be served to a peer without loading it whole. Empty frames yield nothing; a
+        missing key raises KeyError on the first iteration.
         """
         if chunk <= 0:
             raise ValueError("chunk must be positive")
@@ -161,6 +162,8 @@ class SpillFile:
 
     def _acquire(self, key: Hashable) -> Entry | list:
         with self._lock:
+            if self._closed:
+                raise SpillError(errno.EBADF, f"spill file {self.path!r} is closed")
             item = self._pending.get(key)
             if item is not None:
                 return list(item.frames)
@@ -288,6 +291,7 @@ class SpillFile:
         with self._lock:
             return {
                 "bytes_written": self._writer.bytes_written,
+                "bytes_zero_copy": self._writer.bytes_zero_copy,
                 "bytes_logical": self._bytes_logical,
                 "bytes_read": self._bytes_read,
                 "write_seconds": self._writer.write_ns / 1e9,

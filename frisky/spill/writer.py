@@ -98,6 +98,12 @@ def flat(buf: Any) -> memoryview:
     return memoryview(mv.tobytes())
 
 
+def _address(buf: memoryview) -> int:
+    import numpy as np
+
+    return int(np.frombuffer(buf, np.uint8).ctypes.data)
+
+
 def encode(piece: memoryview, codec: int, itemsize: int, codecs: Any) -> tuple[memoryview, int, int]:
     """Compress ``piece`` with ``codec`` if that shrinks it; return (stored bytes, codec, checksum)."""
     if codec:
@@ -129,6 +135,7 @@ class Writer:
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="frisky-spill-pool")
         self.write_ns = 0
         self.bytes_written = 0
+        self.bytes_zero_copy = 0  # written straight from the caller's (aligned) memory
         self.io_thread = threading.Thread(target=self._io_loop, name="frisky-spill-io", daemon=True)
         self._packer = threading.Thread(target=self._pack_loop, name="frisky-spill-pack", daemon=True)
         self.io_thread.start()
@@ -176,7 +183,9 @@ class Writer:
 
         item.t0 = now()
         block, align = self._block, self._align
-        item.reserved = align_up(item.nbytes, align)
+        # Room for the data (stored raw at worst) and for padding before frames written in place.
+        aligned = [f.nbytes >= POOL_MIN and _address(f) % align == 0 for f in item.frames]
+        item.reserved = align_up(item.nbytes, align) + align * sum(aligned)
         item.offset = self._owner._alloc(item.reserved)
         metas: list[FrameMeta] = []
         window: collections.deque = collections.deque()
@@ -199,22 +208,45 @@ class Writer:
                 pos += n
                 i += n
                 if pos == block:
-                    self._io.put(("w", item, stage, blk_off, block))
+                    self._io.put(("w", item, stage, blk_off, block, True))
                     stage, pos = None, 0
                     blk_off += block
 
+        def emit_in_place(payload: memoryview) -> None:
+            """Write the aligned bulk of ``payload`` straight from the caller's memory."""
+            nonlocal blk_off
+            bulk = payload.nbytes - payload.nbytes % align
+            self._io.put(("w", item, payload[:bulk], blk_off, bulk, False))
+            self.bytes_zero_copy += bulk
+            blk_off += bulk
+            emit(payload[bulk:])
+
         def drain() -> None:
-            nonlocal stored
-            meta, fut = window.popleft()
+            nonlocal stored, stage, pos, blk_off
+            meta, fut, in_place = window.popleft()
             payload, codec, csum = fut.result()
+            if in_place and not meta.chunks and pos % align:
+                # Start the frame at an aligned offset so that its chunks can be written in
+                # place; the padding before it costs less than one block.
+                padded = align_up(pos, align)
+                stage[pos:padded] = 0
+                stored += padded - pos
+                pos = padded
             if not meta.chunks:
                 meta.start = stored
             meta.chunks.append((payload.nbytes, codec, csum))
             stored += payload.nbytes
-            emit(payload)
+            if in_place and not codec and pos % align == 0:
+                if pos:  # hand over what precedes it in the staging block
+                    self._io.put(("w", item, stage, blk_off, pos, True))
+                    blk_off += pos
+                    stage, pos = None, 0
+                emit_in_place(payload)
+            else:
+                emit(payload)
 
         try:
-            for mv, isz in zip(item.frames, item.itemsizes):
+            for mv, isz, in_memory_aligned in zip(item.frames, item.itemsizes, aligned):
                 codec = self._choose(mv, isz)
                 chunk = block - block % isz if codec and 1 < isz <= block else block
                 meta = FrameMeta(mv.nbytes, isz, codec, chunk)
@@ -224,9 +256,12 @@ class Writer:
                         raise _Cancelled
                     piece = mv[s:s + chunk]
                     if piece.nbytes >= POOL_MIN:
-                        window.append((meta, self.pool.submit(encode, piece, codec, isz, self._codecs)))
+                        fut: Any = self.pool.submit(encode, piece, codec, isz, self._codecs)
                     else:
-                        window.append((meta, _Ready(encode(piece, codec, isz, self._codecs))))
+                        fut = _Ready(encode(piece, codec, isz, self._codecs))
+                    # Page-aligned memory (shared-memory segments, mmaps) needs no staging copy.
+                    in_place = in_memory_aligned and not codec and piece.nbytes >= POOL_MIN
+                    window.append((meta, fut, in_place))
                     if len(window) > self._lookahead:
                         drain()
             while window:
@@ -234,7 +269,7 @@ class Writer:
             if stage is not None:  # the value's last, partial block: pad it to the alignment
                 padded = align_up(pos, align)
                 stage[pos:padded] = 0
-                self._io.put(("w", item, stage, blk_off, padded))
+                self._io.put(("w", item, stage, blk_off, padded, True))
                 stage = None
         finally:
             if stage is not None:  # failed mid-block: hand the buffer back
@@ -260,8 +295,8 @@ class Writer:
                 except BaseException:
                     log.exception("spill: completing %r failed", msg[1].key)
                 continue
-            _, item, buf, off, n = msg
-            bufs = [(buf, n)]
+            _, item, buf, off, n, staged = msg
+            bufs = [(buf, n, staged)]
             end = off + n
             # Blocks of the same value queued behind this one go out in the same syscall:
             # larger writes stream faster, and this costs nothing when the packer is behind.
@@ -271,13 +306,13 @@ class Writer:
                 except queue.Empty:
                     break
                 if nxt is not None and nxt[0] == "w" and nxt[1] is item and nxt[3] == end:
-                    bufs.append((nxt[2], nxt[4]))
+                    bufs.append((nxt[2], nxt[4], nxt[5]))
                     end += nxt[4]
                 else:
                     carry = nxt
                     break
             if item.error is None and not item.cancelled:
-                views = [memoryview(b[:k]) for b, k in bufs]
+                views = [memoryview(b[:k]) for b, k, _ in bufs]
                 t0 = now()
                 try:
                     pwritev_all(self._fd, views, off, self._direct)
@@ -288,8 +323,9 @@ class Writer:
                     self.write_ns += now() - t0
                     for v in views:
                         v.release()
-            for b, _ in bufs:
-                self._free_bufs.put(b)
+            for b, _, staged in bufs:
+                if staged:  # not the caller's memory (written in place)
+                    self._free_bufs.put(b)
 
 
 def default_workers() -> int:

@@ -2,7 +2,7 @@
 
 The loop thread owns every socket. Executor threads run batches of tasks and hand
 results back through a deque and a :class:`~frisky.zmq.sockets.Waker`, reporting
-every couple of milliseconds so a long batch streams its results.
+each as it is ready, so no result waits behind a long task.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from frisky.worker.state import WorkerState
 from frisky.worker.store import Store, sizeof
 from frisky.zmq import sockets
 
-_REPORT_NS = 2_000_000  # executor hands results to the loop at least this often (ns)
-
 
 class Executor:
     """Threads that run batches of tasks and hand results back to the loop."""
@@ -40,6 +38,7 @@ class Executor:
         self.worker = worker
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.done: collections.deque = collections.deque()
+        self.active = False  # a batch is running
         self.functions: dict[bytes, Any] = {}
         self.threads = [
             threading.Thread(target=self._run, name=f"frisky-exec-{i}", daemon=True) for i in range(nthreads)
@@ -69,6 +68,8 @@ class Executor:
         fn = self.functions.get(fid)
         if fn is None:
             fn = self.worker.codec.loads_function(blob)
+            if self.worker.codec.local:
+                return fn  # a handle lookup is as cheap as a cache, and pins nothing
             if len(self.functions) > 1000:
                 self.functions.clear()
             self.functions[fid] = fn
@@ -89,19 +90,21 @@ class Executor:
             batch = self.queue.get()
             if batch is None:
                 return
-            out: list = []
-            last = perf()
             n_de = t_de = t_ser = 0
             running = worker.memory.running
+            self.active = True  # the loop polls every millisecond meanwhile (see _loop)
+            last_wake = perf()
             for task in batch:
+                # results go to the loop one by one; wake it at most every millisecond, and
+                # since it also looks every millisecond while we are active, no result
+                # waits behind a long task
+                if done and perf() - last_wake > 1_000_000:
+                    wake()
+                    last_wake = perf()
                 tid, key, fid, payload, deps, ctx = task
                 if tid in cancelled:
-                    out.append((2, task))
+                    done.append((2, task))
                     continue
-                if not running.is_set() and out:  # about to wait: hand over what is done
-                    done.append(out)
-                    out = []
-                    wake()
                 t0 = perf()
                 try:
                     if not running.is_set():  # over the pause threshold: wait for memory to fall
@@ -128,18 +131,14 @@ class Executor:
                     n_de += 1
                     t_de += t1 - t0
                     t_ser += t3 - t2
-                    out.append((0, task, nbytes, blob, (t2 - t1) / 1e9))
+                    done.append((0, task, nbytes, blob, (t2 - t1) / 1e9))
                 except BaseException as e:  # noqa: BLE001 - user code may raise anything
-                    out.append((1, task, codec.dumps_exception(e), format_exception(e)))
-                t = perf()
-                if t - last > _REPORT_NS:
-                    done.append(out)
-                    out = []
-                    last = t
-                    wake()
-            if out:
-                done.append(out)
-                wake()
+                    done.append((1, task, codec.dumps_exception(e), format_exception(e)))
+                # hold no reference to user objects while waiting for the next batch
+                fn = args = kwargs = result = blob = None
+            batch = task = ctx = payload = None
+            self.active = False
+            wake()
             if n_de:
                 add("worker.deserialize", n_de, t_de)
                 add("worker.serialize", n_de, t_ser)
@@ -274,8 +273,12 @@ class Worker:
         next_beat = last_heard + self.interval
         monitor = config.get("memory_monitor_interval")
         next_check = last_heard + monitor
+        executor = self.executor
         while not self._stop:
-            timeout_ms = max(0, int((min(next_beat, next_check) - time.monotonic()) * 1000)) + 1
+            if executor.active:
+                timeout_ms = 1
+            else:
+                timeout_ms = max(0, int((min(next_beat, next_check) - time.monotonic()) * 1000)) + 1
             for item, _ in poller.poll(timeout_ms):
                 if item is self.sock:
                     last_heard = time.monotonic()
@@ -434,25 +437,25 @@ class Worker:
         timings: dict[bytes, list] = {}
         state = self.state
         while done:
-            for item in done.popleft():
-                kind, task = item[0], item[1]
-                state.done(task)
-                if kind == 0:
-                    ok_tids.append(task[0])
-                    ok_nbytes.append(item[2])
-                    ok_blobs.append(item[3])
-                    t = timings.get(task[2])
-                    if t is None:
-                        timings[task[2]] = [task[2], 1, item[4]]
-                    else:
-                        t[1] += 1
-                        t[2] += item[4]
-                elif kind == 1:
-                    err_tids.append(task[0])
-                    err_blobs.append(item[2])
-                    err_tbs.append(item[3])
+            item = done.popleft()
+            kind, task = item[0], item[1]
+            state.done(task)
+            if kind == 0:
+                ok_tids.append(task[0])
+                ok_nbytes.append(item[2])
+                ok_blobs.append(item[3])
+                t = timings.get(task[2])
+                if t is None:
+                    timings[task[2]] = [task[2], 1, item[4]]
                 else:
-                    cancelled.append(task[0])
+                    t[1] += 1
+                    t[2] += item[4]
+            elif kind == 1:
+                err_tids.append(task[0])
+                err_blobs.append(item[2])
+                err_tbs.append(item[3])
+            else:
+                cancelled.append(task[0])
         if ok_tids:
             self._send(protocol.header(protocol.FINISHED, ok_tids, ok_nbytes, list(timings.values())), pack(ok_blobs))
         if err_tids:
