@@ -51,16 +51,14 @@ class _Resources:
 
     def track(self, f: Future) -> Future:
         # a dropped executor future must still run (stdlib semantics): hold it until done
-        pending, lock = self.pending, self.pending_lock
-        with lock:
-            pending.add(f)
-
-        def untrack(done: Future) -> None:
-            with lock:
-                pending.discard(done)
-
-        f.add_done_callback(untrack)
+        with self.pending_lock:
+            self.pending.add(f)
+        f.add_done_callback(self.untrack)
         return f
+
+    def untrack(self, f: Future) -> None:
+        with self.pending_lock:
+            self.pending.discard(f)
 
     def finish(self) -> None:
         """Wait for submitted work, then close the client and the private cluster."""

@@ -63,19 +63,26 @@ class Future(concurrent.futures.Future):
                 cond = d.get("_cond")
                 if cond is None:
                     d["_waiters"] = []
-                    d["_done_callbacks"] = []
+                    d["_done_callbacks"] = d.pop("_early_callbacks", [])
                     cond = d["_cond"] = threading.Condition()
         return cond
 
     def set_result(self, result: Any) -> None:
         if "_cond" not in self.__dict__:
             with _birth:
-                if "_cond" not in self.__dict__:  # nobody waits and no callbacks: no one to notify
+                if "_cond" not in self.__dict__:  # nobody waits: no one to notify
                     if self._state in _DONE_STATES:
                         raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
                     self._result = result
                     self._state = _FINISHED
-                    return
+                    callbacks = self.__dict__.pop("_early_callbacks", None)
+                    done = True
+                else:
+                    done = False
+            if done:
+                if callbacks:
+                    self._run_callbacks(callbacks)
+                return
         super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
@@ -86,8 +93,38 @@ class Future(concurrent.futures.Future):
                         raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
                     self._exception = exception
                     self._state = _FINISHED
-                    return
+                    callbacks = self.__dict__.pop("_early_callbacks", None)
+                    done = True
+                else:
+                    done = False
+            if done:
+                if callbacks:
+                    self._run_callbacks(callbacks)
+                return
         super().set_exception(exception)
+
+    def add_done_callback(self, fn) -> None:
+        """As :meth:`concurrent.futures.Future.add_done_callback`, without making a condition."""
+        if "_cond" not in self.__dict__:
+            with _birth:
+                if "_cond" not in self.__dict__:
+                    if self._state not in _DONE_STATES:
+                        self.__dict__.setdefault("_early_callbacks", []).append(fn)
+                        return
+                    run_now = True
+                else:
+                    run_now = False
+            if run_now:
+                self._run_callbacks([fn])
+                return
+        super().add_done_callback(fn)
+
+    def _run_callbacks(self, callbacks: list) -> None:
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                concurrent.futures._base.LOGGER.exception("exception calling callback for %r", self)
 
     def set_running_or_notify_cancel(self) -> bool:
         if "_cond" not in self.__dict__:

@@ -47,10 +47,10 @@ def segments(cluster_id):
 
 
 @pytest.fixture(scope="module")
-def pair():
-    with frisky.LocalCluster(n_workers=2) as c, c.get_client() as cl:
+def pair(cluster):
+    with cluster.get_client() as cl:
         a, b = sorted(cl.scheduler_info()["workers"])
-        yield c, cl, a, b
+        yield cluster, cl, a, b
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
