@@ -149,6 +149,7 @@ def measure(directory: str, nbytes: int, rounds: int, use_dd: bool) -> dict:
     aligned = np.frombuffer(segment, dtype=np.float64)
     aligned[:] = incompressible
     have_dd = use_dd and shutil.which("dd") is not None
+    load_before = os.getloadavg()[0]  # others' load: the run itself adds ~1.5 on 2 cores
     work = tempfile.mkdtemp(prefix="frisky-baseline-", dir=directory)
     rows: list[dict] = []
     try:
@@ -192,7 +193,7 @@ def measure(directory: str, nbytes: int, rounds: int, use_dd: bool) -> dict:
         "baseline": "dd" if have_dd and rows[0].get("dd_write") else "python O_DIRECT",
         "median": {k: statistics.median(row[k] for row in rows) for k in keys},
         "best": {k: (min if k.startswith("cpu") else max)(row[k] for row in rows) for k in keys},
-        "loadavg_after": os.getloadavg()[0],
+        "loadavg_before": load_before,
         "per_round": rows,
     }
 
@@ -228,7 +229,8 @@ def table(res: dict) -> str:
                  "arange write {:.2f} read {:.2f}".format(
                      med["cpu_per_gb_write"], med["cpu_per_gb_read"], med["cpu_per_gb_write_aligned"],
                      med["cpu_per_gb_write_compressible"], med["cpu_per_gb_read_compressible"]))
-    lines.append(f"1-min load average after the run: {res['loadavg_after']:.2f} (2 cores: above ~0.5 the figures are noisy)")
+    lines.append(f"1-min load average before the run: {res['loadavg_before']:.2f} "
+                 "(from other processes: much above 0.5 and the figures get noisy)")
     return "\n".join(lines)
 
 

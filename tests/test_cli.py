@@ -73,3 +73,11 @@ def test_worker_without_scheduler_exits_with_a_clear_error():
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "FRISKY_CONNECT_TIMEOUT": "0.5"})
     assert out.returncode == 1 and "no scheduler answered" in out.stderr
+
+
+def test_demo_runs_end_to_end():
+    out = subprocess.run([sys.executable, "-m", "frisky.cli.main", "demo", "--tasks", "2000", "--workers", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for word in ("cluster up", "map", "tree", "numpy", "tasks/s", "done in"):
+        assert word in out.stdout, out.stdout

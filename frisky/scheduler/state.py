@@ -486,11 +486,32 @@ class SchedulerState:
 
     def _release_tids(self, cid: int, tids: list[int], own: bool) -> None:
         wants = self.clients.get(cid) if own else None
+        tstate = self.tstate
+        twanted = self.twanted
+        tdeps = self.tdeps
+        tdependents = self.tdependents
+        twhere = self.twhere
+        tpending = self.tpending
+        local = self.local
         for tid in tids:
-            if self.tstate[tid] == FORGOTTEN:
+            st = tstate[tid]
+            if st == FORGOTTEN:
                 continue
             if wants is not None:
                 wants.discard(tid)
+            if (st == MEMORY and twanted[tid] == cid and tdeps[tid] is None and tdependents[tid] is None
+                    and twhere[tid] < 0 and tpending[tid] == 0 and not local and self.tfid[tid] is not None):
+                # the common case, an independent task with an inline result: forget it here
+                twanted[tid] = None
+                tstate[tid] = FORGOTTEN
+                del self.key_tid[self.tkey[tid]]
+                entry = self.functions[self.tfid[tid]]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self.functions[self.tfid[tid]]
+                self.tblob[tid] = self.tpayload[tid] = self.tfid[tid] = None
+                self.free_tids.append(tid)
+                continue
             if self._unwant(tid, cid) and self.twaiters[tid] == 0:
                 self._release(tid)
 

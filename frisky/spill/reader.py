@@ -64,9 +64,10 @@ def read_value(fd: int, entry: Entry, key: Any, path: str, align: int,
     total = align_up(entry.length, align)
     mv = memoryview(aligned_buffer(total, align))
     codecs = load_codecs() if any(m.codec for m in entry.frames) else None
-    # Frames with a compressed chunk are decoded into a fresh array; raw frames are served as
-    # views of the read buffer.
-    outs = [np.empty(m.nbytes, np.uint8) if any(c[1] for c in m.chunks) else None for m in entry.frames]
+    # Raw frames are served as views of the read buffer, a frame of one compressed chunk as the
+    # codec's output, and one of several chunks is decoded into a fresh array in parallel.
+    outs = [np.empty(m.nbytes, np.uint8) if len(m.chunks) > 1 and any(c[1] for c in m.chunks) else None
+            for m in entry.frames]
     jobs = [(fi, pos, n, codec, csum, raw, raw_len, meta.itemsize)
             for fi, meta in enumerate(entry.frames)
             for pos, n, codec, csum, raw, raw_len in meta.layout()]
@@ -88,17 +89,23 @@ def read_value(fd: int, entry: Entry, key: Any, path: str, align: int,
                 args = (_decode_into, out[raw:raw + raw_len], data, codec, csum, raw_len, isz, codecs)
             results.append(pool.submit(*args) if n_st >= POOL_MIN else _Now(*args))
             j += 1
+    decoded: dict[int, Any] = {}
     for (fi, pos, *_), r in zip(jobs, results):
-        if r.result() is False:
+        res = r.result()
+        if res is False:
             raise _mismatch(key, path, entry, fi, pos)
+        if res is not None and res is not True:
+            decoded[fi] = res
     frames: list = []
-    for meta, out in zip(entry.frames, outs):
+    for fi, (meta, out) in enumerate(zip(entry.frames, outs)):
         if meta.nbytes == 0:
             frames.append(b"")
-        elif out is None:  # stored raw: its chunks are contiguous in the read buffer
-            frames.append(mv[meta.start:meta.start + meta.nbytes])
-        else:
+        elif out is not None:
             frames.append(memoryview(out))
+        elif fi in decoded:
+            frames.append(decoded[fi])
+        else:  # stored raw: its chunks are contiguous in the read buffer
+            frames.append(mv[meta.start:meta.start + meta.nbytes])
     return frames
 
 

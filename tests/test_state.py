@@ -1,0 +1,116 @@
+"""SchedulerState directly: events in, instructions out; no sockets, no processes."""
+
+from __future__ import annotations
+
+from frisky.scheduler.state import SchedulerState
+
+FID = b"f" * 16
+
+
+def make(nworkers=2):
+    s = SchedulerState()
+    s.add_client(1)
+    ws = [s.add_worker({"address": f"sim://w{i}", "name": str(i), "nthreads": 1}) for i in range(nworkers)]
+    return s, ws
+
+
+def computes(out):
+    return [i for i in out if i[0] == "compute"]
+
+
+def test_independent_tasks_run_and_are_forgotten_on_release():
+    s, _ = make()
+    s.submit(1, ["a", "b", "c"], 0, [FID], [b"fn"], [b"1", b"2", b"3"])
+    out = s.flush()
+    sent = [t for c in computes(out) for t in c[2]]
+    assert sorted(s.tkey[t] for t in sent) == ["a", "b", "c"]
+    for c in computes(out):
+        s.finished(c[1], c[2], [1] * len(c[2]), [b"r"] * len(c[2]))
+    res = [i for i in s.flush() if i[0] == "results"]
+    assert sorted(k for r in res for k in r[2]) == ["a", "b", "c"]
+    s.release(1, ["a", "b", "c"])
+    assert not s.key_tid and s.functions == {}
+
+
+def test_dependencies_wait_then_run_where_the_data_is():
+    s, (w0, w1) = make()
+    s.submit(1, ["x"], 0, [FID], [b"fn"], [b"p"], workers=["sim://w1"])
+    (c,) = computes(s.flush())
+    assert c[1] == w1
+    s.finished(w1, c[2], [10_000_000], [None])  # large: held on w1
+    s.submit(1, ["y"], 0, [FID], [b"fn"], [b"q"], deps=[["x"]])
+    (c,) = computes(s.flush())
+    assert c[1] == w1, "a dependent runs where its input is"
+    s.release(1, ["x"])
+    assert s.task_state("x") == "memory", "still needed by y"
+    s.finished(w1, c[2], [1], [b"r"])
+    out = s.flush()
+    assert ("free", w1, ["x"]) in out, "x is freed on its worker once y is done"
+
+
+def test_erred_task_errs_its_dependents():
+    s, _ = make()
+    s.submit(1, ["x"], 0, [FID], [b"fn"], [b"p"])
+    (c,) = computes(s.flush())
+    s.submit(1, ["y"], 0, [FID], [b"fn"], [b"q"], deps=[["x"]])
+    s.erred(c[1], c[2], [b"exc"], ["tb"])
+    errs = [i for i in s.flush() if i[0] == "erred"]
+    assert sorted(k for e in errs for k in e[2]) == ["x", "y"]
+
+
+def test_retries_rerun_then_succeed():
+    s, _ = make()
+    s.submit(1, ["x"], 0, [FID], [b"fn"], [b"p"], retries=1)
+    (c,) = computes(s.flush())
+    s.erred(c[1], c[2], [b"exc"], ["tb"])
+    (c2,) = computes(s.flush())
+    s.finished(c2[1], c2[2], [1], [b"ok"])
+    assert [i for i in s.flush() if i[0] == "results"]
+
+
+def test_worker_death_reschedules_and_recomputes_lost_data():
+    s, ws = make()
+    s.submit(1, ["big"], 0, [FID], [b"fn"], [b"p"])
+    (c,) = computes(s.flush())
+    holder = c[1]
+    s.finished(holder, c[2], [10_000_000], [None])
+    s.flush()
+    s.submit(1, ["next"], 0, [FID], [b"fn"], [b"q"], deps=[["big"]])
+    (c,) = computes(s.flush())
+    assert c[1] == holder
+    s.remove_worker(holder)
+    (c,) = computes(s.flush())
+    other = [w for w in ws if w != holder][0]
+    assert c[1] == other and [s.tkey[t] for t in c[2]] == ["big"], "lost data is recomputed first"
+    s.finished(other, c[2], [10_000_000], [None])
+    (c,) = computes(s.flush())
+    assert [s.tkey[t] for t in c[2]] == ["next"] and c[1] == other
+
+
+def test_killed_worker_after_three_deaths():
+    s = SchedulerState()
+    s.add_client(1)
+    s.submit(1, ["bad"], 0, [FID], [b"fn"], [b"p"])
+    for i in range(3):
+        w = s.add_worker({"address": f"sim://w{i}", "name": str(i), "nthreads": 1})
+        (c,) = computes(s.flush())
+        assert c[1] == w
+        s.remove_worker(w)
+    errs = [i for i in s.flush() if i[0] == "erred"]
+    assert errs and errs[0][3][0][0] == "killed"
+
+
+def test_cancel_queued_only_cancels_what_no_worker_has():
+    s, _ = make(1)
+    s.submit(1, [f"k{i}" for i in range(10)], 0, [FID], [b"fn"], [b"p"] * 10)
+    sent = [s.tkey[t] for c in computes(s.flush()) for t in c[2]]
+    cancelled = s.cancel_queued(1, [f"k{i}" for i in range(10)])
+    assert sent and set(cancelled) == {f"k{i}" for i in range(10)} - set(sent)
+
+
+def test_scattered_data_released_and_forgotten():
+    s, _ = make()
+    s.scatter(1, ["s"], [b"small"])
+    assert s.where(["s"]) == [b"small"]
+    s.release(1, ["s"])
+    assert not s.key_tid
