@@ -1,7 +1,7 @@
 """Spill throughput: ``pytest bench/bench_spill.py --benchmark-only``.
 
 Each benchmark spills (or reads back) 6 x 64 MiB per round and records GB/s, plus the raw
-O_DIRECT write/read rate of the same directory measured just before, in ``extra_info``
+O_DIRECT write/read rate of the same directory measured just before it, in ``extra_info``
 (the disk of a shared machine drifts, so compare ratios, not absolute times).
 """
 
@@ -50,8 +50,9 @@ def _raw_rates(directory: str, nbytes: int = 256 << 20) -> tuple[float, float]:
     return write, read
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def raw():
+    """Measured right before each benchmark: the disk drifts within minutes."""
     return _raw_rates(spill_root())
 
 

@@ -2,7 +2,7 @@
 
 O_DIRECT bypasses the page cache, so spilling does not evict the very memory the worker is
 trying to free and runs at the device's streaming rate. It needs the buffer address, the file
-offset and the length all aligned to the filesystem block; anonymous mmaps are page aligned.
+offset and the length aligned (we use the filesystem block, at least a page, for all three).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def align_up(n: int, align: int) -> int:
 def aligned_buffer(size: int, align: int = 4096) -> Any:
     """An uninitialised uint8 numpy array of ``size`` bytes starting at an ``align`` boundary.
 
-    numpy backs large arrays with transparent huge pages: first-touch page faults, which
-    dominate reading into fresh memory on a VM, cost a third of those of a plain mmap.
+    numpy backs large arrays with transparent huge pages: first-touch page faults, a large part
+    of reading into fresh memory on a VM, cost about half of what they do in a plain mmap.
     """
     import numpy as np
 

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 
-@dataclass
 class FrameMeta:
     """One frame of a value: where its stored chunks start and how they are encoded.
 
     A frame is stored as consecutive chunks of ``chunk`` original bytes (the last one shorter),
     each compressed on its own so the pool can encode them in parallel and a reader can stream
-    and verify them one at a time. ``chunks`` holds ``(stored_len, codec, checksum)`` per chunk.
+    and verify them one at a time. ``chunks`` holds ``(stored_len, codec, checksum)`` per chunk;
+    ``codec`` is the one chosen for the frame (a chunk that did not shrink is stored raw, 0).
     """
 
-    nbytes: int
-    itemsize: int
-    codec: int  # the codec chosen for the frame; a chunk that did not shrink is stored raw (0)
-    chunk: int
-    start: int = 0  # offset of the first chunk from the start of the value's extent
-    chunks: list[tuple[int, int, int]] = field(default_factory=list)
+    __slots__ = ("nbytes", "itemsize", "codec", "chunk", "start", "chunks")
 
-    def layout(self):
+    def __init__(self, nbytes: int, itemsize: int, codec: int, chunk: int) -> None:
+        self.nbytes = nbytes
+        self.itemsize = itemsize
+        self.codec = codec
+        self.chunk = chunk
+        self.start = 0  # offset of the first chunk from the start of the value's extent
+        self.chunks: list[tuple[int, int, int]] = []
+
+    def layout(self) -> Iterator[tuple[int, int, int, int, int, int]]:
         """Yield ``(stored_offset, stored_len, codec, csum, raw_offset, raw_len)`` per chunk."""
         pos = self.start
         raw = 0
@@ -33,17 +36,19 @@ class FrameMeta:
             raw += raw_len
 
 
-@dataclass
 class Entry:
     """A value that is completely written: its extent in the file and its frames."""
 
-    offset: int
-    length: int  # stored bytes (payload, no padding)
-    extent: int  # aligned bytes reserved for it in the file
-    frames: list[FrameMeta]
-    nbytes: int  # original (logical) size
-    readers: int = 0  # gets in progress: the extent is freed only when the last one ends
-    deleted: bool = False
+    __slots__ = ("offset", "length", "extent", "frames", "nbytes", "readers", "deleted")
+
+    def __init__(self, offset: int, length: int, extent: int, frames: list[FrameMeta], nbytes: int) -> None:
+        self.offset = offset
+        self.length = length  # stored bytes (payload and padding between frames, none after)
+        self.extent = extent  # aligned bytes reserved for it in the file
+        self.frames = frames
+        self.nbytes = nbytes  # original (logical) size
+        self.readers = 0  # gets in progress: the extent is freed only when the last one ends
+        self.deleted = False
 
 
 class Extents:

@@ -20,7 +20,7 @@ from frisky.spill.errors import ChecksumError
 from frisky.spill.index import Entry
 from frisky.spill.writer import POOL_MIN, flat, load_codecs
 
-READ_PIECE = 8 << 20  # per preadv: the pool verifies piece N while piece N+1 is read  # bytes per preadv: larger reads stream faster than dd's 4 MiB
+READ_PIECE = 8 << 20  # bytes per preadv: the pool verifies piece N while N+1 is read
 
 
 def _mismatch(key: Any, path: str, entry: Entry, frame: int, pos: int) -> ChecksumError:

@@ -8,6 +8,7 @@ drift) against ``memory_spill`` and ``memory_pause`` — all fractions of the li
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -76,6 +77,7 @@ class MemoryManager:
         self.spilled: dict[str, int] = {}  # key -> nbytes, on disk
         self.spilling: dict[str, int] = {}  # key -> nbytes, being written
         self.direct: set[str] = set()  # being written straight from the network
+        self.freed: dict[str, list] = {}  # freed while being written: their frames, to release after
         self.lock = threading.RLock()
         self.running = threading.Event()
         self.running.set()
@@ -105,9 +107,11 @@ class MemoryManager:
             want, pause = decide(store.nbytes + self.worker.state.fetched_bytes, sum(self.spilling.values()),
                                  process, self.limit,
                                  self.target, self.spill_at, self.pause_at)
-            if want and self.error is None:
-                self._spill_lru(want)
+            todo = self._choose(want) if want and self.error is None else []
             self._set_paused(pause or (self.error is not None and rss() > self.pause_at * self.limit))
+        # outside the lock: put() may wait for the writer, whose completions take the lock
+        for key, bufs, itemsizes in todo:
+            self.file.put(key, bufs, itemsizes, self._written)
 
     def _set_paused(self, pause: bool) -> None:
         if pause and self.running.is_set():
@@ -117,41 +121,49 @@ class MemoryManager:
             recorder.span("worker.paused", self.pause_started)
             self.running.set()
 
-    def _spill_lru(self, want: int) -> None:
-        store = self.worker.store
-        freed = 0
-        for key in list(store.data):  # least recently used first
-            if freed >= want:
-                break
-            if key in self.spilling:
-                continue
-            freed += self._spill(key)
-
-    def _spill(self, key: str) -> int:
+    def _choose(self, want: int) -> list[tuple]:
+        """Under the lock: pick least-recently-used values worth ``want`` bytes, mark them
+        as being spilled, and return (key, buffers, item sizes) for each."""
         worker = self.worker
-        frames = worker.shared.get(key)
-        value = worker.store.data.get(key)
-        if frames is None:
-            frames = dataplane.dumps(value)
-        nbytes = worker.store.sizes.get(key, 0)
+        store = worker.store
         if self.file is None:
             from frisky.spill import SpillError, SpillFile
 
             try:
                 self.file = SpillFile(name=f"{worker.name}", compression=None)
             except SpillError as e:
-                self._failed(key, e)
-                return 0
-        self.spilling[key] = nbytes
-        bufs = dataplane.views(frames)
-        self.file.put(key, bufs, getattr(frames, "itemsizes", None), self._written)
-        return nbytes
+                self._failed("(spill file)", e)
+                return []
+        todo = []
+        freed = 0
+        for key in list(store.data):  # least recently used first
+            if freed >= want:
+                break
+            if key in self.spilling:
+                continue
+            frames = worker.shared.get(key)
+            if frames is None:
+                frames = dataplane.dumps(store.data[key])
+            nbytes = store.sizes.get(key, 0)
+            self.spilling[key] = nbytes
+            # views of our own: they keep a segment's mapping alive whatever happens to its
+            # Segment object while the write is queued
+            bufs = [memoryview(b) for b in dataplane.views(frames)]
+            todo.append((key, bufs, getattr(frames, "itemsizes", None)))
+            freed += nbytes
+        return todo
 
     def _written(self, key: str, error: BaseException | None) -> None:
         """On the spill writer's thread: the value is on disk (or failed to get there)."""
         with self.lock:
             nbytes = self.spilling.pop(key, None)
             if nbytes is None:
+                return
+            frames = self.freed.pop(key, None)
+            if frames is not None:  # freed while being written: now nobody reads its buffers
+                dataplane.release(frames, self.worker.registry)
+                if error is None:
+                    self.file.delete(key)
                 return
             if error is not None:
                 self._failed(key, error)
@@ -173,16 +185,38 @@ class MemoryManager:
         self.worker.waker.wake()  # re-check: maybe resume
 
     def _failed(self, key: str, error: BaseException) -> None:
-        # keep the value in memory; stop spilling and pause while memory stays high
+        # keep the value in memory; after a disk error stop spilling, and pause while memory
+        # stays high (tasks that cannot start then fail with a clear MemoryError)
+        if not isinstance(error, OSError) or getattr(error, "errno", None) == errno.ECANCELED:
+            log.warning("worker %s: spilling %r failed: %r; kept in memory", self.worker.name, key, error)
+            return
         if self.error is None:
             log.error("worker %s cannot spill %r: %s; keeping values in memory", self.worker.name, key, error)
         self.error = error
 
+    def forget(self, key: str) -> bool:
+        """The value of ``key`` is freed. True if its buffers must stay until a write ends."""
+        with self.lock:
+            if key in self.spilling and key not in self.direct:
+                frames = self.worker.shared.pop(key, None)
+                if frames is not None:
+                    self.freed[key] = frames
+                return True
+            if self.spilled.pop(key, None) is not None:
+                self.file.delete(key)
+            return False
+
     def has(self, key: str) -> bool:
         return key in self.spilled or (key in self.spilling and key not in self.worker.store)
 
-    def over_target(self) -> bool:
-        return bool(self.limit) and (self.worker.store.nbytes + self.worker.state.fetched_bytes
+    def headroom(self, adding: int) -> bool:
+        """Whether ``adding`` more bytes keep held values under half the spill target."""
+        return not self.limit or (self.worker.store.nbytes + self.worker.state.fetched_bytes + adding
+                                  <= 0.5 * self.target * self.limit)
+
+    def over_target(self, adding: int = 0) -> bool:
+        """Whether held values (plus ``adding`` more bytes) exceed the spill target."""
+        return bool(self.limit) and (self.worker.store.nbytes + self.worker.state.fetched_bytes + adding
                                      > self.target * self.limit)
 
     def put_frames(self, key: str, frames: list, nbytes: int) -> bool:

@@ -369,7 +369,9 @@ class Worker:
 
     def keep(self, key: str, value: Any) -> int:
         """Hold a large result: its big buffers move into shared memory once, now. Returns nbytes."""
-        if self.use_shm and self.cluster_id:
+        # near the memory target the value is likely to be spilled soon: copying it into
+        # shared memory first would only cost a copy (it is shared when there is headroom)
+        if self.use_shm and self.cluster_id and self.memory.headroom(sizeof(value)):
             t0 = now()
             frames = dataplane.dumps(value)
             if len(frames) > 1:
@@ -396,7 +398,8 @@ class Worker:
 
     def free(self, key: str) -> None:
         self.store.pop(key)
-        self.memory.discard(key)
+        if self.memory.forget(key):
+            return  # its spill write still reads the buffers: released when it ends
         frames = self.shared.pop(key, None)
         if frames is not None:
             dataplane.release(frames, self.registry)
