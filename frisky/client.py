@@ -69,7 +69,7 @@ class Client:
     """
 
     def __init__(self, address: Any = None, *, timeout: float | None = None, name: str | None = None,
-                 _track_running: bool = False, **cluster_kwargs) -> None:
+                 **cluster_kwargs) -> None:
         from frisky.cluster import LocalCluster
 
         self._owned_cluster = None
@@ -88,7 +88,6 @@ class Client:
         self.scheduler_address = address
         self.timeout = config.get("connect_timeout", timeout)
         self.name = name or f"client-{os.getpid()}"
-        self._track_running = _track_running
         self._prefix = secrets.token_hex(4)
         self._counter = itertools.count()
         self._lock = threading.Lock()
@@ -117,7 +116,7 @@ class Client:
         self.status = "running"
 
     def _connect(self) -> None:
-        self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name, self._track_running)])
+        self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name)])
         if not self.sock.poll(int(self.timeout * 1000)):
             raise TimeoutError(f"no Frisky scheduler answered at {self.scheduler_address} within {self.timeout}s")
         msg = unpack(self.sock.recv_multipart()[0])
@@ -192,7 +191,8 @@ class Client:
         return self._submit(fn, args, kwargs, key=key, pure=pure, retries=retries, workers=workers,
                             priority=priority)
 
-    def _submit(self, fn, args, kwargs, *, key=None, pure=True, retries=0, workers=None, priority=0) -> Future:
+    def _submit(self, fn, args, kwargs, *, key=None, pure=True, retries=0, workers=None, priority=0,
+                track: bool = False) -> Future:
         self._check_open()
         t0 = now()
         fid, fblob = self._function(fn)
@@ -204,7 +204,7 @@ class Client:
         if payload is None:
             payload = self.codec.dumps_args(args, kwargs)
         # single submissions queue as tuples; the I/O thread packs runs of them into one message
-        self._outbox.append((wkey, fid, fblob, payload, deps, retries, priority, _workers(workers)))
+        self._outbox.append((wkey, fid, fblob, payload, deps, retries, priority, _workers(workers), track))
         self.waker.wake()
         recorder.span("client.submit", t0, wkey.split("-", 1)[0])
         return fut
@@ -295,7 +295,7 @@ class Client:
             return f, True
 
     def _send_submit(self, keys, fidx, fids, fblobs, payloads, deps, retries, priority, workers) -> None:
-        frames = [protocol.header(protocol.SUBMIT, keys, fidx, fids, deps, retries, priority, workers),
+        frames = [protocol.header(protocol.SUBMIT, keys, fidx, fids, deps, retries, priority, workers, False),
                   pack(payloads), *fblobs]
         self._outbox.append(frames)
         self.waker.wake()
@@ -732,9 +732,9 @@ def _submit_frames(run: list[tuple]) -> list:
     deps = [t[4] for t in run]
     if not any(deps):
         deps = None
-    _, _, _, _, _, retries, priority, workers = run[0]
+    _, _, _, _, _, retries, priority, workers, track = run[0]
     return [protocol.header(protocol.SUBMIT, [t[0] for t in run], 0 if len(fblobs) == 1 else fidx,
-                            list(fid_index), deps, retries, priority, workers),
+                            list(fid_index), deps, retries, priority, workers, track),
             pack([t[3] for t in run]), *fblobs]
 
 

@@ -44,7 +44,7 @@ class _Resources:
     def __init__(self, client, cluster) -> None:
         self.client = client
         self.cluster = cluster
-        self.pending: set[Future] = set()
+        self.pending: set[Future] = set()  # held until done
         self.pending_lock = threading.Lock()
         self.closing = threading.Lock()  # held for the whole close: later callers wait on it
         self.closed = False
@@ -95,7 +95,7 @@ class FriskyExecutor(concurrent.futures.Executor):
         if address is None:
             cluster = address = LocalCluster(n_workers=max_workers, **cluster_kwargs)
         try:
-            client = Client(address, _track_running=True)
+            client = Client(address)
         except BaseException:
             if cluster is not None:
                 cluster.close()
@@ -124,7 +124,7 @@ class FriskyExecutor(concurrent.futures.Executor):
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         with self._shutdown_lock:
             self._check_open()
-            return self._res.track(self._res.client._submit(fn, args, kwargs, pure=False))
+            return self._res.track(self._res.client._submit(fn, args, kwargs, pure=False, track=True))
 
     submit.__doc__ = concurrent.futures.Executor.submit.__doc__
 
@@ -135,10 +135,11 @@ class FriskyExecutor(concurrent.futures.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         end_time = None if timeout is None else timeout + time.monotonic()
-        track = self._res.track
         client = self._res.client
         with self._shutdown_lock:
             self._check_open()
+            # held until done even if the iterator is dropped unstarted (stdlib semantics)
+            track = self._res.track
             if chunksize == 1:
                 fs = [track(f) for f in client._map_iter(fn, iterables, {}, pure=False)]
             else:

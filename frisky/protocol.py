@@ -5,12 +5,13 @@ Frames after it are opaque payloads (pickled by clients and workers, never by th
 scheduler, which only moves them). Ops are short strings, fields positional.
 
 Client -> scheduler
-  hello-client  [op, name, track_running]       track_running: send `running` for its tasks
-  submit        [op, keys, fidx, fids, deps, retries, priority, workers]
+  hello-client  [op, name]
+  submit        [op, keys, fidx, fids, deps, retries, priority, workers, track]
                 frames: header, msgpack(list of task payloads), *function blobs (one per fids)
                 fidx: int (one function for all tasks) or list[int] indexing fids
                 deps: None or per-task list of dependency keys (or None)
                 retries, priority: int for the batch or per-task list; workers: None or list of addresses
+                track: send `running` when these tasks are handed to a worker (executor submit)
   release       [op, keys]                      client no longer wants these keys
   cancel-queued [op, req, keys]                 cancel those not yet handed to a worker -> reply [keys cancelled]
   cancel        [op, keys]

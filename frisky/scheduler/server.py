@@ -181,8 +181,9 @@ class SchedulerServer:
                 self._remove_worker(i)
         else:
             if op == protocol.SUBMIT:
-                _, keys, fidx, fids, deps, retries, priority, workers = msg
-                state.submit(i, keys, fidx, fids, frames[3:], unpack(frames[2]), deps, retries, priority, workers)
+                _, keys, fidx, fids, deps, retries, priority, workers, track = msg
+                state.submit(i, keys, fidx, fids, frames[3:], unpack(frames[2]), deps, retries, priority, workers,
+                             track)
             elif op == protocol.RELEASE or op == protocol.CANCEL:
                 state.release(i, msg[1])
             elif op == protocol.CANCEL_QUEUED:
@@ -199,7 +200,7 @@ class SchedulerServer:
         self.idents[ident] = ("client", cid)
         self.last_seen[ident] = time.monotonic()
         self.client_ident[cid] = ident
-        self.state.add_client(cid, bool(msg[2]))
+        self.state.add_client(cid)
         self._send_raw(ident, [protocol.header(protocol.WELCOME, cid, self.cluster_id, self.info())])
 
     def _hello_worker(self, ident: bytes, msg: list) -> None:

@@ -87,7 +87,7 @@ class SchedulerState:
         self.workers: list[WorkerInfo | None] = []
         self.worker_by_address: dict[str, int] = {}
         self.clients: dict[int, set[int]] = {}  # client id -> tids it wants
-        self.trackers: set[int] = set()  # clients told when their tasks start (executors)
+        self.tracked: set[int] = set()  # tids whose client is told when they start (executor submit)
         self._running: dict[int, list[int]] = {}
         # ready tasks without a preferred worker
         self.ready: deque[int] = deque()
@@ -187,8 +187,10 @@ class SchedulerState:
         retries=0,
         priority=0,
         workers=None,
+        track=False,
     ) -> None:
-        """Add tasks for client ``cid``. Dependencies must precede their dependents."""
+        """Add tasks for client ``cid``. Dependencies must precede their dependents.
+        ``track``: report each task's start (``running``) to the client."""
         functions = self.functions
         for fid, blob in zip(fids, fn_blobs):
             if fid not in functions:  # (in-process the fid is the handle itself)
@@ -218,6 +220,8 @@ class SchedulerState:
                     self._released_blobs.append(payloads[i])
                 continue
             tid = self._alloc(key)
+            if track:
+                self.tracked.add(tid)
             fid = one_fid if one_fid is not None else fids[fidx[i]]
             self.tfid[tid] = fid
             functions[fid][1] += 1
@@ -388,6 +392,7 @@ class SchedulerState:
             if tstate[t] in _ACTIVE:
                 self._deactivate(t)
             tstate[t] = FORGOTTEN
+            self.tracked.discard(t)
             key = self.tkey[t]
             if self.key_tid.get(key) == t:
                 del self.key_tid[key]
@@ -464,13 +469,10 @@ class SchedulerState:
                 stack.extend(dl)
 
     # ---------------------------------------------------------------- clients
-    def add_client(self, cid: int, track_running: bool = False) -> None:
+    def add_client(self, cid: int) -> None:
         self.clients.setdefault(cid, set())
-        if track_running:
-            self.trackers.add(cid)
 
     def remove_client(self, cid: int) -> None:
-        self.trackers.discard(cid)
         self._running.pop(cid, None)
         tids = self.clients.pop(cid, None)
         if tids:
@@ -828,7 +830,7 @@ class SchedulerState:
         processing = wi.processing
         w = wi.idx
         min_tasks = wi.nthreads * self.min_per_thread
-        trackers = self.trackers
+        tracked = self.tracked
         room_n, room_s = self._capacity(wi)
         taken = 0
         sources = (wi.ready, None, self.ready)
@@ -859,9 +861,9 @@ class SchedulerState:
                 room_n -= 1
                 taken += 1
                 out.append(tid)
-                if trackers:
-                    c = self.twanted[tid]
-                    if type(c) is int and c in trackers:
+                if tracked and tid in tracked:
+                    tracked.discard(tid)
+                    for c in self._wanters(tid):
                         self._running.setdefault(c, []).append(tid)
         self.n_processing += taken
         return taken
