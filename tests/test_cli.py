@@ -81,3 +81,19 @@ def test_demo_runs_end_to_end():
     assert out.returncode == 0, out.stderr
     for word in ("cluster up", "map", "tree", "numpy", "tasks/s", "done in"):
         assert word in out.stdout, out.stdout
+
+
+def test_dashboard_serves_cluster_state_as_json():
+    import json
+    import urllib.request
+
+    import frisky
+
+    port = _free_port()
+    with frisky.LocalCluster(n_workers=1, dashboard_address=f":{port}") as c, c.get_client() as cl:
+        assert cl.submit(pow, 2, 5).result(timeout=20) == 32
+        info = cl.scheduler_info()
+        assert info["dashboard"] == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(info["dashboard"] + "/json/info", timeout=10) as r:
+            data = json.loads(r.read())
+        assert data["cluster_id"] == c.cluster_id

@@ -288,6 +288,8 @@ class SchedulerServer:
 
     def _heartbeat(self, t: float) -> None:
         self._check_waiters(t)
+        if self.dashboard is not None:
+            self.dashboard.snapshot = self.info()
         beat = [protocol.header(protocol.HEARTBEAT)]
         for ident, last in list(self.last_seen.items()):
             who = self.idents.get(ident)
@@ -342,10 +344,14 @@ class SchedulerServer:
                     self.table.release(ins[1])
 
     # --------------------------------------------------------------- views
-    def info(self) -> dict:
+    def info_without_dashboard(self) -> dict:
         info = self.state.info()
         info["address"] = self.address
         info["cluster_id"] = self.cluster_id
+        return info
+
+    def info(self) -> dict:
+        info = self.info_without_dashboard()
         info["dashboard"] = self.dashboard.address if self.dashboard is not None else None
         return info
 
