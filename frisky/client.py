@@ -383,12 +383,7 @@ class Client:
             if msg[1] != req:
                 continue  # a late answer to an earlier, abandoned request
             _, _, keys, descs_all, _missing = msg
-            out = {}
-            pos = 1
-            for k, descs in zip(keys, descs_all):
-                n = dataplane.count_frames(descs)
-                out[k] = dataplane.loads(dataplane.decode(descs, [f.buffer for f in frames[pos:pos + n]]))
-                pos += n
+            out = dataplane.decode_values(keys, descs_all, [f.buffer for f in frames[1:]])
             recorder.span("client.gather", t0)
             return out
 

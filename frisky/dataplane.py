@@ -142,6 +142,17 @@ def decode(descs: list, frames: list, segments: bool = False) -> list:
     return out
 
 
+def decode_values(keys: list[str], descs_per_key: list, frames: list) -> dict:
+    """The values of a ``data`` reply: ``frames`` are the reply's frames after its header."""
+    values = {}
+    pos = 0
+    for key, descs in zip(keys, descs_per_key):
+        n = count_frames(descs)
+        values[key] = loads(decode(descs, frames[pos:pos + n]))
+        pos += n
+    return values
+
+
 def count_frames(descs: list) -> int:
     """How many wire frames follow for these descriptors."""
     return sum(1 for d in descs if d[0] != SHM)

@@ -67,41 +67,29 @@ class Future(concurrent.futures.Future):
                     cond = d["_cond"] = threading.Condition()
         return cond
 
+    def _finish_fast(self, attr: str, value: Any) -> bool:
+        """Complete without a condition when nobody waits (True), else leave it (False)."""
+        if "_cond" in self.__dict__:
+            return False
+        with _birth:
+            if "_cond" in self.__dict__:
+                return False
+            if self._state in _DONE_STATES:
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            setattr(self, attr, value)
+            self._state = _FINISHED
+            callbacks = self.__dict__.pop("_early_callbacks", None)
+        if callbacks:
+            self._run_callbacks(callbacks)
+        return True
+
     def set_result(self, result: Any) -> None:
-        if "_cond" not in self.__dict__:
-            with _birth:
-                if "_cond" not in self.__dict__:  # nobody waits: no one to notify
-                    if self._state in _DONE_STATES:
-                        raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
-                    self._result = result
-                    self._state = _FINISHED
-                    callbacks = self.__dict__.pop("_early_callbacks", None)
-                    done = True
-                else:
-                    done = False
-            if done:
-                if callbacks:
-                    self._run_callbacks(callbacks)
-                return
-        super().set_result(result)
+        if not self._finish_fast("_result", result):
+            super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
-        if "_cond" not in self.__dict__:
-            with _birth:
-                if "_cond" not in self.__dict__:
-                    if self._state in _DONE_STATES:
-                        raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
-                    self._exception = exception
-                    self._state = _FINISHED
-                    callbacks = self.__dict__.pop("_early_callbacks", None)
-                    done = True
-                else:
-                    done = False
-            if done:
-                if callbacks:
-                    self._run_callbacks(callbacks)
-                return
-        super().set_exception(exception)
+        if not self._finish_fast("_exception", exception):
+            super().set_exception(exception)
 
     def add_done_callback(self, fn) -> None:
         """As :meth:`concurrent.futures.Future.add_done_callback`, without making a condition."""

@@ -546,12 +546,7 @@ class Worker:
             t0 = now()
             msg = unpack(frames[0].buffer)
             _, _req, keys, descs_all, missing = msg
-            values = {}
-            pos = 1
-            for k, descs in zip(keys, descs_all):
-                n = dataplane.count_frames(descs)
-                values[k] = dataplane.loads(dataplane.decode(descs, [f.buffer for f in frames[pos:pos + n]]))
-                pos += n
+            values = dataplane.decode_values(keys, descs_all, [f.buffer for f in frames[1:]])
             recorder.span("worker.transfer.recv", t0)
             ready, report = self.state.got(values, missing, address)
             if ready:
