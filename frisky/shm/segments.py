@@ -21,6 +21,7 @@ import stat
 import threading
 from typing import Any
 
+from frisky.procs import pid_alive
 from frisky.telemetry import now, span
 
 SHM_DIR = "/dev/shm"
@@ -198,16 +199,6 @@ def _unlink_all(names: list[str]) -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, belongs to someone else
-        return True
-    return True
-
-
 def sweep(cluster_id: str | None = None) -> int:
     """Unlink every segment of ``cluster_id``, or (None) of every cluster whose owner is dead.
 
@@ -223,7 +214,7 @@ def sweep(cluster_id: str | None = None) -> int:
         cluster = name[len(PREFIX) :].partition("-")[0]
         if cluster not in dead:
             pid = cluster_pid(cluster)
-            dead[cluster] = pid is not None and pid > 0 and not _alive(pid)
+            dead[cluster] = pid is not None and pid > 0 and not pid_alive(pid)
         if dead[cluster]:
             doomed.append(name)
     return _unlink_all(doomed)

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 
 from frisky import config
+from frisky.procs import pid_alive
 
 PREFIX = "frisky-spill-"
 
@@ -33,16 +34,6 @@ def owner_pid(dirname: str) -> int | None:
     return int(parts[1])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def sweep(directory: str | None = None) -> int:
     """Remove spill directories in ``directory`` whose owning process is gone; return how many.
 
@@ -56,7 +47,7 @@ def sweep(directory: str | None = None) -> int:
         return 0
     for dirname in names:
         pid = owner_pid(dirname)
-        if pid is None or pid == os.getpid() or _alive(pid):
+        if pid is None or pid == os.getpid() or pid_alive(pid):
             continue
         path = os.path.join(root, dirname)
         if not os.path.isdir(path) or os.path.islink(path):
