@@ -42,19 +42,22 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
+def _workload(cl, pids: list[int], n: int, mib: int) -> dict:
+    """The timed part, the same for both systems (their clients share this API)."""
+    t0 = time.perf_counter()
+    parts = cl.map(chunk, range(n), [mib] * n)
+    sums = cl.map(total, parts)
+    result = cl.submit(add, *sums).result()
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "result": result, "peaks": [peak_rss(p) for p in pids]}
+
+
 def run_frisky(n: int, mib: int, limit: int) -> dict:
     import frisky
 
     with frisky.LocalCluster(n_workers=2, memory_limit=limit) as c, c.get_client() as cl:
         pids = [w["pid"] for w in cl.scheduler_info()["workers"].values()]
-        t0 = time.perf_counter()
-        parts = cl.map(chunk, range(n), [mib] * n)
-        sums = cl.map(total, parts)
-        result = cl.submit(add, *sums).result()
-        seconds = time.perf_counter() - t0
-        peaks = [peak_rss(p) for p in pids]
-        del parts, sums
-    return {"seconds": seconds, "result": result, "peaks": peaks}
+        return _workload(cl, pids, n, mib)
 
 
 def run_dask(n: int, mib: int, limit: int) -> dict:
@@ -72,14 +75,7 @@ def run_dask(n: int, mib: int, limit: int) -> dict:
     ), LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=limit, dashboard_address=None,
                     processes=True) as c, Client(c) as cl:
         pids = list(cl.run(os.getpid).values())
-        t0 = time.perf_counter()
-        parts = cl.map(chunk, range(n), [mib] * n)
-        sums = cl.map(total, parts)
-        result = cl.submit(add, *sums).result()
-        seconds = time.perf_counter() - t0
-        peaks = [peak_rss(p) for p in pids]
-        del parts, sums
-    return {"seconds": seconds, "result": result, "peaks": peaks}
+        return _workload(cl, pids, n, mib)
 
 
 def main(argv: list[str] | None = None) -> None:
