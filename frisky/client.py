@@ -32,6 +32,7 @@ from frisky.serialize import _ATOMIC, PickleCodec, attach_traceback, is_atomic
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
 
+_LAZY_FLUSH_MS = 5  # releases wait at most this long for a ride with other traffic
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
 _BATCH = 10000
 
@@ -99,6 +100,7 @@ class Client:
         self._requests: dict[int, list] = {}  # req id -> [event, reply], answered via the I/O thread
         self._closed = False
         self._lost = False
+        self._io_dozing = True  # the I/O thread sleeps until woken (see _release_later)
         self.status = "connecting"
         self.waker = sockets.Waker()
         ident = f"c-{os.getpid()}-{self._prefix}".encode()
@@ -295,7 +297,7 @@ class Client:
             return f, True
 
     def _send_submit(self, keys, fidx, fids, fblobs, payloads, deps, retries, priority, workers) -> None:
-        frames = [protocol.header(protocol.SUBMIT, keys, fidx, fids, deps, retries, priority, workers, False),
+        frames = [protocol.header(protocol.SUBMIT, keys, fidx, fids, deps, retries, priority, workers, False, None),
                   pack(payloads), *fblobs]
         self._outbox.append(frames)
         self.waker.wake()
@@ -501,8 +503,10 @@ class Client:
     def _release_later(self, wkey: str) -> None:
         # called from Future.__del__: only append and poke the I/O thread. Releases share
         # the outbox with submissions so one never overtakes a submission queued before it.
+        # No wake-up while the I/O thread is active: it flushes within _LAZY_FLUSH_MS anyway,
+        # and a release woken on its own would cost the next submission a round of wake-ups.
         self._outbox.append(wkey)
-        if not self._closed:
+        if self._io_dozing and not self._closed:
             self.waker.wake()
 
     # ------------------------------------------------------------- I/O thread
@@ -516,9 +520,21 @@ class Client:
         last_heard = time.monotonic()
         next_beat = last_heard + interval
         beat = [protocol.header(protocol.HEARTBEAT)]
+        active = False
         while not self._closed:
             timeout_ms = max(0, int((next_beat - time.monotonic()) * 1000)) + 1
-            for item, _ in poller.poll(timeout_ms):
+            if active:
+                self._io_dozing = False
+                timeout_ms = min(timeout_ms, _LAZY_FLUSH_MS)
+            else:
+                # set before looking at the outbox: a release appended after the look
+                # sees the flag and wakes us
+                self._io_dozing = True
+                if self._outbox:
+                    self._flush_outbox()
+            events = poller.poll(timeout_ms)
+            active = bool(events)
+            for item, _ in events:
                 if item is sock:
                     last_heard = time.monotonic()
                     if not self._read():
@@ -538,39 +554,44 @@ class Client:
 
     def _flush_outbox(self) -> None:
         """Send everything queued, in order: single submissions (tuples) are packed into one
-        message per run, releases (str keys) into one message per run."""
+        message per run, releases (str keys) ride with the run after them or go alone."""
         sock = self.sock
         outbox = self._outbox
         run: list[tuple] = []
         releases: list[str] = []
+        released: list[str] | None = None  # releases queued before ``run``
         while outbox:
             item = outbox.popleft()
             t = type(item)
             if t is tuple:
                 if releases:
-                    self._send_releases(releases)
+                    if run:
+                        sockets.send(sock, _submit_frames(run, released), False)
+                        run = []
+                    released = self._releasable(releases)
                     releases = []
                 if run and (item[5:] != run[0][5:] or len(run) >= _BATCH):
-                    sock.send_multipart(_submit_frames(run), copy=False)
-                    run = []
+                    sockets.send(sock, _submit_frames(run, released), False)
+                    run, released = [], None
                 run.append(item)
                 continue
-            if run:
-                sock.send_multipart(_submit_frames(run), copy=False)
-                run = []
             if t is str:
                 releases.append(item)
                 continue
+            if run:
+                sockets.send(sock, _submit_frames(run, released), False)
+                run, released = [], None
             if releases:
                 self._send_releases(releases)
                 releases = []
-            sock.send_multipart(item, copy=False)
+            sockets.send(sock, item, False)
         if run:
-            sock.send_multipart(_submit_frames(run), copy=False)
+            sockets.send(sock, _submit_frames(run, released), False)
         if releases:
             self._send_releases(releases)
 
-    def _send_releases(self, wkeys: list[str]) -> None:
+    def _releasable(self, wkeys: list[str]) -> list[str]:
+        """The keys among ``wkeys`` whose futures are gone (not revived by a new submission)."""
         keys = []
         futures = self._futures
         with self._lock:
@@ -580,15 +601,18 @@ class Client:
                 if ref is not None and (f is None or "_dead" in f.__dict__):
                     del futures[k]
                     keys.append(k)
+        return keys
+
+    def _send_releases(self, wkeys: list[str]) -> None:
+        keys = self._releasable(wkeys)
         if keys:
-            self.sock.send_multipart([protocol.header(protocol.RELEASE, keys)])
+            sockets.send(self.sock, [protocol.header(protocol.RELEASE, keys)])
 
     def _read(self) -> bool:
         sock = self.sock
         for _ in range(1000):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = sockets.recv(sock)
+            if frames is None:
                 return True
             msg = unpack(frames[0])
             op = msg[0]
@@ -713,8 +737,9 @@ class _Handoff:
 _HANDOFF = _Handoff()
 
 
-def _submit_frames(run: list[tuple]) -> list:
-    """One ``submit`` message for queued single submissions sharing retries/priority/workers."""
+def _submit_frames(run: list[tuple], released: list[str] | None = None) -> list:
+    """One ``submit`` message for queued single submissions sharing retries/priority/workers,
+    carrying the keys released just before them (one message, one wake-up, instead of two)."""
     fid_index: dict[bytes, int] = {}
     fblobs: list = []
     fidx: list[int] = []
@@ -729,7 +754,7 @@ def _submit_frames(run: list[tuple]) -> list:
         deps = None
     _, _, _, _, _, retries, priority, workers, track = run[0]
     return [protocol.header(protocol.SUBMIT, [t[0] for t in run], 0 if len(fblobs) == 1 else fidx,
-                            list(fid_index), deps, retries, priority, workers, track),
+                            list(fid_index), deps, retries, priority, workers, track, released),
             pack([t[3] for t in run]), *fblobs]
 
 

@@ -6,12 +6,13 @@ scheduler, which only moves them). Ops are short strings, fields positional.
 
 Client -> scheduler
   hello-client  [op, name]
-  submit        [op, keys, fidx, fids, deps, retries, priority, workers, track]
+  submit        [op, keys, fidx, fids, deps, retries, priority, workers, track, released]
                 frames: header, msgpack(list of task payloads), *function blobs (one per fids)
                 fidx: int (one function for all tasks) or list[int] indexing fids
                 deps: None or per-task list of dependency keys (or None)
                 retries, priority: int for the batch or per-task list; workers: None or list of addresses
                 track: send `running` when these tasks are handed to a worker (executor submit)
+                released: None or keys released before these tasks (as a `release` would)
   release       [op, keys]                      client no longer wants these keys
   cancel-queued [op, req, keys]                 cancel those not yet handed to a worker -> reply [keys cancelled]
   cancel        [op, keys]
@@ -60,6 +61,8 @@ Peer (worker or client) -> worker's own ROUTER
 
 from __future__ import annotations
 
+import threading
+
 import msgpack
 
 # client -> scheduler
@@ -94,7 +97,20 @@ CLOSE = "close"
 GET = "get"
 DATA = "data"
 
-pack = msgpack.packb  # thread-safe, unlike a shared Packer; bin type is the default
+_local = threading.local()
+
+
+def pack(obj) -> bytes:
+    """Encode ``obj`` with msgpack (bin type for bytes)."""
+    # a Packer per thread, kept: ``msgpack.packb`` makes a new one with a 256 KiB buffer
+    # each call, which under the workers' low mmap threshold is an mmap + munmap per message
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(buf_size=16384)
+    out = packer.pack(obj)
+    if len(out) > 1 << 20:
+        _local.packer = None  # don't keep a big buffer alive for the thread's lifetime
+    return out
 
 
 def unpack(frame) -> list:
@@ -104,7 +120,7 @@ def unpack(frame) -> list:
 
 def header(*fields) -> bytes:
     """Encode ``[op, *fields]`` as frame 0."""
-    return msgpack.packb(fields, use_bin_type=True)
+    return pack(fields)
 
 
 def wire_key(key) -> str:

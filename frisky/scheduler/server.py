@@ -126,10 +126,10 @@ class SchedulerServer:
     # ------------------------------------------------------------- reading
     def _read_all(self) -> None:
         sock = self.sock
+        recv = sockets.recv
         for _ in range(10000):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
+            frames = recv(sock)
+            if frames is None:
                 return
             ident = frames[0]
             try:
@@ -181,7 +181,9 @@ class SchedulerServer:
                 self._remove_worker(i)
         else:
             if op == protocol.SUBMIT:
-                _, keys, fidx, fids, deps, retries, priority, workers, track = msg
+                _, keys, fidx, fids, deps, retries, priority, workers, track, released = msg
+                if released:
+                    state.release(i, released)
                 state.submit(i, keys, fidx, fids, frames[3:], unpack(frames[2]), deps, retries, priority, workers,
                              track)
             elif op == protocol.RELEASE or op == protocol.CANCEL:
@@ -306,7 +308,7 @@ class SchedulerServer:
     # ------------------------------------------------------------- writing
     def _send_raw(self, ident: bytes, frames: list) -> None:
         try:
-            self.sock.send_multipart([ident, *frames], copy=len(frames) < 3)
+            sockets.send(self.sock, [ident, *frames], len(frames) < 3)
         except zmq.ZMQError:  # peer gone (ROUTER_MANDATORY): its removal follows
             pass
 
@@ -380,7 +382,6 @@ def main(argv: list[str] | None = None) -> None:
         os.write(args.announce_fd, (server.address + "\n").encode())
         os.close(args.announce_fd)
     server.run()
-
 
 if __name__ == "__main__":
     main()

@@ -327,9 +327,8 @@ class Worker:
     # ------------------------------------------------------------ messages
     def _read_scheduler(self) -> None:
         for _ in range(1000):
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = sockets.recv(self.sock)
+            if frames is None:
                 return
             msg = unpack(frames[0])
             op = msg[0]
@@ -479,16 +478,15 @@ class Worker:
 
     def _send(self, *frames) -> None:
         try:
-            self.sock.send_multipart(list(frames))
+            sockets.send(self.sock, frames)
         except zmq.ZMQError:
             pass
 
     # ------------------------------------------------------------ data plane
     def _serve_peers(self) -> None:
         for _ in range(1000):
-            try:
-                frames = self.peer_sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = sockets.recv(self.peer_sock)
+            if frames is None:
                 return
             ident = frames[0]
             msg = unpack(frames[1])
@@ -539,9 +537,8 @@ class Worker:
     def _read_peer(self, sock: zmq.Socket) -> None:
         address = self.peer_of_sock.get(sock)
         while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            frames = sockets.recv(sock, copy=False)
+            if frames is None:
                 return
             t0 = now()
             msg = unpack(frames[0].buffer)

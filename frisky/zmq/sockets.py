@@ -8,6 +8,7 @@ import tempfile
 import threading
 
 import zmq
+from zmq.backend import Socket as _CSocket
 
 _inproc_contexts: dict[str, zmq.Context] = {}
 _lock = threading.Lock()
@@ -79,6 +80,36 @@ def dealer(ctx: zmq.Context, address: str, identity: bytes | None = None) -> zmq
         sock.close(0)
         raise OSError(f"cannot connect to {address}: {e}") from e
     return sock
+
+
+# pyzmq's Python layer turns int flags into enums and an empty non-blocking receive into
+# an exception: several microseconds a message. The hot paths call the Cython methods.
+_csend = _CSocket.send
+_crecv = _CSocket.recv
+_cget = _CSocket.get
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
+def send(sock: zmq.Socket, frames: list, copy: bool = True) -> None:
+    """``send_multipart`` without pyzmq's Python layer."""
+    last = len(frames) - 1
+    for i in range(last):
+        _csend(sock, frames[i], _SNDMORE, copy)
+    _csend(sock, frames[last], 0, copy)
+
+
+def recv(sock: zmq.Socket, copy: bool = True) -> list | None:
+    """The next whole message if one is waiting, else None (never blocks, never raises Again)."""
+    if not _cget(sock, _EVENTS) & _POLLIN:
+        return None
+    frames = [_crecv(sock, _NOBLOCK, copy)]
+    while _cget(sock, _RCVMORE):
+        frames.append(_crecv(sock, _NOBLOCK, copy))
+    return frames
 
 
 def check_address(address: str) -> None:
