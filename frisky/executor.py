@@ -145,7 +145,7 @@ class FriskyExecutor(concurrent.futures.Executor):
             else:
                 calls = (itertools.repeat(fn), _chunks(iterables, chunksize))
                 fs = [track(f) for f in client._map_iter(_process_chunk, calls, {}, pure=False)]
-        return _results(fs, end_time, chunked=chunksize > 1)
+        return _results(client, fs, end_time, chunked=chunksize > 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; optionally cancel what has not started; release the cluster."""
@@ -162,7 +162,7 @@ class FriskyExecutor(concurrent.futures.Executor):
             self._res.finish_in_background()
 
 
-def _results(fs: list[Future], end_time: float | None, chunked: bool) -> Iterator:
+def _results(client, fs: list[Future], end_time: float | None, chunked: bool) -> Iterator:
     # yield in order, holding no reference to what was yielded (like the stdlib); on early
     # exit cancel what is left
     fs.reverse()
@@ -176,8 +176,9 @@ def _results(fs: list[Future], end_time: float | None, chunked: bool) -> Iterato
             else:
                 yield _pop_result(fs, end_time)
     finally:
-        for f in fs:
-            f.cancel()
+        # one question to the scheduler: what no worker has been given yet is cancelled,
+        # the rest runs on (as what the stdlib's process pool has queued does)
+        client._cancel_queued(fs)
 
 
 def _pop_result(fs: list[Future], end_time: float | None):

@@ -21,15 +21,29 @@ def computes(out):
 def test_independent_tasks_run_and_are_forgotten_on_release():
     s, _ = make()
     s.submit(1, ["a", "b", "c"], 0, [FID], [b"fn"], [b"1", b"2", b"3"])
+    sent, results = [], []
     out = s.flush()
-    sent = [t for c in computes(out) for t in c[2]]
-    assert sorted(s.tkey[t] for t in sent) == ["a", "b", "c"]
-    for c in computes(out):
-        s.finished(c[1], c[2], [1] * len(c[2]), [b"r"] * len(c[2]))
-    res = [i for i in s.flush() if i[0] == "results"]
-    assert sorted(k for r in res for k in r[2]) == ["a", "b", "c"]
+    while computes(out):
+        for c in computes(out):
+            sent.extend(s.tkey[t] for t in c[2])
+            s.finished(c[1], c[2], [1] * len(c[2]), [b"r"] * len(c[2]), [(FID, len(c[2]), 1e-6 * len(c[2]))])
+        out = s.flush()
+        results.extend(k for i in out if i[0] == "results" for k in i[2])
+    assert sorted(sent) == ["a", "b", "c"]
+    assert sorted(results) == ["a", "b", "c"]
     s.release(1, ["a", "b", "c"])
     assert not s.key_tid and s.functions == {}
+
+
+def test_unknown_function_gets_one_task_per_thread_until_one_finishes():
+    s, (w0, w1) = make()
+    s.submit(1, [f"k{i}" for i in range(10)], 0, [FID], [b"fn"], [b"p"] * 10)
+    first = computes(s.flush())
+    assert sum(len(c[2]) for c in first) == 2, "one per thread: a long task keeps no queue behind it"
+    assert not computes(s.flush())
+    c = first[0]
+    s.finished(c[1], c[2], [1], [b"r"], [(FID, 1, 1e-4)])
+    assert sum(len(c[2]) for c in computes(s.flush())) >= 2, "a known short function fills the queues"
 
 
 def test_dependencies_wait_then_run_where_the_data_is():

@@ -13,6 +13,7 @@ dependents exist, so lost data can be recomputed); then ``forgotten``.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
 from typing import Any
 
@@ -106,41 +107,39 @@ class SchedulerState:
 
     # ------------------------------------------------------------------ tasks
     def _alloc(self, key: str) -> int:
-        if self.free_tids:
-            tid = self.free_tids.pop()
-            self.tkey[tid] = key
-            self.tstate[tid] = WAITING
-            self.tdependents[tid] = None
-            self.twaiting[tid] = 0
-            self.twaiters[tid] = 0
-            self.tblob[tid] = None
-            self.tnbytes[tid] = 0
-            self.twhere[tid] = -1
-            self.tproc[tid] = -1
-            self.tfailures[tid] = 0
-            self.tpending[tid] = 0
-        else:
-            tid = len(self.tkey)
-            self.tkey.append(key)
-            self.tstate.append(WAITING)
-            self.tfid.append(None)
-            self.tpayload.append(None)
-            self.tdeps.append(None)
-            self.tdependents.append(None)
-            self.twaiting.append(0)
-            self.twaiters.append(0)
-            self.tblob.append(None)
-            self.tnbytes.append(0)
-            self.twhere.append(-1)
-            self.tproc.append(-1)
-            self.twanted.append(None)
-            self.tretries.append(0)
-            self.tprio.append(0)
-            self.trestrict.append(None)
-            self.tfailures.append(0)
-            self.tpending.append(0)
-        self.key_tid[key] = tid
-        return tid
+        return self._alloc_many([key])[0]
+
+    def _alloc_many(self, keys: list) -> list[int]:
+        """Fresh tids for ``keys``: freed ones first, then new rows, each column set in bulk.
+        Submission fills tfid, tpayload, tdeps, twanted, tretries, tprio and trestrict."""
+        n = len(keys)
+        free = self.free_tids
+        reuse = min(n, len(free))
+        tids: list[int] = []
+        if reuse:
+            tids = free[len(free) - reuse:]
+            del free[len(free) - reuse:]
+            tkey = self.tkey
+            for t, k in zip(tids, keys):
+                tkey[t] = k
+            for col, value in ((self.tstate, WAITING), (self.tdeps, None), (self.tdependents, None), (self.twaiting, 0),
+                               (self.twaiters, 0), (self.tblob, None), (self.tnbytes, 0), (self.twhere, -1),
+                               (self.tproc, -1), (self.tfailures, 0), (self.tpending, 0)):
+                for t in tids:
+                    col[t] = value
+        m = n - reuse
+        if m:
+            start = len(self.tkey)
+            self.tkey.extend(keys[reuse:] if reuse else keys)
+            for col, value in ((self.tstate, WAITING), (self.tfid, None), (self.tpayload, None),
+                               (self.tdeps, None), (self.tdependents, None), (self.twaiting, 0),
+                               (self.twaiters, 0), (self.tblob, None), (self.tnbytes, 0), (self.twhere, -1),
+                               (self.tproc, -1), (self.twanted, None), (self.tretries, 0), (self.tprio, 0),
+                               (self.trestrict, None), (self.tfailures, 0), (self.tpending, 0)):
+                col.extend([value] * m)
+            tids.extend(range(start, start + m))
+        self.key_tid.update(zip(keys, tids))
+        return tids
 
     def _want(self, tid: int, cid: int) -> None:
         w = self.twanted[tid]
@@ -203,56 +202,116 @@ class SchedulerState:
         per_retries = type(retries) is list
         per_prio = type(priority) is list
         results = None
+        new: list[int] | None = None  # positions of keys not known yet, when some are known
         for i, key in enumerate(keys):
             tid = key_tid.get(key)
-            if tid is not None:  # a known key: this client wants it too
-                self._want(tid, cid)
-                st = tstate[tid]
-                if st == MEMORY:
-                    if results is None:
-                        results = self._results.setdefault(cid, [])
-                    results.append(tid)
-                elif st == ERRED:
-                    self._erred.setdefault(cid, []).append(tid)
-                elif st == RELEASED:
-                    self._recompute(tid)
+            if tid is None:
+                if new is not None:
+                    new.append(i)
+                continue
+            if new is None:
+                new = list(range(i))
+            self._want(tid, cid)  # a known key: this client wants it too
+            st = tstate[tid]
+            if st == MEMORY:
+                if results is None:
+                    results = self._results.setdefault(cid, [])
+                results.append(tid)
+            elif st == ERRED:
+                self._erred.setdefault(cid, []).append(tid)
+            elif st == RELEASED:
+                self._recompute(tid)
+            if self.local and payloads[i] is not None:
+                self._released_blobs.append(payloads[i])
+        if len(set(keys if new is None else [keys[i] for i in new])) < (len(keys) if new is None else len(new)):
+            new = self._first_occurrences(keys, payloads, new)  # the same key twice in one batch
+        if new is not None:
+            if not new:
+                return
+            keys = [keys[i] for i in new]
+            payloads = [payloads[i] for i in new]
+            if one_fid is None:
+                fidx = [fidx[i] for i in new]
+            if deps is not None:
+                deps = [deps[i] for i in new]
+            if per_retries:
+                retries = [retries[i] for i in new]
+            if per_prio:
+                priority = [priority[i] for i in new]
+        tids = self._alloc_many(keys)
+        n = len(tids)
+        self.counts["submitted"] += n
+        if track:
+            self.tracked.update(tids)
+        wants.update(tids)
+        tfid, tpayload, twanted = self.tfid, self.tpayload, self.twanted
+        tretries, tprio, trestrict = self.tretries, self.tprio, self.trestrict
+        for t, payload in zip(tids, payloads):
+            tpayload[t] = payload
+            twanted[t] = cid
+            trestrict[t] = restrict
+        if one_fid is not None:
+            for t in tids:
+                tfid[t] = one_fid
+            functions[one_fid][1] += n
+        else:
+            for t, i in zip(tids, fidx):
+                fid = tfid[t] = fids[i]
+                functions[fid][1] += 1
+        for t, r in zip(tids, retries if per_retries else itertools.repeat(retries, n)):
+            tretries[t] = r
+        for t, p in zip(tids, priority if per_prio else itertools.repeat(priority, n)):
+            tprio[t] = p
+        if deps is None:
+            make_ready = self._make_ready
+            for t in tids:
+                make_ready(t)
+            return
+        tdeps, tdependents, twaiting, twaiters = self.tdeps, self.tdependents, self.twaiting, self.twaiters
+        for t, key, dep_keys in zip(tids, keys, deps):
+            if not dep_keys:
+                self._make_ready(t)
+                continue
+            try:
+                dtids = tuple([key_tid[dk] for dk in dep_keys])
+            except KeyError as e:
+                self._set_erred(t, ["lost", f"dependency {e.args[0]!r} of {key!r} is unknown"], "")
+                continue
+            tdeps[t] = dtids
+            # the common case inline: every dependency waiting, queued, running or in memory
+            waiting = 0
+            for d in dtids:
+                st = tstate[d]
+                if st > MEMORY:  # erred or released: the general path
+                    break
+                if st != MEMORY:
+                    waiting += 1
+            else:
+                for d in dtids:
+                    dl = tdependents[d]
+                    if dl is None:
+                        tdependents[d] = [t]
+                    else:
+                        dl.append(t)
+                    twaiters[d] += 1
+                twaiting[t] = waiting
+                if waiting == 0:
+                    self._make_ready(t)
+                continue
+            self._link_and_start(t, dtids)
+
+    def _first_occurrences(self, keys: list, payloads: list, new: list[int] | None) -> list[int]:
+        """Positions of the first occurrence of each new key; later ones are the same task."""
+        seen: set = set()
+        first = []
+        for i in (range(len(keys)) if new is None else new):
+            if keys[i] in seen:
                 if self.local and payloads[i] is not None:
                     self._released_blobs.append(payloads[i])
                 continue
-            tid = self._alloc(key)
-            if track:
-                self.tracked.add(tid)
-            fid = one_fid if one_fid is not None else fids[fidx[i]]
-            self.tfid[tid] = fid
-            functions[fid][1] += 1
-            self.tpayload[tid] = payloads[i]
-            self.twanted[tid] = cid
-            wants.add(tid)
-            self.tretries[tid] = retries[i] if per_retries else retries
-            prio = priority[i] if per_prio else priority
-            self.tprio[tid] = prio
-            self.trestrict[tid] = restrict
-            self.counts["submitted"] += 1
-            dep_keys = deps[i] if deps is not None else None
-            if not dep_keys:
-                self.tdeps[tid] = None
-                self._make_ready(tid)
-                continue
-            dtids = []
-            missing = None
-            for dk in dep_keys:
-                d = key_tid.get(dk)
-                if d is None:
-                    missing = dk
-                    break
-                dtids.append(d)
-            if missing is not None:
-                self.tdeps[tid] = None
-                self._set_erred(tid, ["lost", f"dependency {missing!r} of {key!r} is unknown"], "")
-                continue
-            dtids_t = tuple(dtids)
-            self.tdeps[tid] = dtids_t
-            self._link_and_start(tid, dtids_t)
+            seen.add(keys[i])
+            first.append(i)
+        return first
 
     def _link_and_start(self, tid: int, dtids: tuple) -> None:
         tstate = self.tstate
@@ -379,61 +438,69 @@ class SchedulerState:
             self.tblob[tid] = None
 
     def _forget(self, tid: int) -> None:
+        """Drop ``tid`` for good, and with it every released dependency nothing else needs."""
         stack = [tid]
-        tstate = self.tstate
+        tstate, tkey, tfid, tdeps, tdependents = self.tstate, self.tkey, self.tfid, self.tdeps, self.tdependents
+        tpayload, tblob, trestrict, tpending = self.tpayload, self.tblob, self.trestrict, self.tpending
+        twanted, twaiters = self.twanted, self.twaiters
+        key_tid, functions, tracked, free_tids = self.key_tid, self.functions, self.tracked, self.free_tids
+        local = self.local
+        released = self._released_blobs
         while stack:
             t = stack.pop()
-            if tstate[t] == FORGOTTEN:
+            st = tstate[t]
+            if st == FORGOTTEN:
                 continue
-            if tstate[t] == MEMORY:
+            if st == MEMORY:
                 self._free_data(t)
-            elif tstate[t] == PROCESSING:
+            elif st == PROCESSING:
                 self._unprocess(t, cancel=True)
-            if tstate[t] in _ACTIVE:
+            if st in _ACTIVE:
                 self._deactivate(t)
             tstate[t] = FORGOTTEN
-            self.tracked.discard(t)
-            key = self.tkey[t]
-            if self.key_tid.get(key) == t:
-                del self.key_tid[key]
-            fid = self.tfid[t]
+            if tracked:
+                tracked.discard(t)
+            key = tkey[t]
+            if key_tid.get(key) == t:
+                del key_tid[key]
+            fid = tfid[t]
             if fid is not None:
-                entry = self.functions[fid]
+                entry = functions[fid]
                 entry[1] -= 1
                 if entry[1] == 0:
-                    del self.functions[fid]
+                    del functions[fid]
                     self.duration.pop(fid, None)
-                    if self.local:
-                        self._released_blobs.append(entry[0])
-            if self.local:
-                self._released_blobs.append(self.tpayload[t])
-                err = self.tblob[t]
+                    if local:
+                        released.append(entry[0])
+            if local:
+                released.append(tpayload[t])
+                err = tblob[t]
                 if type(err) is tuple and type(err[0]) is bytes:
-                    self._released_blobs.append(err[0])
-            self.tpayload[t] = None
-            self.tfid[t] = None
-            self.tblob[t] = None
-            self.trestrict[t] = None
-            deps = self.tdeps[t]
-            self.tdeps[t] = None
+                    released.append(err[0])
+            tpayload[t] = tfid[t] = tblob[t] = trestrict[t] = None
+            deps = tdeps[t]
             if deps is not None:
+                tdeps[t] = None
                 for d in deps:
-                    dl = self.tdependents[d]
-                    if dl is not None:
-                        try:
-                            dl.remove(t)
-                        except ValueError:
-                            pass
-                        if not dl:
-                            self.tdependents[d] = None
-                            if self.twanted[d] is None and self.twaiters[d] == 0 and tstate[d] != FORGOTTEN:
-                                if tstate[d] == MEMORY:
-                                    self._free_data(d)
-                                    tstate[d] = RELEASED
-                                if tstate[d] in (RELEASED, ERRED):
-                                    stack.append(d)
-            if self.tpending[t] == 0:
-                self.free_tids.append(t)
+                    dl = tdependents[d]
+                    if dl is None:
+                        continue
+                    if dl[-1] == t:  # dependents are mostly forgotten in the order they came
+                        dl.pop()
+                    elif t in dl:
+                        dl.remove(t)
+                    if dl:
+                        continue
+                    tdependents[d] = None
+                    sd = tstate[d]
+                    if twanted[d] is None and twaiters[d] == 0 and sd != FORGOTTEN:
+                        if sd == MEMORY:
+                            self._free_data(d)
+                            tstate[d] = sd = RELEASED
+                        if sd == RELEASED or sd == ERRED:
+                            stack.append(d)
+            if tpending[t] == 0:
+                free_tids.append(t)
 
     def _unprocess(self, tid: int, cancel: bool) -> None:
         w = self.tproc[tid]
@@ -707,7 +774,11 @@ class SchedulerState:
         tdependents = self.tdependents
         twanted = self.twanted
         key = self.tkey
+        tnbytes, twhere, tblob, tdeps, twaiting, twaiters = (
+            self.tnbytes, self.twhere, self.tblob, self.tdeps, self.twaiting, self.twaiters)
+        make_ready = self._make_ready
         n_done = 0
+        load = 0.0
         for tid, nb, blob in zip(tids, nbytes, blobs):
             tpending[tid] -= 1
             if tstate[tid] != PROCESSING or tproc[tid] != w:
@@ -721,16 +792,16 @@ class SchedulerState:
                 continue
             est = processing.pop(tid, None)
             if est is not None:
-                wi.load -= est
+                load += est
             tproc[tid] = -1
             n_done += 1
             tstate[tid] = MEMORY
-            self.tnbytes[tid] = nb
+            tnbytes[tid] = nb
             if blob is None:
-                self.twhere[tid] = w
+                twhere[tid] = w
                 wi.nbytes += nb
             else:
-                self.tblob[tid] = blob
+                tblob[tid] = blob
             wanted = twanted[tid]
             if wanted is not None:
                 if type(wanted) is int:
@@ -744,16 +815,16 @@ class SchedulerState:
                         results.setdefault(cid, []).append(tid)
             dl = tdependents[tid]
             if dl is not None:
-                twaiting = self.twaiting
                 for d in dl:
                     if tstate[d] == WAITING:
                         twaiting[d] -= 1
                         if twaiting[d] == 0:
-                            self._make_ready(d)
-            if self.tdeps[tid] is not None:
+                            make_ready(d)
+            if tdeps[tid] is not None:
                 self._deactivate(tid)
-            if wanted is None and self.twaiters[tid] == 0:
+            if wanted is None and twaiters[tid] == 0:
                 self._release(tid)
+        wi.load -= load
         self.n_processing -= n_done
         self.counts["finished"] += n_done
 
@@ -829,12 +900,15 @@ class SchedulerState:
         tpending = self.tpending
         processing = wi.processing
         w = wi.idx
-        min_tasks = wi.nthreads * self.min_per_thread
+        nthreads = wi.nthreads
+        min_tasks = nthreads * self.min_per_thread
         tracked = self.tracked
+        trestrict = self.trestrict
+        address = wi.address
         room_n, room_s = self._capacity(wi)
         taken = 0
-        sources = (wi.ready, None, self.ready)
-        for src in sources:
+        load = 0.0
+        for src in (wi.ready, None, self.ready):
             while taken < limit and room_n > 0 and (room_s > 0 or len(processing) < min_tasks):
                 if src is None:
                     if not self.ready_prio:
@@ -846,17 +920,27 @@ class SchedulerState:
                     tid = src.popleft()
                 if tstate[tid] != QUEUED:
                     continue
-                r = self.trestrict[tid]
-                if r is not None and wi.address not in r:
+                r = trestrict[tid]
+                if r is not None and address not in r:
                     # belongs to a worker that has not joined yet
                     self._deferred.append(tid)
                     continue
-                est = dur.get(tfid[tid], unknown)
+                est = dur.get(tfid[tid])
+                if est is None:
+                    est = unknown
+                    if room_s <= 0 and len(processing) >= nthreads:
+                        # never seen finishing: one per thread until it has, so a long task
+                        # keeps no queue behind it (and a cancel finds the rest here)
+                        if src is None:
+                            heapq.heappush(self.ready_prio, (-self.tprio[tid], 0, tid))
+                        else:
+                            src.appendleft(tid)
+                        break
                 tstate[tid] = PROCESSING
                 tproc[tid] = w
                 tpending[tid] += 1
                 processing[tid] = est
-                wi.load += est
+                load += est
                 room_s -= est
                 room_n -= 1
                 taken += 1
@@ -865,6 +949,7 @@ class SchedulerState:
                     tracked.discard(tid)
                     for c in self._wanters(tid):
                         self._running.setdefault(c, []).append(tid)
+        wi.load += load
         self.n_processing += taken
         return taken
 
@@ -988,19 +1073,16 @@ class SchedulerState:
 
     def _compute_instruction(self, w: int, tids: list[int]) -> tuple:
         tkey = self.tkey
-        tfid = self.tfid
-        keys = [tkey[t] for t in tids]
-        fid_index: dict[bytes, int] = {}
-        fidx = []
-        for t in tids:
-            f = tfid[t]
-            i = fid_index.get(f)
-            if i is None:
-                i = fid_index[f] = len(fid_index)
-            fidx.append(i)
-        fids = list(fid_index)
+        keys = list(map(tkey.__getitem__, tids))
+        fn_of = list(map(self.tfid.__getitem__, tids))
+        fids = list(dict.fromkeys(fn_of))
+        if len(fids) == 1:
+            fidx: Any = 0
+        else:
+            fid_index = {f: i for i, f in enumerate(fids)}
+            fidx = [fid_index[f] for f in fn_of]
         fn_blobs = [self.functions[f][0] for f in fids]
-        payloads = [self.tpayload[t] for t in tids]
+        payloads = list(map(self.tpayload.__getitem__, tids))
         deps = None
         where: dict[str, list] = {}  # dep key -> [holder address, nbytes]
         inline: dict[str, bytes] = {}
@@ -1021,8 +1103,7 @@ class SchedulerState:
                 elif h != w:
                     where[k] = [self.workers[h].address, self.tnbytes[d]]
             deps[n] = dk
-        return ("compute", w, tids, keys, fidx if len(fids) > 1 else 0, fids, deps, where,
-                payloads, fn_blobs, inline)
+        return ("compute", w, tids, keys, fidx, fids, deps, where, payloads, fn_blobs, inline)
 
     # ------------------------------------------------------------------ views
     def task_state(self, key: str) -> str | None:
