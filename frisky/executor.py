@@ -44,7 +44,10 @@ class _Resources:
     def __init__(self, client, cluster) -> None:
         self.client = client
         self.cluster = cluster
-        self.pending: set[Future] = set()  # held until done
+        self.pending: set[Future] = set()  # submit's futures, held until done
+        # map's futures: the very lists its iterators pop from, so a future leaves as it is
+        # yielded; what a dropped iterator leaves behind is held until done
+        self.batches: list[list[Future]] = []
         self.pending_lock = threading.Lock()
         self.closing = threading.Lock()  # held for the whole close: later callers wait on it
         self.closed = False
@@ -60,11 +63,19 @@ class _Resources:
         with self.pending_lock:
             self.pending.discard(f)
 
+    def track_batch(self, fs: list[Future]) -> None:
+        with self.pending_lock:
+            self.batches = [b for b in self.batches if any(not f.done() for f in b)]
+            self.batches.append(fs)
+
+    def not_done(self) -> list[Future]:
+        with self.pending_lock:
+            batched = [f for b in self.batches for f in list(b)]
+            return [f for f in [*self.pending, *batched] if not f.done()]
+
     def finish(self) -> None:
         """Wait for submitted work, then close the client and the private cluster."""
-        with self.pending_lock:
-            pending = list(self.pending)
-        concurrent.futures.wait(pending)
+        concurrent.futures.wait(self.not_done())
         with self.closing:
             if self.closed:
                 return
@@ -138,13 +149,12 @@ class FriskyExecutor(concurrent.futures.Executor):
         client = self._res.client
         with self._shutdown_lock:
             self._check_open()
-            # held until done even if the iterator is dropped unstarted (stdlib semantics)
-            track = self._res.track
             if chunksize == 1:
-                fs = [track(f) for f in client._map_iter(fn, iterables, {}, pure=False)]
+                fs = client.map(fn, *iterables, pure=False)
             else:
-                calls = (itertools.repeat(fn), _chunks(iterables, chunksize))
-                fs = [track(f) for f in client._map_iter(_process_chunk, calls, {}, pure=False)]
+                fs = client.map(_process_chunk, itertools.repeat(fn), _chunks(iterables, chunksize), pure=False)
+            # held until done even if the iterator is dropped unstarted (stdlib semantics)
+            self._res.track_batch(fs)
         return _results(client, fs, end_time, chunked=chunksize > 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -152,10 +162,8 @@ class FriskyExecutor(concurrent.futures.Executor):
         with self._shutdown_lock:
             self._shutdown = True
             if cancel_futures:
-                with self._res.pending_lock:
-                    pending = [f for f in self._res.pending if not f.done()]
                 # what a worker has started runs on, as with the stdlib's executors
-                self._res.client._cancel_queued(pending)
+                self._res.client._cancel_queued(self._res.not_done())
         if wait:
             self._res.finish()
         else:
