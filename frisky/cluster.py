@@ -240,6 +240,9 @@ class LocalCluster:
         if self.processes:
             self._close_processes(timeout)
         else:
+            # all at once: each stops in parallel with the others
+            for w in self._threads:
+                w.stop(0)
             for w in self._threads:
                 w.stop(timeout)
             if self.scheduler is not None:
@@ -248,6 +251,8 @@ class LocalCluster:
                 self.table.clear()
             if getattr(self, "ctx", None) is not None:
                 self.ctx.term()
+            self.status = "closed"
+            return  # in-process workers use neither shared memory nor spill files
         sockets.remove_dir(self._ipc_dir)
         from frisky import spill
         from frisky.shm import sweep
