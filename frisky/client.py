@@ -198,7 +198,8 @@ class Client:
         self._check_open()
         t0 = now()
         fid, fblob = self._function(fn)
-        key, payload, deps, args, kwargs = self._prepare(fid, fn, _funcname(fn), args, kwargs, key, pure)
+        name = _funcname(fn)
+        key, payload, deps, args, kwargs = self._prepare(fid, fn, name, args, kwargs, key, pure)
         wkey = wire_key(key)
         fut, new = self._future(key, wkey)
         if not new:
@@ -208,7 +209,7 @@ class Client:
         # single submissions queue as tuples; the I/O thread packs runs of them into one message
         self._outbox.append((wkey, fid, fblob, payload, deps, retries, priority, _workers(workers), track))
         self.waker.wake()
-        recorder.span("client.submit", t0, wkey.split("-", 1)[0])
+        recorder.span("client.submit", t0, name)
         return fut
 
     def map(self, fn: Callable, *iterables: Iterable, key: Any = None, pure: bool = True, retries: int = 0,

@@ -32,6 +32,17 @@ def extract(args: tuple, kwargs: dict, future_type: type, on_future) -> tuple[tu
     ``on_future(f)`` is called for each future found (to check it belongs to this client)
     and returns its wire key.
     """
+    if not kwargs:  # the common case: a flat tuple of futures and atoms
+        flat = []
+        for a in args:
+            if isinstance(a, future_type):
+                flat.append(DepRef(on_future(a)))
+            elif type(a) in _CONTAINERS:
+                break
+            else:
+                flat.append(a)
+        else:
+            return tuple(flat), kwargs, list(dict.fromkeys(d.key for d in flat if type(d) is DepRef))
     found: dict[str, None] = {}
 
     def walk(x: Any) -> Any:

@@ -19,8 +19,10 @@ import traceback
 from typing import Any
 
 from frisky import config
+from frisky.deps import DepRef
 
 _ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
+_ATOMIC_ARGS = _ATOMIC | {DepRef}  # what plain pickle takes by value in a flat argument tuple
 _DUMPS = pickle.dumps
 _LOADS = pickle.loads
 HIGHEST = pickle.HIGHEST_PROTOCOL
@@ -36,9 +38,8 @@ def _cloudpickle():
     return cloudpickle
 
 
-def is_atomic(values) -> bool:
+def is_atomic(values, atomic: frozenset = _ATOMIC) -> bool:
     """True when every value is a built-in atom that plain pickle handles by value."""
-    atomic = _ATOMIC
     for v in values:
         if type(v) not in atomic:
             return False
@@ -48,8 +49,6 @@ def is_atomic(values) -> bool:
 def is_plain(values, depth: int = 0) -> bool:
     """True for atoms, dependency references and small built-in containers of them:
     what plain pickle serializes by value, so cloudpickle's slower pickler is not needed."""
-    from frisky.deps import DepRef
-
     atomic = _ATOMIC
     for v in values:
         t = type(v)
@@ -109,7 +108,7 @@ class PickleCodec:
 
     def dumps_args(self, args: tuple, kwargs: dict | None) -> bytes:
         try:
-            if not kwargs and is_atomic(args):
+            if not kwargs and is_atomic(args, _ATOMIC_ARGS):
                 return _DUMPS(args, HIGHEST)
             if is_plain(args) and (not kwargs or is_plain(kwargs.values())):
                 return _DUMPS([args, kwargs] if kwargs else args, HIGHEST)
