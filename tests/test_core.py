@@ -202,6 +202,18 @@ def test_release_forgets_keys(client):
     assert client.scheduler_info()["tasks"].get("memory", 0) == 0
 
 
+def test_dropped_single_submits_are_forgotten(client):
+    # each dropped future's release rides with the next submission; the last one, with
+    # nothing after it, still reaches the scheduler on its own
+    for i in range(200):
+        assert client.submit(inc, i, pure=False).result(timeout=10) == i + 1
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while client.scheduler_info()["tasks"].get("memory", 0) and time.monotonic() < deadline:
+        threading.Event().wait(0.01)
+    assert client.scheduler_info()["tasks"].get("memory", 0) == 0
+
+
 def test_submit_after_close_raises(cluster):
     c = frisky.Client(cluster)
     c.close()

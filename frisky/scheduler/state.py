@@ -1031,13 +1031,13 @@ class SchedulerState:
             for cid, tids in self._results.items():
                 if cid not in self.clients:
                     continue
-                keys, blobs = [], []
-                for tid in tids:
-                    if tstate[tid] != MEMORY:
-                        continue
-                    keys.append(self.tkey[tid])
-                    w = self.twhere[tid]
-                    blobs.append(self.workers[w].address if w >= 0 else self.tblob[tid])
+                tkey, twhere, tblob = self.tkey, self.twhere, self.tblob
+                tids = [t for t in tids if tstate[t] == MEMORY]
+                keys = list(map(tkey.__getitem__, tids))
+                blobs = list(map(tblob.__getitem__, tids))
+                for i, t in enumerate(tids):
+                    if twhere[t] >= 0:  # held by a worker: the client fetches it there
+                        blobs[i] = self.workers[twhere[t]].address
                 if keys:
                     out.append(("results", cid, keys, blobs))
             self._results = {}
