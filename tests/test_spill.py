@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
+import mmap
 import os
 import re
 import signal
@@ -252,6 +254,36 @@ def test_iter_frame_chunks(tmp_path, chunk):
             assert b"".join(got.get(i, [])) == raw_bytes(f)
 
 
+def test_map_frames_views_the_file_not_memory(tmp_path):
+    with SpillFile(str(tmp_path), block_size=MiB) as sf:
+        frames = [b"head", rng_bytes(3 * MiB + 11, seed=5), np.arange(MiB // 2, dtype="f8"), b""]
+        roundtrip(sf, "v", frames)
+        read_before = sf.stats["bytes_read"]
+        got = sf.map_frames("v")
+        assert [as_bytes(g) for g in got] == [raw_bytes(f) for f in frames]
+        # the incompressible frame is a view of a mapping of the spill file, never read into memory
+        assert isinstance(got[1], memoryview) and isinstance(got[1].obj, mmap.mmap)
+        assert not isinstance(got[2], memoryview) or not isinstance(got[2].obj, mmap.mmap)  # decoded
+        assert sf.stats["bytes_read"] == read_before
+        assert sf.stats["bytes_mapped"] == sf._index["v"].length
+
+
+def test_mapped_space_is_not_reused_until_the_views_are_gone(tmp_path):
+    with SpillFile(str(tmp_path), compression="none") as sf:
+        data = rng_bytes(2 * MiB, seed=9)
+        roundtrip(sf, "a", [data])
+        offset = sf._index["a"].offset
+        views = sf.map_frames("a")
+        sf.delete("a")
+        roundtrip(sf, "b", [rng_bytes(2 * MiB, seed=10)])
+        assert sf._index["b"].offset != offset  # the mapped extent is still taken
+        assert as_bytes(views[0]) == data
+        del views
+        gc.collect()
+        roundtrip(sf, "c", [rng_bytes(2 * MiB, seed=11)])
+        assert sf._index["c"].offset == offset  # freed when the last view went
+
+
 # --- integrity ----------------------------------------------------------------------------
 
 
@@ -273,7 +305,10 @@ def test_checksum_mismatch_detected(sf, frame, where):
     with pytest.raises(ChecksumError, match="victim"):
         for _ in sf.iter_frame_chunks("victim"):
             pass
+    with pytest.raises(ChecksumError, match="victim"):
+        sf.map_frames("victim")
     roundtrip(sf, "other", [b"still fine" * 1000])  # the file keeps working
+    assert sf.map_frames("other")[0] == b"still fine" * 1000
 
 
 def test_checksum_properties():

@@ -76,6 +76,7 @@ class SpillFile:
         self._closed = False
         self._bytes_logical = 0
         self._bytes_read = 0
+        self._bytes_mapped = 0  # served to peers from a mapping of the file
         self._read_ns = 0
         mode = (compression or config.get("compression") or "auto").lower()
         self._writer = Writer(self, self._fd, self.direct, self.align, self.block_size, mode,
@@ -160,6 +161,33 @@ class SpillFile:
             span("spill.read", t0, prefix=_prefix(key))
             count("spill.bytes_read", entry.extent)
 
+    def map_frames(self, key: Hashable) -> list:
+        """The frames of ``key`` for sending, verified, without reading raw frames into memory.
+
+        Raw frames are read-only views of a mapping of the file (see ``reader.map_value``); the
+        value's space is not reused until the last of them is gone. A value still queued is
+        served from memory.
+        """
+        t0 = now()
+        entry = self._acquire(key)
+        if isinstance(entry, list):
+            return entry
+        try:
+            frames, mapping = reader.map_value(self._fd, entry, key, self.path)
+        except BaseException:
+            self._release(entry)
+            raise
+        if mapping is None:
+            self._release(entry)
+        else:  # released once nothing views the mapping any more (the socket has sent it)
+            weakref.finalize(mapping, self._release, entry)
+        with self._lock:
+            self._bytes_mapped += entry.length
+            self._read_ns += now() - t0
+        span("spill.read", t0, prefix=_prefix(key))
+        count("spill.bytes_mapped", entry.length)
+        return frames
+
     def _acquire(self, key: Hashable) -> Entry | list:
         with self._lock:
             if self._closed:
@@ -176,7 +204,7 @@ class SpillFile:
     def _release(self, entry: Entry) -> None:
         with self._lock:
             entry.readers -= 1
-            if entry.deleted and not entry.readers:
+            if entry.deleted and not entry.readers and not self._closed:
                 self._free_locked(entry.offset, entry.extent)
 
     # --- the mapping --------------------------------------------------------------------
@@ -294,6 +322,7 @@ class SpillFile:
                 "bytes_zero_copy": self._writer.bytes_zero_copy,
                 "bytes_logical": self._bytes_logical,
                 "bytes_read": self._bytes_read,
+                "bytes_mapped": self._bytes_mapped,
                 "write_seconds": self._writer.write_ns / 1e9,
                 "read_seconds": self._read_ns / 1e9,
                 "direct": self.direct,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import mmap
 from collections.abc import Iterator
 from typing import Any
 
@@ -162,3 +163,47 @@ def iter_chunks(fd: int, entry: Entry, key: Any, path: str, align: int,
             piece = data if out is None else flat(out)
             for s in range(0, raw_len, chunk):
                 yield fi, piece[s:s + chunk]
+
+
+def map_value(fd: int, entry: Entry, key: Any, path: str) -> tuple[list, Any]:
+    """The frames of ``entry`` for sending on, and the file mapping their raw frames view.
+
+    Raw frames are read-only views of a mapping of the spill file: their pages come from disk
+    into the page cache as they are read (checksummed here a stored chunk at a time, then
+    unmapped again; read once more as the socket sends them) and stay reclaimable by the kernel,
+    so a value far larger than free memory can be served. Compressed frames are decoded into
+    memory: they are small on disk and have to be decoded anyway.
+    """
+    import numpy as np
+
+    if entry.length == 0:
+        return [b"" for _ in entry.frames], None
+    size = align_up(entry.length, PAGE)
+    m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=entry.offset)
+    m.madvise(mmap.MADV_SEQUENTIAL)
+    mv = memoryview(m)
+    codecs = load_codecs() if any(meta.codec for meta in entry.frames) else None
+    frames: list = []
+    for fi, meta in enumerate(entry.frames):
+        if meta.nbytes == 0:
+            frames.append(b"")
+            continue
+        compressed = any(c[1] for c in meta.chunks)
+        out = np.empty(meta.nbytes, np.uint8) if compressed else None
+        for pos, n, codec, csum, raw, raw_len in meta.layout():
+            data = mv[pos:pos + n]
+            if out is not None:
+                ok = _decode_into(out[raw:raw + raw_len], data, codec, csum, raw_len, meta.itemsize, codecs)
+            else:
+                ok = checksum(data) == csum
+                lo, hi = align_up(pos, PAGE), (pos + n) - (pos + n) % PAGE
+                if hi > lo:  # verified: drop the pages from this process until they are sent
+                    m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            data.release()
+            if not ok:
+                frames.clear()
+                mv.release()
+                raise _mismatch(key, path, entry, fi, pos)
+        frames.append(memoryview(out) if out is not None else mv[meta.start:meta.start + meta.nbytes])
+    mv.release()  # the frames hold views of their own
+    return frames, m

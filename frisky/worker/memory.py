@@ -257,8 +257,9 @@ class MemoryManager:
         return value
 
     def frames(self, key: str) -> list:
-        """A spilled value's serialized frames, read from disk without unspilling it."""
-        return self.file.get(key)
+        """A spilled value's serialized frames for a peer, without unspilling it: raw frames
+        are mapped from the spill file, not read into this process's memory."""
+        return self.file.map_frames(key)
 
     def discard(self, key: str) -> None:
         with self.lock:

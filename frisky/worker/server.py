@@ -504,8 +504,8 @@ class Worker:
                     elif k in self.state.fetched:
                         frames = dataplane.dumps(self.state.fetched[k])
                     elif self.memory.has(k):  # served from disk, not loaded back into the store
-                        frames = self.memory.frames(k)
-                    else:
+                        frames = self._spilled_frames(k)
+                    if frames is None:
                         missing.append(k)
                         continue
                 descs, value_frames = dataplane.encode(frames, same_host, compress)
@@ -519,6 +519,16 @@ class Worker:
             except zmq.ZMQError:
                 pass
             recorder.span("worker.transfer.send", t0)
+
+    def _spilled_frames(self, key: str) -> list | None:
+        """A spilled value's frames for a peer, mapped from disk; None if they cannot be read."""
+        from frisky.spill import SpillError
+
+        try:
+            return self.memory.frames(key)
+        except (SpillError, KeyError) as e:  # corrupt or gone: the peer hears it is missing
+            print(f"frisky worker {self.name}: cannot serve spilled {key!r}: {e}", file=sys.stderr)
+            return None
 
     def _fetch(self, address: str, keys: list[str]) -> None:
         sock = self.peers.get(address)

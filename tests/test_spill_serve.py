@@ -1,0 +1,45 @@
+"""Peers fetching values their owner has spilled: served from the spill file, not unspilled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import frisky
+
+MiB = 2**20
+N, MIB = 16, 16  # 256 MiB of incompressible results on a worker limited to 160 MiB
+
+
+def rand(i, mib):
+    return np.random.default_rng(i).random(mib * MiB // 8)
+
+
+def total(a):
+    return float(a.sum())
+
+
+def counters():
+    from frisky.telemetry import recorder
+
+    return dict(recorder.counters)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_peer_fetch_of_spilled_values_is_mapped_from_disk(transport):
+    with frisky.LocalCluster(n_workers=2, memory_limit=160 * MiB, transport=transport) as c, \
+            c.get_client() as cl:
+        a, b = sorted(cl.scheduler_info()["workers"])
+        parts = cl.map(rand, range(N), [MIB] * N, workers=[a])
+        frisky.wait(parts, timeout=60)
+        before = cl.submit(counters, workers=[a], pure=False).result(timeout=30)
+        assert before.get("spill.bytes_spilled", 0) >= 4 * MIB * MiB  # most of them are on disk
+        # one at a time, so the consumer never needs room for more than one
+        for i, p in enumerate(parts):
+            got = cl.submit(total, p, workers=[b], pure=False).result(timeout=30)
+            assert got == total(rand(i, MIB))
+        after = cl.submit(counters, workers=[a], pure=False).result(timeout=30)
+        # served from mappings of the spill file: none of them was read back into memory
+        assert after.get("spill.bytes_mapped", 0) >= 4 * MIB * MiB
+        assert after.get("spill.bytes_unspilled", 0) == before.get("spill.bytes_unspilled", 0)
