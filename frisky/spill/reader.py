@@ -89,8 +89,10 @@ def read_value(fd: int, entry: Entry, key: Any, path: str, align: int,
     faulted: Any = None
     while done < total:
         n = min(READ_PIECE, total - done)
-        if faulted is not None:
-            faulted.result()  # never let a touch land on pages the disk has filled
+        # Never let a touch land on pages the disk has filled; one still queued behind the
+        # pool's other work is dropped (the read faults its pages in itself).
+        if faulted is not None and not faulted.cancel():
+            faulted.result()
         nxt = buf[done + n:done + n + READ_PIECE]
         # Fault the next piece's fresh pages in on another core while this one is read:
         # the kernel zeroes them at ~2 GB/s, which would otherwise add to every read.
