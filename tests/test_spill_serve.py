@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
 import numpy as np
 import pytest
 
@@ -43,3 +46,28 @@ def test_peer_fetch_of_spilled_values_is_mapped_from_disk(transport):
         # served from mappings of the spill file: none of them was read back into memory
         assert after.get("spill.bytes_mapped", 0) >= 4 * MIB * MiB
         assert after.get("spill.bytes_unspilled", 0) == before.get("spill.bytes_unspilled", 0)
+
+
+@pytest.mark.timeout(120)
+def test_corrupt_spilled_value_is_not_served_and_gets_recomputed(tmp_path, monkeypatch):
+    monkeypatch.setenv("FRISKY_SPILL_DIRECTORY", str(tmp_path))
+    with frisky.LocalCluster(n_workers=2, memory_limit=160 * MiB) as c, c.get_client() as cl:
+        a, b = sorted(cl.scheduler_info()["workers"])
+        parts = cl.map(rand, range(N), [MIB] * N, workers=[a])
+        frisky.wait(parts, timeout=60)
+        files = glob.glob(os.path.join(str(tmp_path), "frisky-spill-*", "data"))
+        assert files, "the worker spilled"
+        for path in files:  # flip every byte the spill files hold
+            fd = os.open(path, os.O_RDWR)
+            try:
+                size = os.fstat(fd).st_size
+                for off in range(0, size, 4 * MiB):
+                    block = np.frombuffer(os.pread(fd, 4 * MiB, off), np.uint8) ^ 0xFF
+                    os.pwrite(fd, block.tobytes(), off)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        # the owner refuses to send what fails its checksum; the scheduler recomputes it
+        got = cl.submit(total, parts[0], workers=[b], pure=False).result(timeout=60)
+        assert got == total(rand(0, MIB))
+        assert cl.submit(counters, workers=[a], pure=False).result(timeout=30).get("spill.checksum_errors", 0) >= 1

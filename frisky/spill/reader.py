@@ -21,12 +21,14 @@ from frisky.spill.directio import align_up, aligned_buffer, pread_into
 from frisky.spill.errors import ChecksumError
 from frisky.spill.index import Entry
 from frisky.spill.writer import POOL_MIN, flat, load_codecs
+from frisky.telemetry import count
 
 PAGE = 4096
 READ_PIECE = 8 << 20  # bytes per preadv: the pool verifies piece N while N+1 is read
 
 
 def _mismatch(key: Any, path: str, entry: Entry, frame: int, pos: int) -> ChecksumError:
+    count("spill.checksum_errors")
     return ChecksumError(
         errno.EIO,
         f"checksum mismatch in spilled value {key!r}, frame {frame}, "

@@ -522,11 +522,9 @@ class Worker:
 
     def _spilled_frames(self, key: str) -> list | None:
         """A spilled value's frames for a peer, mapped from disk; None if they cannot be read."""
-        from frisky.spill import SpillError
-
         try:
             return self.memory.frames(key)
-        except (SpillError, KeyError) as e:  # corrupt or gone: the peer hears it is missing
+        except (OSError, KeyError) as e:  # corrupt (SpillError), gone or unmappable: reported missing
             print(f"frisky worker {self.name}: cannot serve spilled {key!r}: {e}", file=sys.stderr)
             return None
 
