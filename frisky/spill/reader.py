@@ -3,8 +3,9 @@
 The reader fills one page-aligned buffer with large ``preadv`` calls (O_DIRECT when the file
 was opened so) and, while the next piece is being read, has the pool verify and decompress the
 chunks that have fully arrived. Raw frames are returned as views of that buffer: no copy.
-The buffer is fresh memory (the caller keeps it), so its first-touch page faults are part of
-every read; numpy's huge pages keep them cheaper than an mmap's.
+The buffer is fresh memory (the caller keeps it), whose first-touch page faults (the kernel
+zeroes pages at ~2 GB/s here) a pool thread takes for the next piece while one is read.
+Peers are served from a read-only mapping of the file instead (``map_value``).
 """
 
 from __future__ import annotations
