@@ -93,6 +93,7 @@ class Client:
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self._futures: dict[str, weakref.ref] = {}
+        self._held: dict[str, Future] = {}  # executor futures, kept alive until done
         self._outbox: collections.deque = collections.deque()
         self._fn_cache: dict[int, tuple] = {}
         self._local = threading.local()
@@ -206,6 +207,8 @@ class Client:
             return fut
         if payload is None:
             payload = self.codec.dumps_args(args, kwargs)
+        if track:  # an executor's: runs even if dropped, as with the stdlib's executors
+            self._held[wkey] = fut
         # single submissions queue as tuples; the I/O thread packs runs of them into one message
         self._outbox.append((wkey, fid, fblob, payload, deps, retries, priority, _workers(workers), track))
         self.waker.wake()
@@ -491,11 +494,12 @@ class Client:
             self._requests.pop(req, None)
             return
         for wkey in slot[1]:
-            f = by_key[wkey]
-            if super(Future, f).cancel():  # already released on the scheduler: no message
-                pass
+            super(Future, by_key[wkey]).cancel()  # already released on the scheduler: no message
+            self._held.pop(wkey, None)
 
     def _cancel_keys(self, wkeys: list[str]) -> None:
+        for k in wkeys:
+            self._held.pop(k, None)
         if self._closed:
             return
         self._outbox.append([protocol.header(protocol.CANCEL, wkeys)])
@@ -641,6 +645,8 @@ class Client:
 
     def _on_results(self, keys: list[str], blobs: list) -> None:
         loads = self.codec.loads_value
+        if self._held:
+            self._unhold(keys)
         for wkey, blob in zip(keys, blobs):
             f = self._live(wkey)
             if f is None:
@@ -657,7 +663,15 @@ class Client:
                     continue
             _set(f, value)
 
+    def _unhold(self, keys: list[str]) -> None:
+        # the caller still has the futures of these keys while it sets them
+        pop = self._held.pop
+        for k in keys:
+            pop(k, None)
+
     def _on_erred(self, keys: list[str], excs: list, tbs: list[str]) -> None:
+        if self._held:
+            self._unhold(keys)
         for wkey, blob, tb in zip(keys, excs, tbs):
             f = self._live(wkey)
             if f is None:
@@ -681,6 +695,7 @@ class Client:
         for f in futures:
             if f is not None and not f.done():
                 _set(f, exc=SchedulerGone(f"{why}; the result of {f.key!r} is lost"))
+        self._held.clear()
 
     # ---------------------------------------------------------------- closing
     def close(self, timeout: float = 5.0) -> None:
@@ -706,6 +721,7 @@ class Client:
             if f is not None and not f.done():
                 f._client = None
                 f.cancel()
+        self._held.clear()
         self.sock.close(0)
         self.waker.close()
         if self._owned_cluster is not None:

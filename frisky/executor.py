@@ -44,24 +44,13 @@ class _Resources:
     def __init__(self, client, cluster) -> None:
         self.client = client
         self.cluster = cluster
-        self.pending: set[Future] = set()  # submit's futures, held until done
-        # map's futures: the very lists its iterators pop from, so a future leaves as it is
-        # yielded; what a dropped iterator leaves behind is held until done
+        # submit's futures are held by the client until done; map's are held here, in the
+        # very lists their iterators pop from, so a future leaves as it is yielded and what
+        # a dropped iterator leaves behind is held until done
         self.batches: list[list[Future]] = []
         self.pending_lock = threading.Lock()
         self.closing = threading.Lock()  # held for the whole close: later callers wait on it
         self.closed = False
-
-    def track(self, f: Future) -> Future:
-        # a dropped executor future must still run (stdlib semantics): hold it until done
-        with self.pending_lock:
-            self.pending.add(f)
-        f.add_done_callback(self.untrack)
-        return f
-
-    def untrack(self, f: Future) -> None:
-        with self.pending_lock:
-            self.pending.discard(f)
 
     def track_batch(self, fs: list[Future]) -> None:
         with self.pending_lock:
@@ -71,7 +60,8 @@ class _Resources:
     def not_done(self) -> list[Future]:
         with self.pending_lock:
             batched = [f for b in self.batches for f in list(b)]
-            return [f for f in [*self.pending, *batched] if not f.done()]
+        held = list(self.client._held.values())
+        return [f for f in [*held, *batched] if not f.done()]
 
     def finish(self) -> None:
         """Wait for submitted work, then close the client and the private cluster."""
@@ -135,7 +125,8 @@ class FriskyExecutor(concurrent.futures.Executor):
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         with self._shutdown_lock:
             self._check_open()
-            return self._res.track(self._res.client._submit(fn, args, kwargs, pure=False, track=True))
+            # track: the client holds the future until done, and reports when it starts
+            return self._res.client._submit(fn, args, kwargs, pure=False, track=True)
 
     submit.__doc__ = concurrent.futures.Executor.submit.__doc__
 
