@@ -44,33 +44,35 @@ def extract(args: tuple, kwargs: dict, future_type: type, on_future) -> tuple[tu
         else:
             return tuple(flat), kwargs, list(dict.fromkeys(d.key for d in flat if type(d) is DepRef))
     found: dict[str, None] = {}
-
-    def walk(x: Any) -> Any:
-        t = type(x)
-        if isinstance(x, future_type):
-            key = on_future(x)
-            found[key] = None
-            return DepRef(key)
-        if t is tuple or t is list:
-            new = [walk(v) for v in x]
-            if all(a is b for a, b in zip(new, x)):
-                return x
-            return t(new)
-        if t is dict:
-            new_d = {k: walk(v) for k, v in x.items()}
-            if all(new_d[k] is v for k, v in x.items()):
-                return x
-            return new_d
-        if t is set or t is frozenset:
-            new_s = [walk(v) for v in x]
-            if all(a is b for a, b in zip(new_s, x)):
-                return x
-            return t(new_s)
-        return x
-
-    new_args = walk(args)
-    new_kwargs = walk(kwargs) if kwargs else kwargs
+    new_args = _extract(args, future_type, on_future, found)
+    new_kwargs = _extract(kwargs, future_type, on_future, found) if kwargs else kwargs
     return new_args, new_kwargs, list(found)
+
+
+# Module-level recursion, not a nested function: a closure that calls itself is a reference
+# cycle, and it would keep the values it closes over (large arrays) until the next gc.
+def _extract(x: Any, future_type: type, on_future, found: dict) -> Any:
+    t = type(x)
+    if isinstance(x, future_type):
+        key = on_future(x)
+        found[key] = None
+        return DepRef(key)
+    if t is tuple or t is list:
+        new = [_extract(v, future_type, on_future, found) for v in x]
+        if all(a is b for a, b in zip(new, x)):
+            return x
+        return t(new)
+    if t is dict:
+        new_d = {k: _extract(v, future_type, on_future, found) for k, v in x.items()}
+        if all(new_d[k] is v for k, v in x.items()):
+            return x
+        return new_d
+    if t is set or t is frozenset:
+        new_s = [_extract(v, future_type, on_future, found) for v in x]
+        if all(a is b for a, b in zip(new_s, x)):
+            return x
+        return t(new_s)
+    return x
 
 
 def has_futures(values, future_type: type) -> bool:
@@ -83,17 +85,17 @@ def has_futures(values, future_type: type) -> bool:
 
 def substitute(args: tuple, kwargs: dict, values: dict[str, Any]) -> tuple[tuple, dict]:
     """Replace every :class:`DepRef` by ``values[key]``."""
+    return _substitute(args, values), (_substitute(kwargs, values) if kwargs else kwargs)
 
-    def walk(x: Any) -> Any:
-        t = type(x)
-        if t is DepRef:
-            return values[x.key]
-        if t is tuple or t is list:
-            return t([walk(v) for v in x])
-        if t is dict:
-            return {k: walk(v) for k, v in x.items()}
-        if t is set or t is frozenset:
-            return t(walk(v) for v in x)
-        return x
 
-    return walk(args), (walk(kwargs) if kwargs else kwargs)
+def _substitute(x: Any, values: dict[str, Any]) -> Any:
+    t = type(x)
+    if t is DepRef:
+        return values[x.key]
+    if t is tuple or t is list:
+        return t([_substitute(v, values) for v in x])
+    if t is dict:
+        return {k: _substitute(v, values) for k, v in x.items()}
+    if t is set or t is frozenset:
+        return t(_substitute(v, values) for v in x)
+    return x
