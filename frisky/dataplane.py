@@ -12,6 +12,9 @@ On the wire a value is a list of descriptors, one per frame, and the frames that
   [RAW]                             the next frame, as is
   [SHM, name, nbytes]               a segment to map (no frame follows)
   [PACKED, codec, nbytes, itemsize] the next frame, compressed
+  [STREAMED, codec, nbytes, itemsize] no frame here: the buffer follows the reply as
+                                    messages of one chunk each (worker to worker over TCP,
+                                    see :func:`chunks` and :class:`Incoming`)
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ import pickle
 from typing import Any
 
 from frisky import compression, config, shm
+from frisky.telemetry import now, recorder
 
-RAW, SHM, PACKED = 0, 1, 2
+RAW, SHM, PACKED, STREAMED = 0, 1, 2, 3
+# below this a buffer travels in one frame: streaming only pays once it overlaps real work
+STREAM_MIN = 2 * compression.STREAM_CHUNK
 
 
 class Frames(list):
@@ -100,8 +106,13 @@ def release(frames: list, registry: shm.Registry) -> None:
             registry.decref(f.name)
 
 
-def encode(frames: list, same_host: bool, compress: bool) -> tuple[list, list]:
-    """Descriptors and frames to send ``frames`` to a peer."""
+def encode(frames: list, same_host: bool, compress: bool, streams: list | None = None) -> tuple[list, list]:
+    """Descriptors and frames to send ``frames`` to a peer.
+
+    With a ``streams`` list, large compressible buffers are not compressed here: each is
+    described as STREAMED and appended to ``streams`` as ``(buffer, codec, itemsize)``, for
+    the caller to send after the reply with :func:`chunks`.
+    """
     descs: list = []
     out: list = []
     itemsizes = getattr(frames, "itemsizes", None)
@@ -111,8 +122,19 @@ def encode(frames: list, same_host: bool, compress: bool) -> tuple[list, list]:
                 descs.append([SHM, f.name, f.size])
                 continue
             f = f.buf
-        if compress and i > 0 and memoryview(f).nbytes >= 1024:
+        n = memoryview(f).nbytes
+        if compress and i > 0 and n >= 1024:
             itemsize = itemsizes[i] if itemsizes else 1
+            if streams is not None and n >= STREAM_MIN:
+                codec = _choose_stream(f, itemsize)
+                if codec != compression.NONE:
+                    descs.append([STREAMED, codec, n, itemsize])
+                    streams.append((f, codec, itemsize))
+                    continue
+                # incompressible: one raw frame, sent without a copy
+                descs.append([RAW])
+                out.append(f)
+                continue
             codec, payload = compression.encode(f, itemsize=itemsize, prefer="lz4")
             if codec != compression.NONE:
                 descs.append([PACKED, codec, memoryview(f).nbytes, itemsize])
@@ -121,6 +143,100 @@ def encode(frames: list, same_host: bool, compress: bool) -> tuple[list, list]:
         descs.append([RAW])
         out.append(f)
     return descs, out
+
+
+def _choose_stream(buf: Any, itemsize: int) -> int:
+    t0 = now()
+    codec = compression.choose(buf, itemsize=itemsize, prefer="lz4")
+    recorder.span("tcp.send.choose", t0)
+    return codec
+
+
+def chunks(streams: list):
+    """The messages (one payload each) that carry ``streams`` after their reply, compressed
+    one chunk at a time so each can be on the wire while the next is compressed."""
+    add = recorder.add
+    for buf, codec, itemsize in streams:
+        mv = compression.byte_view(buf)
+        step = compression.stream_chunk(itemsize)
+        count, total = 0, 0
+        for off in range(0, mv.nbytes, step):
+            t0 = now()
+            payload = compression.compress_chunk(mv[off:off + step], codec, itemsize)
+            total += now() - t0
+            count += 1
+            yield payload
+        add("tcp.send.compress", count, total)
+
+
+class Incoming:
+    """A ``data`` reply whose STREAMED buffers are still arriving, one chunk a message.
+
+    Each buffer is allocated once at its final size and every chunk is decompressed
+    straight into its place, so nothing is joined or copied at the end.
+    """
+
+    def __init__(self, keys: list[str], descs_per_key: list, frames: list) -> None:
+        import numpy as np
+
+        self.keys = keys
+        self.parts: list[list] = []  # per key: its buffers, in descriptor order
+        self.pending: list[tuple] = []  # (out, codec, itemsize, step), in arrival order
+        pos = 0
+        for descs in descs_per_key:
+            n = count_frames(descs)
+            plain = iter(decode([d for d in descs if d[0] != STREAMED], frames[pos:pos + n]))
+            pos += n
+            bufs = []
+            for d in descs:
+                if d[0] != STREAMED:
+                    bufs.append(next(plain))
+                    continue
+                _, codec, nbytes, itemsize = d
+                if itemsize < 1 or nbytes < 0:
+                    raise ValueError(f"bad streamed descriptor {d!r}")
+                out = memoryview(np.empty(nbytes, np.uint8))
+                bufs.append(out)
+                self.pending.append((out, codec, itemsize, compression.stream_chunk(itemsize)))
+            self.parts.append(bufs)
+        self.offset = 0
+        self.remaining = sum(-(-p[0].nbytes // p[3]) for p in self.pending)  # chunks to come
+        self.error: ValueError | None = None
+        self.busy = 0  # ns spent decompressing
+
+    def feed(self, chunk: Any) -> bool:
+        """Place the next chunk; True once the last one has arrived.
+
+        A corrupt chunk is remembered (:meth:`values` raises it) and the rest are only
+        counted, so the stream stays in step with the messages still to come.
+        """
+        self.remaining -= 1
+        if self.error is None:
+            t0 = now()
+            try:
+                self._place(chunk)
+            except ValueError as e:
+                self.error = e
+            self.busy += now() - t0
+        return self.remaining <= 0
+
+    def _place(self, chunk: Any) -> None:
+        out, codec, itemsize, step = self.pending[0]
+        end = min(self.offset + step, out.nbytes)
+        compression.decompress_chunk(chunk, codec, out[self.offset:end], itemsize)
+        if end == out.nbytes:
+            self.pending.pop(0)
+            self.offset = 0
+        else:
+            self.offset = end
+
+    def values(self) -> dict:
+        """The reply's values, once every chunk arrived. ValueError if one was corrupt."""
+        if self.error is not None:
+            raise self.error
+        if self.busy:
+            recorder.add("tcp.recv.decompress", 1, self.busy)
+        return {k: loads(bufs) for k, bufs in zip(self.keys, self.parts)}
 
 
 def decode(descs: list, frames: list, segments: bool = False) -> list:
@@ -154,5 +270,10 @@ def decode_values(keys: list[str], descs_per_key: list, frames: list) -> dict:
 
 
 def count_frames(descs: list) -> int:
-    """How many wire frames follow for these descriptors."""
-    return sum(1 for d in descs if d[0] != SHM)
+    """How many frames of the reply itself belong to these descriptors."""
+    return sum(1 for d in descs if d[0] == RAW or d[0] == PACKED)
+
+
+def streamed(descs_per_key: list) -> bool:
+    """Whether a reply with these descriptors is followed by streamed chunks."""
+    return any(d[0] == STREAMED for descs in descs_per_key for d in descs)

@@ -199,3 +199,59 @@ def test_spans_recorded():
     c.decode(codec, payload, arr.nbytes, 8)
     for name in ("tcp.send.compress", "tcp.recv.decompress"):
         assert recorder.totals[name][0] == before.get(name, 0) + 1
+
+
+# ------------------------------------------------------------------ streamed chunks
+
+STREAM_CODECS = [c.NONE, c.LZ4, c.ZSTD, c.LZ4 | c.SHUFFLE, c.ZSTD | c.SHUFFLE,
+                 c.LZ4 | c.SHUFFLE | c.BLOSC, c.ZSTD | c.SHUFFLE | c.BLOSC]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("codec", STREAM_CODECS)
+@pytest.mark.parametrize("itemsize", [1, 3, 8])
+def test_chunks_round_trip_into_place(codec, itemsize):
+    # a ragged last chunk, and a chunk size that is not a multiple of every itemsize
+    data = np.frombuffer(_data(2 * c.stream_chunk(itemsize) + 13), np.uint8)
+    step = c.stream_chunk(itemsize)
+    assert step % itemsize == 0
+    out = memoryview(np.empty(len(data), np.uint8))
+    for off in range(0, len(data), step):
+        piece = memoryview(data)[off:off + step]
+        payload = c.compress_chunk(piece, codec, itemsize)
+        assert len(payload) <= len(piece)
+        c.decompress_chunk(payload, codec, out[off:off + len(piece)], itemsize)
+    assert bytes(out) == data.tobytes()
+
+
+@pytest.mark.timeout(60)
+def test_incompressible_chunk_travels_raw_without_copy():
+    piece = memoryview(np.random.default_rng(3).bytes(c.STREAM_CHUNK))
+    payload = c.compress_chunk(piece, c.LZ4 | c.SHUFFLE | c.BLOSC, 8)
+    assert payload is piece
+    out = memoryview(bytearray(len(piece)))
+    c.decompress_chunk(payload, c.LZ4 | c.SHUFFLE | c.BLOSC, out, 8)
+    assert out == piece
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("codec", [c.LZ4, c.LZ4 | c.SHUFFLE | c.BLOSC, c.ZSTD | c.SHUFFLE | c.BLOSC])
+def test_corrupt_or_mis_sized_chunks_raise_value_error(codec):
+    piece = memoryview(np.arange(c.STREAM_CHUNK // 8, dtype="f8")).cast("B")
+    payload = bytes(c.compress_chunk(piece, codec, 8))
+    assert len(payload) < len(piece)
+    with pytest.raises(ValueError):  # the destination is not the chunk's size
+        c.decompress_chunk(payload, codec, memoryview(bytearray(len(piece) // 2)), 8)
+    with pytest.raises(ValueError):  # truncated
+        c.decompress_chunk(payload[: len(payload) // 2], codec, memoryview(bytearray(len(piece))), 8)
+    with pytest.raises(ValueError):  # a raw chunk of the wrong size for codec NONE
+        c.decompress_chunk(b"abc", c.NONE, memoryview(bytearray(8)), 1)
+
+
+@pytest.mark.timeout(60)
+def test_decompress_blosc_returns_writable_buffer_of_right_size():
+    a = np.arange(100_000, dtype="f8")
+    codec = c.choose(a, 8)
+    assert codec & c.BLOSC
+    out = c.decompress(c.compress(a, codec, 8), codec, a.nbytes, 8)
+    np.testing.assert_array_equal(np.frombuffer(out, "f8"), a)

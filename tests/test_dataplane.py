@@ -156,3 +156,98 @@ def test_whole_cluster_killed_then_swept():
     c.close()  # sweeps what the dead processes left
     assert not segments(c.cluster_id)
     assert shm.sweep() >= 0
+
+
+# ------------------------------------------------------- large buffers streamed over TCP
+
+STREAM_N = 3 * (1 << 20) + 5  # several chunks and a ragged end, past the streaming threshold
+
+
+def make_streamable(kind):
+    """Values whose buffers are large enough to be streamed, in every awkward shape."""
+    n = STREAM_N
+    if kind == "pair":  # one compressible and one incompressible buffer in one value
+        return {"a": np.arange(n // 8, dtype="f8"), "r": np.random.default_rng(5).standard_normal(n // 8)}
+    if kind == "strided":  # not contiguous: pickled in band
+        return np.arange(n // 4, dtype="f8")[::2]
+    if kind == "record":  # itemsize 12: chunks cut on items, not on powers of two
+        return np.zeros(n // 12, dtype=[("x", "<i8"), ("y", "<f4")])
+    if kind == "empty":
+        return np.arange(0, dtype="f8")
+    return np.arange(n // np.dtype(kind).itemsize).astype(kind)
+
+
+def same(kind, value):
+    expected = make_streamable(kind)
+    if kind == "pair":
+        return all(np.array_equal(value[k], expected[k]) for k in expected)
+    return value.dtype == expected.dtype and np.array_equal(value, expected)
+
+
+def both(x, y):
+    return float(np.asarray(x).sum() + np.asarray(y).sum())
+
+
+@pytest.fixture(scope="module")
+def tcp_pair():
+    with frisky.LocalCluster(n_workers=2, transport="tcp") as c, c.get_client() as cl:
+        a, b = sorted(cl.scheduler_info()["workers"])
+        yield cl, a, b
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", [*DTYPES, "int16", "pair", "strided", "record", "empty"])
+def test_streamed_round_trip_between_workers(tcp_pair, kind):
+    cl, a, b = tcp_pair
+    x = cl.submit(make_streamable, kind, workers=[a], pure=False)
+    assert cl.submit(same, kind, x, workers=[b], pure=False).result(timeout=30)
+
+
+@pytest.mark.timeout(60)
+def test_several_streamed_values_in_one_reply(tcp_pair):
+    cl, a, b = tcp_pair
+    x = cl.submit(make_streamable, "float64", workers=[a], pure=False)
+    y = cl.submit(make_streamable, "int64", workers=[a], pure=False)
+    frisky.wait([x, y])
+    expected = float(make_streamable("float64").sum() + make_streamable("int64").sum())
+    assert cl.submit(both, x, y, workers=[b], pure=False).result(timeout=30) == expected
+
+
+def test_encode_streams_only_compressible_buffers():
+    from frisky import compression, dataplane
+
+    frames = dataplane.dumps(make_streamable("pair"))
+    streams = []
+    descs, out = dataplane.encode(frames, same_host=False, compress=True, streams=streams)
+    kinds = [d[0] for d in descs]
+    assert kinds.count(dataplane.STREAMED) == 1  # the arange
+    assert len(streams) == 1 and streams[0][1] != compression.NONE
+    # the random buffer goes as is: the very memory of the array, not a copy
+    assert kinds == [dataplane.RAW, dataplane.STREAMED, dataplane.RAW]
+    assert len(out) == 2 and out[1] is frames[2]
+
+
+def test_incoming_rebuilds_values_and_stays_in_step_after_a_corrupt_chunk():
+    from frisky import dataplane
+
+    value = make_streamable("pair")
+    frames = dataplane.dumps(value)
+    streams = []
+    descs, out = dataplane.encode(frames, same_host=False, compress=True, streams=streams)
+    from frisky.telemetry import recorder
+
+    before = {k: v[0] for k, v in recorder.totals.items()}
+    chunks = list(dataplane.chunks(streams))
+    assert len(chunks) > 2
+    good = dataplane.Incoming(["k"], [descs], out)
+    assert [good.feed(ch) for ch in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert same("pair", good.values()["k"])
+    assert recorder.totals["tcp.send.compress"][0] == before.get("tcp.send.compress", 0) + len(chunks)
+    assert recorder.totals["tcp.recv.decompress"][0] > before.get("tcp.recv.decompress", 0)
+    assert recorder.totals["tcp.send.choose"][0] > before.get("tcp.send.choose", 0)
+
+    bad = dataplane.Incoming(["k"], [descs], out)
+    broken = [chunks[0], b"\x00" * 100, *chunks[2:]]
+    assert [bad.feed(ch) for ch in broken][-1] is True  # every message still counted
+    with pytest.raises(ValueError):
+        bad.values()

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from frisky import config, dataplane, protocol, shm
+from frisky import compression, config, dataplane, protocol, shm
 from frisky.deps import substitute
 from frisky.protocol import pack, unpack
 from frisky.serialize import PickleCodec, format_exception
@@ -206,12 +206,15 @@ class Worker:
         self.shared: dict[str, dataplane.Frames] = {}  # key -> serialized form, with segments
         # shared memory needs every peer on this host: true for ipc, not for tcp
         self.use_shm = self.address.startswith("ipc://") and not self.codec.local
+        if self.address.startswith("tcp://") and config.get("compression") != "none":
+            compression.preload()  # peers will be sent compressed buffers
         self.memory = MemoryManager(self, memory_limit if not self.codec.local else None)
         cap = config.get("transfer_bytes_in_flight")
         self.state.cap = min(cap, memory_limit // 4) if memory_limit else cap
         self.executor: Executor | None = None
         self.peers: dict[str, zmq.Socket] = {}
         self.peer_of_sock: dict[zmq.Socket, str] = {}
+        self.incoming: dict[zmq.Socket, tuple] = {}  # peer socket -> (streamed reply, start)
         self._reqs = itertools.count(1)
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -495,6 +498,8 @@ class Worker:
             t0 = now()
             req, keys, same_host = msg[1], msg[2], msg[3]
             compress = not same_host and config.get("compression") != "none"
+            # peers that can take it (workers; not clients) get large buffers streamed
+            streams = [] if compress and len(msg) > 4 and msg[4] else None
             found, descs_all, missing, out = [], [], [], []
             for k in keys:
                 frames = self.shared.get(k)
@@ -508,7 +513,7 @@ class Worker:
                     if frames is None:
                         missing.append(k)
                         continue
-                descs, value_frames = dataplane.encode(frames, same_host, compress)
+                descs, value_frames = dataplane.encode(frames, same_host, compress, streams)
                 found.append(k)
                 descs_all.append(descs)
                 out.extend(value_frames)
@@ -516,6 +521,8 @@ class Worker:
                 self.peer_sock.send_multipart(
                     [ident, protocol.header(protocol.DATA, req, found, descs_all, missing), *out], copy=False
                 )
+                if streams:
+                    self._stream(ident, streams)
             except zmq.ZMQError:
                 pass
             recorder.span("worker.transfer.send", t0)
@@ -527,6 +534,13 @@ class Worker:
         except (OSError, KeyError) as e:  # corrupt (SpillError), gone or unmappable: reported missing
             print(f"frisky worker {self.name}: cannot serve spilled {key!r}: {e}", file=sys.stderr)
             return None
+
+    def _stream(self, ident: bytes, streams: list) -> None:
+        """Send the chunks that follow a reply, each as soon as it is compressed."""
+        sock = self.peer_sock
+        for payload in dataplane.chunks(streams):
+            # without copying: ZeroMQ's I/O thread sends this chunk while we compress the next
+            sockets.send(sock, [ident, payload], copy=False)
 
     def _fetch(self, address: str, keys: list[str]) -> None:
         sock = self.peers.get(address)
@@ -540,7 +554,7 @@ class Worker:
             self.peers[address] = sock
             self.peer_of_sock[sock] = address
             self._poller.register(sock, zmq.POLLIN)
-        sock.send_multipart([protocol.header(protocol.GET, next(self._reqs), keys, _same_host(address))])
+        sock.send_multipart([protocol.header(protocol.GET, next(self._reqs), keys, _same_host(address), True)])
 
     def _read_peer(self, sock: zmq.Socket) -> None:
         address = self.peer_of_sock.get(sock)
@@ -548,11 +562,24 @@ class Worker:
             frames = sockets.recv(sock, copy=False)
             if frames is None:
                 return
-            t0 = now()
-            msg = unpack(frames[0].buffer)
-            _, _req, keys, descs_all, missing = msg
-            values = dataplane.decode_values(keys, descs_all, [f.buffer for f in frames[1:]])
-            recorder.span("worker.transfer.recv", t0)
+            incoming = self.incoming.get(sock)
+            if incoming is not None:  # the next chunk of a streamed reply
+                values, missing = self._chunk(sock, incoming, frames)
+                if values is None:
+                    continue
+            else:
+                t0 = now()
+                _, _req, keys, descs_all, missing = unpack(frames[0].buffer)
+                bufs = [f.buffer for f in frames[1:]]
+                if dataplane.streamed(descs_all):
+                    reply = dataplane.Incoming(keys, descs_all, bufs)
+                    if reply.remaining > 0:
+                        self.incoming[sock] = (reply, t0)
+                        continue
+                    values = reply.values()
+                else:
+                    values = dataplane.decode_values(keys, descs_all, bufs)
+                recorder.span("worker.transfer.recv", t0)
             ready, report = self.state.got(values, missing, address)
             if ready:
                 self.executor.submit(ready)
@@ -560,6 +587,21 @@ class Worker:
                 self._send(protocol.header(protocol.MISSING, tid, miss))
             for peer, more in self.state.more_fetches().items():
                 self._fetch(peer, more)
+
+
+    def _chunk(self, sock: zmq.Socket, incoming: tuple, frames: list) -> tuple[dict | None, list]:
+        """Place one streamed chunk; the reply's values once it is complete."""
+        reply, t0 = incoming
+        try:
+            if not reply.feed(frames[-1].buffer):
+                return None, []
+            values, missing = reply.values(), []
+        except ValueError as e:  # a corrupt stream: its keys are missing, the tasks learn why
+            print(f"frisky worker {self.name}: dropped a corrupt transfer: {e}", file=sys.stderr)
+            values, missing = {}, list(reply.keys)
+        del self.incoming[sock]
+        recorder.span("worker.transfer.recv", t0)
+        return values, missing
 
 
 def _same_host(address: str) -> bool:
