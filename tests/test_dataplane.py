@@ -229,14 +229,13 @@ def test_encode_streams_only_compressible_buffers():
 
 def test_incoming_rebuilds_values_and_stays_in_step_after_a_corrupt_chunk():
     from frisky import dataplane
+    from frisky.telemetry import recorder
 
+    before = {k: v[0] for k, v in recorder.totals.items()}
     value = make_streamable("pair")
     frames = dataplane.dumps(value)
     streams = []
     descs, out = dataplane.encode(frames, same_host=False, compress=True, streams=streams)
-    from frisky.telemetry import recorder
-
-    before = {k: v[0] for k, v in recorder.totals.items()}
     chunks = list(dataplane.chunks(streams))
     assert len(chunks) > 2
     good = dataplane.Incoming(["k"], [descs], out)
