@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from frisky.future import Future
+from frisky.future import Future, Remote
 
 _interpreter_exiting = False
 
@@ -173,7 +173,13 @@ def _results(client, fs: list[Future], end_time: float | None, chunked: bool) ->
                 while chunk:
                     yield chunk.pop()
             else:
-                yield _pop_result(fs, end_time)
+                f = fs[-1]
+                done = f._state == "FINISHED" and f._exception is None and type(f._result) is not Remote
+                f = None  # no reference to what is yielded stays here
+                if done:  # the common case, without a call: the result is here already
+                    yield fs.pop()._result
+                else:
+                    yield _pop_result(fs, end_time)
     finally:
         # one question to the scheduler: what no worker has been given yet is cancelled,
         # the rest runs on (as what the stdlib's process pool has queued does)
