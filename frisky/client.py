@@ -13,6 +13,7 @@ import gc
 import hashlib
 import itertools
 import os
+import pickle
 import secrets
 import threading
 import time
@@ -248,14 +249,19 @@ class Client:
         blake2b = hashlib.blake2b
         atomic = _ATOMIC
         new_future = self._future
+        plain_dumps = pickle.dumps if type(codec) is PickleCodec else None  # what dumps_args does for atoms
+        unique_prefix, counter = prefix + self._prefix, self._counter
         paused = _pause_gc()  # hundreds of thousands of live futures: GC passes only cost
         try:
             for item in items:
                 args = (item,) if single else item
                 k = next(keys_given) if keys_given is not None else None
                 if fast and k is None and (type(item) in atomic if single else is_atomic(args)):
-                    payload = dumps(args, None)
-                    k = wkey = prefix + (blake2b(fid + payload, digest_size=16).hexdigest() if pure else self._unique())
+                    payload = plain_dumps(args, pickle.HIGHEST_PROTOCOL) if plain_dumps else dumps(args, None)
+                    if pure:
+                        k = wkey = prefix + blake2b(fid + payload, digest_size=16).hexdigest()
+                    else:
+                        k = wkey = f"{unique_prefix}{next(counter):x}"
                     deps = None
                 else:
                     k, payload, deps, a2, kw2 = self._prepare(fid, fn, name, args, kwargs, k, pure)
