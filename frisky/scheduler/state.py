@@ -561,6 +561,7 @@ class SchedulerState:
         tdependents = self.tdependents
         twhere = self.twhere
         tpending = self.tpending
+        twaiters = self.twaiters
         local = self.local
         for tid in tids:
             st = tstate[tid]
@@ -581,7 +582,15 @@ class SchedulerState:
                 self.tblob[tid] = self.tpayload[tid] = self.tfid[tid] = None
                 self.free_tids.append(tid)
                 continue
-            if self._unwant(tid, cid) and self.twaiters[tid] == 0:
+            if (st == MEMORY and twanted[tid] == cid and twhere[tid] < 0 and not local
+                    and twaiters[tid] == 0 and tdependents[tid]):
+                # a result kept as the recipe of its dependents (a reduction's inner node):
+                # drop the inline result, keep the task
+                twanted[tid] = None
+                self.tblob[tid] = None
+                tstate[tid] = RELEASED
+                continue
+            if self._unwant(tid, cid) and twaiters[tid] == 0:
                 self._release(tid)
 
     cancel = release
@@ -1086,7 +1095,7 @@ class SchedulerState:
         deps = None
         where: dict[str, list] = {}  # dep key -> [holder address, nbytes]
         inline: dict[str, bytes] = {}
-        tdeps = self.tdeps
+        tdeps, twhere, tblob = self.tdeps, self.twhere, self.tblob
         for n, t in enumerate(tids):
             dt = tdeps[t]
             if dt is None:
@@ -1097,9 +1106,9 @@ class SchedulerState:
             for d in dt:
                 k = tkey[d]
                 dk.append(k)
-                h = self.twhere[d]
+                h = twhere[d]
                 if h < 0:
-                    inline[k] = self.tblob[d]
+                    inline[k] = tblob[d]
                 elif h != w:
                     where[k] = [self.workers[h].address, self.tnbytes[d]]
             deps[n] = dk
