@@ -26,6 +26,20 @@ from frisky.serialize import PickleCodec
 # pyproject's 60 s test timeout is too short for a few rounds on a busy machine
 pytestmark = pytest.mark.timeout(600)
 
+
+@pytest.fixture(autouse=True)
+def scheduler_process_gc():
+    """The GC settings of a scheduler process (``frisky scheduler``), restored afterwards."""
+    import gc
+
+    from frisky.scheduler.server import tune_gc
+
+    before = gc.get_threshold()
+    tune_gc()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*before)
+
 N_INDEPENDENT = 200_000
 N_LEAVES = 100_000
 N_PENDING = 1_000_000

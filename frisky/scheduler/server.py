@@ -358,6 +358,19 @@ class SchedulerServer:
         return info
 
 
+def tune_gc() -> None:
+    """GC settings for a process that runs only a scheduler.
+
+    The state holds a few containers per task (dependency tuples, dependent lists) and
+    makes no reference cycles: with the default thresholds, generation-1 passes over a
+    large graph took a fifth of the scheduler's time. Young cycles are still collected.
+    """
+    import gc
+
+    gc.freeze()  # what exists at start-up lives as long as the process
+    gc.set_threshold(100_000, 1000, 1000)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``frisky scheduler`` / ``python -m frisky.scheduler.server``."""
     import argparse
@@ -381,7 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.announce_fd is not None:  # a LocalCluster waits for the address it picked
         os.write(args.announce_fd, (server.address + "\n").encode())
         os.close(args.announce_fd)
+    tune_gc()
     server.run()
+
 
 if __name__ == "__main__":
     main()
