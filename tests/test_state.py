@@ -128,3 +128,26 @@ def test_scattered_data_released_and_forgotten():
     assert s.where(["s"]) == [b"small"]
     s.release(1, ["s"])
     assert not s.key_tid
+
+
+def test_submit_fills_every_column_for_new_and_reused_rows():
+    s, (w0, w1) = make()
+    fid2 = b"g" * 16
+    for round_ in range(2):  # the first round makes new rows, the second reuses freed ones
+        keys = [f"r{round_}-{i}" for i in range(4)]
+        s.submit(1, keys, [0, 1, 0, 1], [FID, fid2], [b"fn", b"fn2"], [b"a", b"b", b"c", b"d"],
+                 retries=[0, 1, 2, 3], priority=5, workers=["sim://w1"])
+        tids = [s.key_tid[k] for k in keys]
+        assert [s.tretries[t] for t in tids] == [0, 1, 2, 3]
+        assert [s.tprio[t] for t in tids] == [5] * 4
+        assert [s.tfid[t] for t in tids] == [FID, fid2, FID, fid2]
+        assert [s.tpayload[t] for t in tids] == [b"a", b"b", b"c", b"d"]
+        assert all(s.trestrict[t] == ("sim://w1",) and s.twanted[t] == 1 for t in tids)
+        out = s.flush()
+        while computes(out):
+            for c in computes(out):
+                assert c[1] == w1, "restricted to w1"
+                s.finished(c[1], c[2], [1] * len(c[2]), [b"r"] * len(c[2]))
+            out = s.flush()
+        s.release(1, keys)
+        assert not s.key_tid and s.functions == {}

@@ -238,30 +238,19 @@ class SchedulerState:
                 retries = [retries[i] for i in new]
             if per_prio:
                 priority = [priority[i] for i in new]
+        if not keys:
+            return
+        base = len(self.tkey)
         tids = self._alloc_many(keys)
         n = len(tids)
         self.counts["submitted"] += n
         if track:
             self.tracked.update(tids)
         wants.update(tids)
-        tfid, tpayload, twanted = self.tfid, self.tpayload, self.twanted
-        tretries, tprio, trestrict = self.tretries, self.tprio, self.trestrict
-        for t, payload in zip(tids, payloads):
-            tpayload[t] = payload
-            twanted[t] = cid
-            trestrict[t] = restrict
-        if one_fid is not None:
-            for t in tids:
-                tfid[t] = one_fid
-            functions[one_fid][1] += n
+        if tids[0] == base:  # all new rows, one range (freed ones come first): fill by slices
+            self._fill_range(base, n, cid, payloads, one_fid, fids, fidx, retries, priority, restrict)
         else:
-            for t, i in zip(tids, fidx):
-                fid = tfid[t] = fids[i]
-                functions[fid][1] += 1
-        for t, r in zip(tids, retries if per_retries else itertools.repeat(retries, n)):
-            tretries[t] = r
-        for t, p in zip(tids, priority if per_prio else itertools.repeat(priority, n)):
-            tprio[t] = p
+            self._fill(tids, cid, payloads, one_fid, fids, fidx, retries, priority, restrict)
         if deps is None:
             make_ready = self._make_ready
             for t in tids:
@@ -299,6 +288,51 @@ class SchedulerState:
                     self._make_ready(t)
                 continue
             self._link_and_start(t, dtids)
+
+    def _fill(self, tids, cid, payloads, one_fid, fids, fidx, retries, priority, restrict) -> None:
+        """Set the submitted columns of fresh tasks ``tids``."""
+        functions = self.functions
+        n = len(tids)
+        per_retries, per_prio = type(retries) is list, type(priority) is list
+        tfid, tpayload, twanted = self.tfid, self.tpayload, self.twanted
+        tretries, tprio, trestrict = self.tretries, self.tprio, self.trestrict
+        for t, payload in zip(tids, payloads):
+            tpayload[t] = payload
+            twanted[t] = cid
+            trestrict[t] = restrict
+        if one_fid is not None:
+            for t in tids:
+                tfid[t] = one_fid
+            functions[one_fid][1] += n
+        else:
+            for t, i in zip(tids, fidx):
+                fid = tfid[t] = fids[i]
+                functions[fid][1] += 1
+        for t, r in zip(tids, retries if per_retries else itertools.repeat(retries, n)):
+            tretries[t] = r
+        for t, p in zip(tids, priority if per_prio else itertools.repeat(priority, n)):
+            tprio[t] = p
+
+    def _fill_range(self, base, n, cid, payloads, one_fid, fids, fidx, retries, priority, restrict) -> None:
+        """:meth:`_fill` for the new rows ``base .. base + n``, by slice assignment."""
+        end = base + n
+        self.tpayload[base:end] = payloads
+        self.twanted[base:end] = [cid] * n
+        if restrict is not None:
+            self.trestrict[base:end] = [restrict] * n
+        functions = self.functions
+        if one_fid is not None:
+            self.tfid[base:end] = [one_fid] * n
+            functions[one_fid][1] += n
+        else:
+            fn_of = [fids[i] for i in fidx]
+            self.tfid[base:end] = fn_of
+            for fid in fn_of:
+                functions[fid][1] += 1
+        if type(retries) is list or retries:
+            self.tretries[base:end] = retries if type(retries) is list else [retries] * n
+        if type(priority) is list or priority:
+            self.tprio[base:end] = priority if type(priority) is list else [priority] * n
 
     def _first_occurrences(self, keys: list, payloads: list, new: list[int] | None) -> list[int]:
         """Positions of the first occurrence of each new key; later ones are the same task."""
