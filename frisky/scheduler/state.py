@@ -223,12 +223,12 @@ class SchedulerState:
                 self._recompute(tid)
             if self.local and payloads[i] is not None:
                 self._released_blobs.append(payloads[i])
-        if len(set(keys if new is None else [keys[i] for i in new])) < (len(keys) if new is None else len(new)):
-            new = self._first_occurrences(keys, payloads, new)  # the same key twice in one batch
+        new_keys = keys if new is None else [keys[i] for i in new]
+        if len(set(new_keys)) < len(new_keys):  # the same key twice in one batch
+            new = self._first_occurrences(keys, payloads, new)
+            new_keys = [keys[i] for i in new]
         if new is not None:
-            if not new:
-                return
-            keys = [keys[i] for i in new]
+            keys = new_keys
             payloads = [payloads[i] for i in new]
             if one_fid is None:
                 fidx = [fidx[i] for i in new]
