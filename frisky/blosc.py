@@ -85,6 +85,15 @@ def compress_into(src: Any, dst: Any, base: int, typesize: int, clevel: int = 1)
     return n
 
 
+def compress(src: Any, base: int, typesize: int) -> memoryview:
+    """Shuffle and compress ``src`` into fresh, uninitialised memory (only the pages the
+    output touches get faulted in); returns a view of the bytes written."""
+    import numpy as np
+
+    out = np.empty(memoryview(src).nbytes + OVERHEAD, np.uint8)
+    return memoryview(out[:compress_into(src, out, base, typesize)])
+
+
 def decompress_into(src: Any, dst: Any) -> int:
     """Decompress the blosc2 chunk ``src`` into ``dst`` (exactly its size); ValueError if corrupt."""
     lib = _load()

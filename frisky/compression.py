@@ -295,12 +295,9 @@ def decompress(
             out = _empty(nbytes)
             _unshuffle(raw, itemsize, out)
             return out
-        count = -(-nbytes // step)
-        sizes = struct.unpack_from(f"<{count}I", mv)
-        if 4 * count + sum(sizes) != mv.nbytes:
-            raise ValueError("chunk table does not match the payload length")
+        sizes = _chunk_table(mv, nbytes, step)
         dst = out = _empty(nbytes)
-        pos = 4 * count
+        pos = 4 * len(sizes)
         for i, csize in enumerate(sizes):
             off = i * step
             size = min(step, nbytes - off)
@@ -315,6 +312,15 @@ def decompress(
         raise
     except Exception as e:  # lz4/zstd errors and short tables: one exception type for callers
         raise ValueError(f"corrupt payload for codec {codec}: {e}") from e
+
+
+def _chunk_table(mv: memoryview, nbytes: int, step: int) -> tuple[int, ...]:
+    """The compressed sizes that head a payload of ``nbytes`` cut into ``step``-byte chunks."""
+    count = -(-nbytes // step)
+    sizes = struct.unpack_from(f"<{count}I", mv)
+    if 4 * count + sum(sizes) != mv.nbytes:
+        raise ValueError("chunk table does not match the payload length")
+    return sizes
 
 
 def _blosc_into(b: Any, mv: memoryview, out: memoryview) -> None:
@@ -338,12 +344,9 @@ def _blosc_decompress(mv: memoryview, nbytes: int) -> memoryview:
             out = _empty(nbytes)
             _blosc_into(b, mv, out)
             return out
-        count = -(-nbytes // _BLOSC_CHUNK)
-        sizes = struct.unpack_from(f"<{count}I", mv)
-        if 4 * count + sum(sizes) != mv.nbytes:
-            raise ValueError("chunk table does not match the payload length")
+        sizes = _chunk_table(mv, nbytes, _BLOSC_CHUNK)
         out = _empty(nbytes)
-        pos, off = 4 * count, 0
+        pos, off = 4 * len(sizes), 0
         for csize in sizes:
             raw = b.decompress(mv[pos : pos + csize])
             out[off : off + len(raw)] = raw
@@ -409,13 +412,8 @@ def compress_chunk(piece: memoryview, codec: int, itemsize: int = 1) -> bytes | 
     if codec & BLOSC:
         from frisky import blosc
 
-        if blosc.available():  # the C library: no GIL held, no zero-filled output, no copy
-            import numpy as np
-
-            dst = np.empty(piece.nbytes + blosc.OVERHEAD, np.uint8)
-            n = blosc.compress_into(piece, dst, codec, itemsize if piece.nbytes % itemsize == 0 else 1)
-            return memoryview(dst[:n]) if n < piece.nbytes else piece
-        out = _blosc_compress(piece, codec, itemsize)
+        # the C library when it loads: no GIL held, no zero-filled output, no copy
+        out = blosc.compress(piece, codec, itemsize) if blosc.available() else _blosc_compress(piece, codec, itemsize)
     else:
         out = compress(piece, codec, itemsize)
     return out if len(out) < piece.nbytes else piece

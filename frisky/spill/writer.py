@@ -107,11 +107,7 @@ def _address(buf: memoryview) -> int:
 
 def _compress(piece: memoryview, codec: int, itemsize: int, codecs: Any) -> memoryview:
     if codec & codecs.BLOSC and blosc.available():
-        import numpy as np
-
-        # Straight into uninitialised memory: only the pages the output touches get faulted in.
-        out = np.empty(piece.nbytes + blosc.OVERHEAD, np.uint8)
-        return memoryview(out[:blosc.compress_into(piece, out, codec, itemsize)])
+        return blosc.compress(piece, codec, itemsize)
     return flat(codecs.compress(piece, codec, itemsize))
 
 
