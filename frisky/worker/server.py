@@ -259,8 +259,9 @@ class Worker:
     def run(self) -> None:
         """Register with the scheduler and serve until told to close or it goes silent."""
         try:
-            self._hello()
+            # threads first: once the scheduler has a worker, it has all of the worker's threads
             self.executor = Executor(self, self.nthreads)
+            self._hello()
             self.started.set()
             self._loop()
         finally:
