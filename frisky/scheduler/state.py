@@ -999,7 +999,7 @@ class SchedulerState:
     def _dispatch(self) -> dict[int, list[int]]:
         plan: dict[int, list[int]] = {}
         workers = [w for w in self.workers if w is not None and w.alive]
-        if not workers:
+        if not workers or not (self.ready or self.ready_prio or any(wi.ready for wi in workers)):
             return plan
         self._deferred = []
         # first, work that belongs to a particular worker
