@@ -20,14 +20,15 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import InvalidStateError
+from concurrent.futures import CancelledError, InvalidStateError
 from typing import Any
 
 import zmq
 
-from frisky import config, dataplane, protocol
+from frisky import config, dataplane, map_job, protocol
 from frisky.deps import extract, has_futures
 from frisky.future import Future, Remote, wait
+from frisky.map_job import Failed, MapJob
 from frisky.protocol import pack, unpack, wire_key
 from frisky.serialize import _ATOMIC, PickleCodec, attach_traceback, is_atomic
 from frisky.telemetry import now, recorder
@@ -36,6 +37,7 @@ from frisky.zmq import sockets
 _LAZY_FLUSH_MS = 5  # releases wait at most this long for a ride with other traffic
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
 _BATCH = 10000
+_JOB_PENDING = map_job._PENDING
 
 
 class FriskyError(Exception):
@@ -95,6 +97,7 @@ class Client:
         self._lock = threading.Lock()
         self._futures: dict[str, weakref.ref] = {}
         self._held: dict[str, Future] = {}  # executor futures, kept alive until done
+        self._jobs: dict[str, MapJob] = {}  # executor maps, by key prefix, until every call is done
         self._outbox: collections.deque = collections.deque()
         self._fn_cache: dict[int, tuple] = {}
         self._local = threading.local()
@@ -287,6 +290,73 @@ class Client:
         finally:
             _resume_gc(paused)
 
+    def _map_job(self, fn: Callable, iterables: tuple) -> MapJob:
+        """Submit ``fn`` over ``iterables`` (all of it, now) as one :class:`MapJob`: results
+        by position, no future per call. ``FriskyExecutor.map`` reads it in order."""
+        self._check_open()
+        fid, fblob = self._function(fn)
+        name = _funcname(fn)
+        job = MapJob(self, f"{name}-{self._prefix}j{next(self._counter):x}")
+        codec = self.codec
+        fast = not codec.local
+        plain_dumps = pickle.dumps if type(codec) is PickleCodec else None  # what dumps_args does for atoms
+        dumps = codec.dumps_args
+        atomic = _ATOMIC
+        single = len(iterables) == 1
+        items = iterables[0] if single else zip(*iterables)
+        prefix = job.prefix + "."
+        limit, start = _FIRST_BATCH, 0
+        wkeys: list[str] = []
+        payloads: list = []
+        deps_list: list = []
+        any_deps = False
+        self._jobs[job.prefix] = job
+        i = -1
+        try:
+            for i, item in enumerate(items):
+                args = (item,) if single else item
+                wkey = f"{prefix}{i:x}"
+                if fast and (type(item) in atomic if single else is_atomic(args)):
+                    payload = plain_dumps(args, pickle.HIGHEST_PROTOCOL) if plain_dumps else dumps(args, None)
+                    deps = None
+                else:
+                    _, payload, deps, a2, kw2 = self._prepare(fid, fn, name, args, {}, wkey, False)
+                    if payload is None:
+                        payload = dumps(a2, kw2)
+                    any_deps = any_deps or bool(deps)
+                wkeys.append(wkey)
+                payloads.append(payload)
+                deps_list.append(deps)
+                if len(wkeys) >= limit:
+                    job.slots.extend([_JOB_PENDING] * len(wkeys))
+                    self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
+                                      0, 0, None)
+                    start += len(wkeys)
+                    wkeys, payloads, deps_list, any_deps = [], [], [], False
+                    limit = _BATCH
+        except BaseException:
+            job.n = start  # what was sent runs; the caller never sees it
+            job.close(0)
+            raise
+        if wkeys:
+            job.slots.extend([_JOB_PENDING] * len(wkeys))
+            self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None, 0, 0, None)
+        job.n = i + 1
+        return job
+
+    def _release_job_keys(self, job: MapJob, upto: int) -> None:
+        """Release the keys of ``job``'s calls below ``upto`` (their results were read)."""
+        lo, job.released = job.released, max(job.released, upto)
+        if upto > lo and not self._closed and not self._lost:
+            self._outbox.append([protocol.header(protocol.RELEASE, job.keys_of(range(lo, upto)))])
+            if self._io_dozing:
+                self.waker.wake()
+
+    def _job_maybe_done(self, job: MapJob) -> None:
+        """Forget a job its consumer has left once every call has an outcome."""
+        if job.closed and job.complete and self._jobs.pop(job.prefix, None) is not None:
+            self._release_job_keys(job, job.n)
+
     def _future(self, key: Any, wkey: str) -> tuple[Future, bool]:
         """The live future for ``wkey``, or a new one; and whether it is new."""
         futures = self._futures
@@ -343,27 +413,28 @@ class Client:
                 if f._wkey in values:
                     f._result = values[f._wkey]
 
-    def _fetch_remote(self, fut: Future, remote: Remote, timeout: float | None) -> Any:
+    def _fetch_remote(self, wkey: str, key: Any, remote: Remote, timeout: float | None) -> Any:
+        """The value of ``wkey`` held by a worker (``remote``), wherever it is by now."""
         deadline = None if timeout is None else time.monotonic() + timeout
         address = remote.address
         while True:
             left = self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                values = self._get_from(address, [fut._wkey], min(left, self.timeout))
-                if fut._wkey in values:
-                    return values[fut._wkey]
+                values = self._get_from(address, [wkey], min(left, self.timeout))
+                if wkey in values:
+                    return values[wkey]
             except (TimeoutError, OSError):
                 pass
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"could not fetch the result of {fut.key!r} in time")
+                raise TimeoutError(f"could not fetch the result of {key!r} in time")
             # the holder lost it; the scheduler recomputes it: ask where it is now
-            where = self._query(protocol.WHERE, [fut._wkey])[0]
+            where = self._query(protocol.WHERE, [wkey])[0]
             while where is None:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"result of {fut.key!r} is being recomputed")
+                    raise TimeoutError(f"result of {key!r} is being recomputed")
                 ev = threading.Event()
                 ev.wait(0.01)  # brief back-off while the scheduler recomputes
-                where = self._query(protocol.WHERE, [fut._wkey])[0]
+                where = self._query(protocol.WHERE, [wkey])[0]
             if type(where) is not str:
                 return self.codec.loads_value(where)
             address = where
@@ -488,20 +559,24 @@ class Client:
     def _cancel_queued(self, futures: list[Future]) -> None:
         """Cancel the futures whose tasks no worker has been given yet (the scheduler knows);
         the others run to completion. Sent in order after the submissions."""
-        if self._closed or self._lost or not futures:
-            return
         by_key = {f._wkey: f for f in futures}
+        for wkey in self._cancel_queued_keys(list(by_key)):
+            super(Future, by_key[wkey]).cancel()  # already released on the scheduler: no message
+            self._held.pop(wkey, None)
+
+    def _cancel_queued_keys(self, wkeys: list[str]) -> list[str]:
+        """Cancel the tasks of ``wkeys`` no worker has been given yet; returns their keys."""
+        if self._closed or self._lost or not wkeys:
+            return []
         req = next(self._counter)
         slot: list = [threading.Event()]
         self._requests[req] = slot
-        self._outbox.append([protocol.header(protocol.CANCEL_QUEUED, req, list(by_key))])
+        self._outbox.append([protocol.header(protocol.CANCEL_QUEUED, req, wkeys)])
         self.waker.wake()
         if not slot[0].wait(self.timeout):
             self._requests.pop(req, None)
-            return
-        for wkey in slot[1]:
-            super(Future, by_key[wkey]).cancel()  # already released on the scheduler: no message
-            self._held.pop(wkey, None)
+            return []
+        return slot[1]
 
     def _cancel_keys(self, wkeys: list[str]) -> None:
         for k in wkeys:
@@ -653,7 +728,22 @@ class Client:
         loads = self.codec.loads_value
         if self._held:
             self._unhold(keys)
+        jobs = self._jobs
+        touched: set[MapJob] | None = None
         for wkey, blob in zip(keys, blobs):
+            if jobs:
+                head, _, index = wkey.rpartition(".")
+                job = jobs.get(head)
+                if job is not None:
+                    try:
+                        value = Remote(blob) if type(blob) is str else loads(blob)
+                    except Exception as e:  # noqa: BLE001 - e.g. a class missing here
+                        value = Failed(e)
+                    job.put(int(index, 16), value)
+                    if touched is None:
+                        touched = set()
+                    touched.add(job)
+                    continue
             f = self._live(wkey)
             if f is None:
                 continue
@@ -668,6 +758,14 @@ class Client:
                     _set(f, exc=e)
                     continue
             _set(f, value)
+        if touched:
+            self._jobs_touched(touched)
+
+    def _jobs_touched(self, jobs: set[MapJob]) -> None:
+        for job in jobs:
+            job.notify()
+            if job.closed:
+                self._job_maybe_done(job)
 
     def _unhold(self, keys: list[str]) -> None:
         # the caller still has the futures of these keys while it sets them
@@ -678,9 +776,12 @@ class Client:
     def _on_erred(self, keys: list[str], excs: list, tbs: list[str]) -> None:
         if self._held:
             self._unhold(keys)
+        touched: set[MapJob] = set()
         for wkey, blob, tb in zip(keys, excs, tbs):
-            f = self._live(wkey)
-            if f is None:
+            head, _, index = wkey.rpartition(".")
+            job = self._jobs.get(head)
+            f = self._live(wkey) if job is None else None
+            if job is None and f is None:
                 continue
             if type(blob) is list:
                 kind, text = blob
@@ -689,9 +790,15 @@ class Client:
                 try:
                     exc = self.codec.loads_exception(blob)
                 except Exception as e:  # noqa: BLE001 - table entry gone
-                    exc = FriskyError(f"task {f.key!r} failed: {e!r}")
+                    exc = FriskyError(f"task {wkey!r} failed: {e!r}")
                 attach_traceback(exc, tb)
-            _set(f, exc=exc)
+            if job is not None:
+                job.put(int(index, 16), Failed(exc))
+                touched.add(job)
+            else:
+                _set(f, exc=exc)
+        if touched:
+            self._jobs_touched(touched)
 
     def _scheduler_lost(self, why: str) -> None:
         self._lost = True
@@ -702,6 +809,8 @@ class Client:
             if f is not None and not f.done():
                 _set(f, exc=SchedulerGone(f"{why}; the result of {f.key!r} is lost"))
         self._held.clear()
+        for job in list(self._jobs.values()):
+            job.fail(SchedulerGone(f"{why}; the results of a map are lost"))
 
     # ---------------------------------------------------------------- closing
     def close(self, timeout: float = 5.0) -> None:
@@ -728,6 +837,9 @@ class Client:
                 f._client = None
                 f.cancel()
         self._held.clear()
+        for job in list(self._jobs.values()):
+            job.fail(CancelledError())
+        self._jobs.clear()
         self.sock.close(0)
         self.waker.close()
         if self._owned_cluster is not None:

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from frisky.future import Future, Remote
+from frisky.future import Future
 
 _interpreter_exiting = False
 
@@ -42,30 +42,29 @@ class _Resources:
     can finish pending work and release everything after the executor is dropped."""
 
     def __init__(self, client, cluster) -> None:
+        # submit's futures and map's jobs are held by the client until done, also when
+        # the caller has dropped them (stdlib semantics)
         self.client = client
         self.cluster = cluster
-        # submit's futures are held by the client until done; map's are held here, in the
-        # very lists their iterators pop from, so a future leaves as it is yielded and what
-        # a dropped iterator leaves behind is held until done
-        self.batches: list[list[Future]] = []
-        self.pending_lock = threading.Lock()
         self.closing = threading.Lock()  # held for the whole close: later callers wait on it
         self.closed = False
 
-    def track_batch(self, fs: list[Future]) -> None:
-        with self.pending_lock:
-            self.batches = [b for b in self.batches if any(not f.done() for f in b)]
-            self.batches.append(fs)
-
     def not_done(self) -> list[Future]:
-        with self.pending_lock:
-            batched = [f for b in self.batches for f in list(b)]
-        held = list(self.client._held.values())
-        return [f for f in [*held, *batched] if not f.done()]
+        return [f for f in list(self.client._held.values()) if not f.done()]
+
+    def jobs(self) -> list:
+        return list(self.client._jobs.values())
+
+    def cancel_queued(self) -> None:
+        self.client._cancel_queued(self.not_done())
+        for job in self.jobs():
+            job.cancel_queued()
 
     def finish(self) -> None:
         """Wait for submitted work, then close the client and the private cluster."""
         concurrent.futures.wait(self.not_done())
+        for job in self.jobs():
+            job.wait()
         with self.closing:
             if self.closed:
                 return
@@ -141,12 +140,13 @@ class FriskyExecutor(concurrent.futures.Executor):
         with self._shutdown_lock:
             self._check_open()
             if chunksize == 1:
-                fs = client.map(fn, *iterables, pure=False)
+                job = client._map_job(fn, iterables)
             else:
-                fs = client.map(_process_chunk, itertools.repeat(fn), _chunks(iterables, chunksize), pure=False)
-            # held until done even if the iterator is dropped unstarted (stdlib semantics)
-            self._res.track_batch(fs)
-        return _results(client, fs, end_time, chunked=chunksize > 1)
+                job = client._map_job(_process_chunk, (itertools.repeat(fn), _chunks(iterables, chunksize)))
+        results = _results(job, end_time, chunked=chunksize > 1)
+        # dropped before it started, it never runs its ``finally``: the calls run on
+        weakref.finalize(results, job.abandon)
+        return results
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; optionally cancel what has not started; release the cluster."""
@@ -154,42 +154,27 @@ class FriskyExecutor(concurrent.futures.Executor):
             self._shutdown = True
             if cancel_futures:
                 # what a worker has started runs on, as with the stdlib's executors
-                self._res.client._cancel_queued(self._res.not_done())
+                self._res.cancel_queued()
         if wait:
             self._res.finish()
         else:
             self._res.finish_in_background()
 
 
-def _results(client, fs: list[Future], end_time: float | None, chunked: bool) -> Iterator:
+def _results(job, end_time: float | None, chunked: bool) -> Iterator:
     # yield in order, holding no reference to what was yielded (like the stdlib); on early
-    # exit cancel what is left
-    fs.reverse()
+    # exit cancel what no worker has been given yet
+    i = 0
     try:
-        while fs:
+        while i < job.n:
             if chunked:
-                chunk = _pop_result(fs, end_time)
+                chunk = job.take(i, end_time)
+                i += 1
                 chunk.reverse()
                 while chunk:
                     yield chunk.pop()
             else:
-                f = fs[-1]
-                done = f._state == "FINISHED" and f._exception is None and type(f._result) is not Remote
-                f = None  # no reference to what is yielded stays here
-                if done:  # the common case, without a call: the result is here already
-                    yield fs.pop()._result
-                else:
-                    yield _pop_result(fs, end_time)
+                yield job.take(i, end_time)  # no local holds what is handed out
+                i += 1
     finally:
-        # one question to the scheduler: what no worker has been given yet is cancelled,
-        # the rest runs on (as what the stdlib's process pool has queued does)
-        client._cancel_queued(fs)
-
-
-def _pop_result(fs: list[Future], end_time: float | None):
-    f = fs.pop()
-    try:
-        return f.result(None if end_time is None else end_time - time.monotonic())
-    except BaseException:
-        f.cancel()
-        raise
+        job.close(i)

@@ -148,7 +148,7 @@ class Future(concurrent.futures.Future):
             with _fetching:
                 value = self._result
                 if type(value) is Remote:
-                    value = self._client._fetch_remote(self, value, timeout)
+                    value = self._client._fetch_remote(self._wkey, self.key, value, timeout)
                     self._result = value
         return value
 
