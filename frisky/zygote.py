@@ -30,6 +30,10 @@ class Process:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        # a cluster's watcher thread and its caller may wait at once: the pidfd is closed
+        # under the lock, and waited on through a duplicate, so no thread ever selects on
+        # (or closes) a descriptor number that was closed and reused meanwhile
+        self._lock = threading.Lock()
         try:
             self._fd: int | None = os.pidfd_open(pid)
         except OSError:  # already gone
@@ -40,22 +44,33 @@ class Process:
         return self._fd
 
     def poll(self) -> int | None:
-        if self.returncode is None and (self._fd is None or select.select([self._fd], [], [], 0)[0]):
-            self._exited()
+        if self.returncode is None:
+            with self._lock:
+                gone = self._fd is None or select.select([self._fd], [], [], 0)[0]
+            if gone:
+                self._exited()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            if self._fd is not None and not select.select([self._fd], [], [], timeout)[0]:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            with self._lock:
+                fd = None if self._fd is None else os.dup(self._fd)
+            if fd is not None:
+                try:
+                    ready = select.select([fd], [], [], timeout)[0]
+                finally:
+                    os.close(fd)
+                if not ready:
+                    raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
             self._exited()
         return self.returncode  # type: ignore[return-value]
 
     def _exited(self) -> None:
-        self.returncode = 0  # not our child: the zygote reaps it and keeps the status
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            self.returncode = 0  # not our child: the zygote reaps it and keeps the status
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
