@@ -100,6 +100,7 @@ class Client:
         self._jobs: dict[str, MapJob] = {}  # executor maps, by key prefix, until every call is done
         self._outbox: collections.deque = collections.deque()
         self._fn_cache: dict[int, tuple] = {}
+        self._hashers: dict[bytes, Any] = {}  # fid -> blake2b that has absorbed it (see _fid_hasher)
         self._local = threading.local()
         self._thread_sockets: list[zmq.Socket] = []
         self._requests: dict[int, list] = {}  # req id -> [event, reply], answered via the I/O thread
@@ -175,8 +176,23 @@ class Client:
         else:
             payload = self.codec.dumps_args(args, kwargs)
             if key is None:
-                key = f"{name}-{hashlib.blake2b(fid + payload, digest_size=16).hexdigest() if pure else self._unique()}"
+                if pure:
+                    h = self._fid_hasher(fid)
+                    h.update(payload)
+                    key = f"{name}-{h.hexdigest()}"
+                else:
+                    key = f"{name}-{self._unique()}"
         return key, payload, deps, args, kwargs
+
+    def _fid_hasher(self, fid: bytes):
+        """A fresh blake2b hasher that has absorbed ``fid``: pure keys hash fid + payload,
+        and copying a prepared hasher costs half of making one."""
+        base = self._hashers.get(fid)
+        if base is None:
+            if len(self._hashers) > 256:
+                self._hashers.clear()
+            base = self._hashers[fid] = hashlib.blake2b(fid, digest_size=16)
+        return base.copy()
 
     def _token_local(self, fn: Callable, args: tuple, kwargs: dict) -> str:
         import pickle
@@ -249,9 +265,7 @@ class Client:
         deps_list: list = []
         any_deps = False
         prefix = f"{name}-"
-        # the key hash of fid + payload, with the fid already absorbed: copying a hasher
-        # costs half of making one
-        fid_hash = hashlib.blake2b(fid, digest_size=16).copy
+        fid_hasher = self._fid_hasher
         atomic = _ATOMIC
         new_future = self._future
         plain_dumps = pickle.dumps if type(codec) is PickleCodec else None  # what dumps_args does for atoms
@@ -264,7 +278,7 @@ class Client:
                 if fast and k is None and (type(item) in atomic if single else is_atomic(args)):
                     payload = plain_dumps(args, pickle.HIGHEST_PROTOCOL) if plain_dumps else dumps(args, None)
                     if pure:
-                        h = fid_hash()
+                        h = fid_hasher(fid)
                         h.update(payload)
                         k = wkey = prefix + h.hexdigest()
                     else:

@@ -34,15 +34,20 @@ def extract(args: tuple, kwargs: dict, future_type: type, on_future) -> tuple[tu
     """
     if not kwargs:  # the common case: a flat tuple of futures and atoms
         flat = []
+        keys = []
         for a in args:
             if isinstance(a, future_type):
-                flat.append(DepRef(on_future(a)))
+                key = on_future(a)
+                flat.append(DepRef(key))
+                keys.append(key)
             elif type(a) in _CONTAINERS:
                 break
             else:
                 flat.append(a)
         else:
-            return tuple(flat), kwargs, list(dict.fromkeys(d.key for d in flat if type(d) is DepRef))
+            if len(keys) > 1 and len(set(keys)) < len(keys):
+                keys = list(dict.fromkeys(keys))
+            return tuple(flat), kwargs, keys
     found: dict[str, None] = {}
     new_args = _extract(args, future_type, on_future, found)
     new_kwargs = _extract(kwargs, future_type, on_future, found) if kwargs else kwargs
