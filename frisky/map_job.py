@@ -90,15 +90,14 @@ class MapJob:
                         self.cond.wait(left)
             value = slots[i]
         slots[i] = None  # hold nothing that was handed out
-        if (i + 1) - self.released >= _RELEASE_EVERY:
-            self.client._release_job_keys(self, i + 1)
-        t = type(value)
-        if t is Failed:
-            raise value.exc
-        if t is Remote:
+        if type(value) is Remote:  # fetched before its key can be released
             key = self.key(i)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            return self.client._fetch_remote(key, key, value, left)
+            value = self.client._fetch_remote(key, key, value, left)
+        if (i + 1) - self.released >= _RELEASE_EVERY:
+            self.client._release_job_keys(self, i + 1)
+        if type(value) is Failed:
+            raise value.exc
         if value is _CANCELLED:
             raise CancelledError()
         return value

@@ -101,6 +101,14 @@ def test_large_results_are_fetched_from_workers(executor):
     assert until(lambda: forgotten(executor))
 
 
+def test_large_result_read_as_its_key_is_released(executor):
+    # the 4096th result is the one whose reading releases the keys read so far
+    sizes = [1] * 4095 + [300_000] + [1] * 10
+    for i, a in enumerate(executor.map(make_big, sizes)):
+        assert a[-1] == sizes[i] - 1
+    assert until(lambda: forgotten(executor))
+
+
 def test_timeout_raises_and_cancels_the_rest(tmp_path):
     with frisky.FriskyExecutor(1) as ex:
         it = ex.map(slow_mark, range(50), [str(tmp_path)] * 50, [0.1] * 50, timeout=0.5)
