@@ -184,7 +184,13 @@ def preload() -> None:
         threading.Thread(target=_blosc, name="frisky-preload-blosc2", daemon=True).start()
 
 
-def _blosc_compress(piece: memoryview, codec: int, itemsize: int) -> bytes:
+def _blosc_compress(piece: memoryview, codec: int, itemsize: int) -> bytes | memoryview:
+    """One blosc2 chunk: through the C library when it loads (no GIL held, no zero-filled
+    output, no copy), else through the module."""
+    from frisky import blosc
+
+    if blosc.available():
+        return blosc.compress(piece, codec, itemsize)
     b = _blosc()
     name = b.Codec.LZ4 if codec & 3 == LZ4 else b.Codec.ZSTD
     # blosc2 needs whole items: an odd length is compressed as bytes (no effective shuffle)
@@ -323,8 +329,17 @@ def _chunk_table(mv: memoryview, nbytes: int, step: int) -> tuple[int, ...]:
     return sizes
 
 
-def _blosc_into(b: Any, mv: memoryview, out: memoryview) -> None:
-    """Decompress one blosc2 chunk into ``out``, which it must fill exactly."""
+def _blosc_into(mv: memoryview, out: memoryview) -> None:
+    """Decompress one blosc2 chunk into ``out``, which it must fill exactly: through the C
+    library when it loads, else through the module."""
+    from frisky import blosc
+
+    if blosc.available():
+        blosc.decompress_into(mv, out)
+        return
+    b = _blosc()
+    if b is None:
+        raise ValueError("data compressed with blosc2, which is not installed here")
     # blosc2 trusts dst to be large enough: check the chunk's own header first
     nbytes, cbytes, _ = b.get_cbuffer_sizes(mv)
     if nbytes != out.nbytes or cbytes != mv.nbytes:
@@ -334,26 +349,19 @@ def _blosc_into(b: Any, mv: memoryview, out: memoryview) -> None:
 
 
 def _blosc_decompress(mv: memoryview, nbytes: int) -> memoryview:
-    b = _blosc()
-    if b is None:
-        raise ValueError("data compressed with blosc2, which is not installed here")
     try:
+        # into numpy memory (huge pages where the kernel allows): a fresh bytes object
+        # of this size costs more in page faults than the decompression itself
+        out = _empty(nbytes)
         if nbytes <= _BLOSC_CHUNK:
-            # into numpy memory (huge pages where the kernel allows): a fresh bytes object
-            # of this size costs more in page faults than the decompression itself
-            out = _empty(nbytes)
-            _blosc_into(b, mv, out)
+            _blosc_into(mv, out)
             return out
         sizes = _chunk_table(mv, nbytes, _BLOSC_CHUNK)
-        out = _empty(nbytes)
-        pos, off = 4 * len(sizes), 0
-        for csize in sizes:
-            raw = b.decompress(mv[pos : pos + csize])
-            out[off : off + len(raw)] = raw
-            off += len(raw)
+        pos = 4 * len(sizes)
+        for i, csize in enumerate(sizes):
+            off = i * _BLOSC_CHUNK
+            _blosc_into(mv[pos : pos + csize], out[off : off + _BLOSC_CHUNK])
             pos += csize
-        if off != nbytes:
-            raise ValueError(f"expected {nbytes} bytes, got {off}")
         return out
     except ValueError:
         raise
@@ -410,10 +418,7 @@ def stream_chunk(itemsize: int) -> int:
 def compress_chunk(piece: memoryview, codec: int, itemsize: int = 1) -> bytes | memoryview:
     """One streamed chunk: compressed with ``codec``, or ``piece`` itself if that is no smaller."""
     if codec & BLOSC:
-        from frisky import blosc
-
-        # the C library when it loads: no GIL held, no zero-filled output, no copy
-        out = blosc.compress(piece, codec, itemsize) if blosc.available() else _blosc_compress(piece, codec, itemsize)
+        out = _blosc_compress(piece, codec, itemsize)
     else:
         out = compress(piece, codec, itemsize)
     return out if len(out) < piece.nbytes else piece
@@ -428,15 +433,7 @@ def decompress_chunk(data: Any, codec: int, out: memoryview, itemsize: int = 1) 
     _check(codec, itemsize)
     try:
         if codec & BLOSC:
-            from frisky import blosc
-
-            if blosc.available():
-                blosc.decompress_into(mv, out)
-                return
-            b = _blosc()
-            if b is None:
-                raise ValueError("data compressed with blosc2, which is not installed here")
-            _blosc_into(b, mv, out)
+            _blosc_into(mv, out)
         elif codec == NONE:
             raise ValueError(f"raw chunk of {mv.nbytes} bytes, expected {out.nbytes}")
         else:
