@@ -16,7 +16,6 @@ import mmap
 from collections.abc import Iterator
 from typing import Any
 
-from frisky import blosc
 from frisky.spill.checksum import checksum
 from frisky.spill.directio import align_up, aligned_buffer, pread_into
 from frisky.spill.errors import ChecksumError
@@ -44,12 +43,6 @@ def _decode(data: memoryview, codec: int, csum: int, raw_len: int, itemsize: int
         return False
     if not codec:
         return None
-    if codec & codecs.BLOSC and blosc.available():
-        import numpy as np
-
-        out = np.empty(raw_len, np.uint8)
-        blosc.decompress_into(data, out)
-        return memoryview(out)
     return codecs.decompress(data, codec, raw_len, itemsize)
 
 
@@ -60,8 +53,8 @@ def _decode_into(out: Any, data: memoryview, codec: int, csum: int, raw_len: int
 
     if checksum(data) != csum:
         return False
-    if codec & codecs.BLOSC and blosc.available():  # straight into place: no GIL, no temporary
-        blosc.decompress_into(data, out)
+    if codec & codecs.BLOSC:  # straight into place: no GIL, no temporary
+        codecs.decompress_chunk(data, codec, memoryview(out), itemsize)
         return True
     res = data if not codec else flat(codecs.decompress(data, codec, raw_len, itemsize))
     # copyto releases the GIL, so the pool's threads assemble a frame in parallel.

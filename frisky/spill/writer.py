@@ -20,7 +20,6 @@ import sys
 import threading
 from typing import Any
 
-from frisky import blosc
 from frisky.spill.checksum import checksum
 from frisky.spill.directio import align_up, aligned_buffer, pwritev_all
 from frisky.spill.errors import SpillError
@@ -105,16 +104,10 @@ def _address(buf: memoryview) -> int:
     return int(np.frombuffer(buf, np.uint8).ctypes.data)
 
 
-def _compress(piece: memoryview, codec: int, itemsize: int, codecs: Any) -> memoryview:
-    if codec & codecs.BLOSC and blosc.available():
-        return blosc.compress(piece, codec, itemsize)
-    return flat(codecs.compress(piece, codec, itemsize))
-
-
 def encode(piece: memoryview, codec: int, itemsize: int, codecs: Any) -> tuple[memoryview, int, int]:
     """Compress ``piece`` with ``codec`` if that shrinks it; return (stored bytes, codec, checksum)."""
     if codec:
-        out = _compress(piece, codec, itemsize, codecs)
+        out = flat(codecs.compress(piece, codec, itemsize))
         if out.nbytes < piece.nbytes:
             return out, codec, checksum(out)
     return piece, 0, checksum(piece)
