@@ -50,6 +50,11 @@ class Executor:
             t.start()
 
     def submit(self, tasks: list) -> None:
+        """Run ``tasks``: here and now when they are known to be tiny (see :meth:`fast`),
+        else on the executor threads. Called on the loop thread."""
+        if self.fast(tasks):
+            self.run_batch(tasks, None)
+            return
         n = len(self.threads)
         if n == 1 or len(tasks) <= 1:
             self.queue.put(tasks)
@@ -395,10 +400,7 @@ class Worker:
             tasks = [(t, k, fids[i], p, d, ctx) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
         ready, fetch = self.state.compute(tasks, where, self.has)
         if ready:
-            if self.executor.fast(ready):
-                self.executor.run_batch(ready, None)
-            else:
-                self.executor.submit(ready)
+            self.executor.submit(ready)
         for address, dep_keys in fetch.items():
             self._fetch(address, dep_keys)
 
@@ -620,7 +622,6 @@ class Worker:
                 self._send(protocol.header(protocol.MISSING, tid, miss))
             for peer, more in self.state.more_fetches().items():
                 self._fetch(peer, more)
-
 
     def _chunk(self, sock: zmq.Socket, incoming: tuple, frames: list) -> tuple[dict | None, list]:
         """Place one streamed chunk; the reply's values once it is complete."""
