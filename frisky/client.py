@@ -259,11 +259,7 @@ class Client:
         codec = self.codec
         fast = not kwargs and not codec.local
         dumps = codec.dumps_args
-        limit = batch_size or _FIRST_BATCH
-        wkeys: list[str] = []
-        payloads: list = []
-        deps_list: list = []
-        any_deps = False
+        batches = _Batches(self, fid, fblob, retries, priority, restrict, batch_size)
         prefix = f"{name}-"
         fid_hasher = self._fid_hasher
         atomic = _ATOMIC
@@ -289,22 +285,9 @@ class Client:
                     wkey = wire_key(k)
                 fut, new = new_future(k, wkey)
                 if new:
-                    if payload is None:
-                        payload = dumps(a2, kw2)
-                    wkeys.append(wkey)
-                    payloads.append(payload)
-                    deps_list.append(deps)
-                    if deps:
-                        any_deps = True
-                    if len(wkeys) >= limit:
-                        self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
-                                          retries, priority, restrict)
-                        wkeys, payloads, deps_list, any_deps = [], [], [], False
-                        limit = batch_size or _BATCH
+                    batches.add(wkey, dumps(a2, kw2) if payload is None else payload, deps)
                 yield fut
-            if wkeys:
-                self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
-                                  retries, priority, restrict)
+            batches.flush()
         finally:
             _resume_gc(paused)
 
@@ -323,11 +306,8 @@ class Client:
         single = len(iterables) == 1
         items = iterables[0] if single else zip(*iterables)
         prefix = job.prefix + "."
-        limit, start = _FIRST_BATCH, 0
-        wkeys: list[str] = []
-        payloads: list = []
-        deps_list: list = []
-        any_deps = False
+        # a call's result slot exists before its task is sent
+        batches = _Batches(self, fid, fblob, on_send=lambda n: job.slots.extend([_JOB_PENDING] * n))
         self._jobs[job.prefix] = job
         i = -1
         try:
@@ -341,24 +321,12 @@ class Client:
                     _, payload, deps, a2, kw2 = self._prepare(fid, fn, name, args, {}, wkey, False)
                     if payload is None:
                         payload = dumps(a2, kw2)
-                    any_deps = any_deps or bool(deps)
-                wkeys.append(wkey)
-                payloads.append(payload)
-                deps_list.append(deps)
-                if len(wkeys) >= limit:
-                    job.slots.extend([_JOB_PENDING] * len(wkeys))
-                    self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None,
-                                      0, 0, None)
-                    start += len(wkeys)
-                    wkeys, payloads, deps_list, any_deps = [], [], [], False
-                    limit = _BATCH
+                batches.add(wkey, payload, deps)
+            batches.flush()
         except BaseException:
-            job.n = start  # what was sent runs; the caller never sees it
+            job.n = batches.sent  # what was sent runs; the caller never sees it
             job.close(0)
             raise
-        if wkeys:
-            job.slots.extend([_JOB_PENDING] * len(wkeys))
-            self._send_submit(wkeys, 0, [fid], [fblob], payloads, deps_list if any_deps else None, 0, 0, None)
         job.n = i + 1
         return job
 
@@ -878,6 +846,44 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<frisky.Client {self.scheduler_address} {self.status}>"
+
+
+class _Batches:
+    """The calls of one map, sent as ``submit`` messages while the rest are prepared: a
+    small first batch so workers start at once, then full ones."""
+
+    def __init__(self, client: Client, fid: bytes, fblob: bytes, retries=0, priority=0, workers=None,
+                 size: int | None = None, on_send: Callable[[int], None] | None = None) -> None:
+        self.client, self.fid, self.fblob = client, fid, fblob
+        self.options = (retries, priority, workers)
+        self.size = size
+        self.limit = size or _FIRST_BATCH
+        self.on_send = on_send  # told how many calls go, just before they do
+        self.sent = 0
+        self.wkeys: list[str] = []
+        self.payloads: list = []
+        self.deps: list = []
+        self.any_deps = False
+
+    def add(self, wkey: str, payload: bytes, deps: list[str] | None) -> None:
+        self.wkeys.append(wkey)
+        self.payloads.append(payload)
+        self.deps.append(deps)
+        if deps:
+            self.any_deps = True
+        if len(self.wkeys) >= self.limit:
+            self.flush()
+            self.limit = self.size or _BATCH
+
+    def flush(self) -> None:
+        if not self.wkeys:
+            return
+        if self.on_send is not None:
+            self.on_send(len(self.wkeys))
+        self.client._send_submit(self.wkeys, 0, [self.fid], [self.fblob], self.payloads,
+                                 self.deps if self.any_deps else None, *self.options)
+        self.sent += len(self.wkeys)
+        self.wkeys, self.payloads, self.deps, self.any_deps = [], [], [], False
 
 
 class _Handoff:
