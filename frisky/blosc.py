@@ -7,8 +7,7 @@ it ships, called through ctypes, writes straight into our buffers and releases t
 whole call. Its chunks are ordinary blosc2 chunks, so ``blosc2.decompress`` (and
 :func:`frisky.compression.decompress` with the ``BLOSC`` flag) reads them, and vice versa.
 
-The library keeps its own global context (apart from the module's), whose calls it serialises;
-one call at a time spreads over ``nthreads`` threads of its own instead.
+The library keeps its own global context (apart from the module's), whose calls it serialises.
 """
 
 from __future__ import annotations
@@ -44,7 +43,10 @@ def _load() -> Any:
         lib.blosc2_decompress.argtypes = [ptr, c_i32, ptr, c_i32]
         lib.blosc1_set_compressor.argtypes = [ctypes.c_char_p]
         lib.blosc2_set_nthreads.argtypes = [ctypes.c_int16]
-        lib.blosc2_set_nthreads(max(1, min(4, os.cpu_count() or 1)))
+        # One thread: the codec is memory-bound (a second thread gains under 10% here), and
+        # the other cores belong to the other workers, or to the peer decoding what we send:
+        # with two threads each, sender and receiver of a stream fought over 2 cores (-15%).
+        lib.blosc2_set_nthreads(1)
         _lib = lib
     return _lib or None
 

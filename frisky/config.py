@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "shm_threshold": 64 * 1024,  # buffers at least this big go to shared memory
     "transfer_bytes_in_flight": 256 * 1024 * 1024,  # per worker, for peer fetches
     "compression": "auto",  # auto | none | lz4 | zstd, for TCP frames and spill
+    "receive_pool": 0.10,  # fraction of the memory limit kept as warm buffers for large receives
     # scheduling
     "target_queue_seconds": 0.02,  # estimated work kept queued per worker thread
     "unknown_task_duration": 0.5,  # estimate for a function never seen before

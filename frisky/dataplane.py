@@ -22,7 +22,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from frisky import compression, config, shm
+from frisky import bufpool, compression, config, shm
 from frisky.telemetry import now, recorder
 
 RAW, SHM, PACKED, STREAMED = 0, 1, 2, 3
@@ -177,8 +177,6 @@ class Incoming:
     """
 
     def __init__(self, keys: list[str], descs_per_key: list, frames: list) -> None:
-        import numpy as np
-
         self.keys = keys
         self.parts: list[list] = []  # per key: its buffers, in descriptor order
         self.pending: list[tuple] = []  # (out, codec, itemsize, step), in arrival order
@@ -195,7 +193,7 @@ class Incoming:
                 _, codec, nbytes, itemsize = d
                 if itemsize < 1 or nbytes < 0:
                     raise ValueError(f"bad streamed descriptor {d!r}")
-                out = memoryview(np.empty(nbytes, np.uint8))
+                out = bufpool.pool.take(nbytes)
                 bufs.append(out)
                 self.pending.append((out, codec, itemsize, compression.stream_chunk(itemsize)))
             self.parts.append(bufs)

@@ -17,6 +17,10 @@ Workloads (see ../shared/ANCHORS.md for how the peer figures there were taken):
   its result). The consumer reads two elements (no real compute), so the time is the
   transfer plus one task round trip; a zero-copy system shows an "effective" figure.
   ProcessPoolExecutor: the array is made in the parent and pickled as the argument.
+- ``data over TCP``: the same between worker processes that must use TCP (Frisky with
+  ``transport="tcp"``; dask always does), for random (incompressible) floats and for
+  ``arange`` floats (compressible), each system's compressible rate also given as a
+  multiple of its own incompressible one.
 
 Every figure is the median of a few repeats; clusters and pools are started outside the
 timed regions, except in the start-up rows. The last column is the speed of the row
@@ -28,6 +32,7 @@ Usage::
     python scripts/compare_peers.py            # full run, under ~5 minutes
     python scripts/compare_peers.py --quick    # smaller N, under ~90 s
     python scripts/compare_peers.py --json     # machine-readable (progress goes to stderr)
+    python scripts/compare_peers.py --only "data over TCP"   # some workloads only
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ import argparse
 import datetime
 import gc
 import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -65,12 +69,16 @@ def add(a, b):
     return a + b
 
 
-def make(nbytes, seed):
-    """A float64 array of ``nbytes`` of random (incompressible) data; its first element
-    is ``seed`` and its last is 1.0, so the consumer's answer is checkable."""
+def make(nbytes, seed, compressible=False):
+    """A float64 array of ``nbytes``: random (incompressible) data, or ``arange``
+    (compressible); its first element is ``seed`` and its last is 1.0, so the consumer's
+    answer is checkable."""
     import numpy as np
 
-    arr = np.random.default_rng(seed).random(nbytes // 8)
+    if compressible:
+        arr = np.arange(nbytes // 8, dtype="float64")
+    else:
+        arr = np.random.default_rng(seed).random(nbytes // 8)
     arr[0] = seed
     arr[-1] = 1.0
     return arr
@@ -81,7 +89,8 @@ def consume(arr):
 
 
 MIB = 1 << 20
-WORKLOADS = ["no-op tasks", "tree reduction", "start-up in-process", "start-up 2 processes", "data"]
+WORKLOADS = ["no-op tasks", "tree reduction", "start-up in-process", "start-up 2 processes", "data",
+             "data over TCP"]
 _offsets = iter(range(1, 1 << 30))
 
 
@@ -188,86 +197,106 @@ def run_frisky(res: Results, cfg) -> None:
 
     n = cfg.n
     log(f"Frisky {frisky.__version__}")
-    with frisky.LocalCluster(n_workers=2, threads_per_worker=1) as cluster, cluster.get_client() as client:
-        frisky_settle(client)  # workers import this module once, untimed
-        hold = {}
+    if cfg.wants("no-op tasks", "tree reduction", "data"):
+        with frisky.LocalCluster(n_workers=2, threads_per_worker=1) as cluster, cluster.get_client() as client:
+            frisky_settle(client)  # workers import this module once, untimed
+            if cfg.wants("no-op tasks"):
+                frisky_noop(res, cfg, client)
+            if cfg.wants("tree reduction"):
+                frisky_tree(res, cfg, client)
+            if cfg.wants("data"):
+                frisky_data(res, cfg, client, "data", "Frisky", "ipc (LocalCluster default)", ref=True,
+                            note="shared memory: mapped, not copied")
 
-        def between():
-            hold.clear()
-            frisky_settle(client)
+    if cfg.wants("no-op tasks"):
+        with frisky.FriskyExecutor(2) as ex:
+            frisky_settle(ex.client)
 
-        def fmap():
-            start = next(_offsets) * 10_000_000
-            futs = client.map(noop, range(start, start + n))
-            out = client.gather(futs)
-            assert out[0] == start and out[-1] == start + n - 1 and len(out) == n
-            hold["f"] = futs
+            def exmap():
+                out = list(ex.map(noop, range(n)))
+                assert out == list(range(n))
 
-        res.add("no-op tasks", "Frisky", "client.map(noop, range(N)) + gather", n,
-                timed(fmap, cfg.repeats, between), kind="rate", per=n, ref=True)
+            res.add("no-op tasks", "FriskyExecutor(2)", "ex.map(noop, range(N)), chunksize=1", n,
+                    timed(exmap, cfg.repeats, lambda: frisky_settle(ex.client)), kind="rate", per=n)
 
-        def fsubmit():
-            futs = [client.submit(noop, i, pure=False) for i in range(n)]
-            out = client.gather(futs)
-            assert out == list(range(n))
-            hold["f"] = futs
-
-        res.add("no-op tasks", "Frisky", "[client.submit(noop, i, pure=False)] + gather", n,
-                timed(fsubmit, cfg.repeats, between), kind="rate", per=n)
-
-        leaves = cfg.tree_leaves
-        tasks = []
-
-        def ftree():
-            off = next(_offsets) * 10_000_000
-            root, n_tasks = tree_reduce(client, leaves, off)
-            assert root.result() == tree_expected(leaves, off)
-            tasks.append(n_tasks)
-            hold["f"] = root
-
-        times = timed(ftree, cfg.repeats, between)
-        res.add("tree reduction", "Frisky", "map(inc) leaves, submit(add, a, b) layers", leaves,
-                times, kind="rate", per=tasks[0], ref=True, note=f"{tasks[0]:,} tasks")
-
-        frisky_data(res, cfg, client, "Frisky", "ipc (LocalCluster default)", ref=True,
-                    note="shared memory: mapped, not copied")
-
-    with frisky.FriskyExecutor(2) as ex:
-        frisky_settle(ex.client)
-
-        def exmap():
-            out = list(ex.map(noop, range(n)))
-            assert out == list(range(n))
-
-        res.add("no-op tasks", "FriskyExecutor(2)", "ex.map(noop, range(N)), chunksize=1", n,
-                timed(exmap, cfg.repeats, lambda: frisky_settle(ex.client)), kind="rate", per=n)
-
-    if "transport" in inspect.signature(frisky.LocalCluster).parameters:
+    if cfg.wants("data over TCP"):
         with frisky.LocalCluster(n_workers=2, threads_per_worker=1, transport="tcp") as cluster, \
                 cluster.get_client() as client:
             frisky_settle(client)
-            frisky_data(res, cfg, client, "Frisky (tcp)", 'LocalCluster(transport="tcp")')
-    else:
-        res.skip("data", "Frisky (tcp)", "LocalCluster has no transport= keyword")
+            how = 'LocalCluster(transport="tcp")'
+            for compressible in (False, True):
+                frisky_data(res, cfg, client, "data over TCP", "Frisky (tcp)", how, ref=not compressible,
+                            compressible=compressible)
 
-    # start-up
-    def inproc():
-        with frisky.LocalCluster(processes=False) as c, c.get_client() as cl:
-            assert cl.gather(cl.map(inc, range(10))) == list(range(1, 11))
+    if cfg.wants("start-up in-process"):
+        def inproc():
+            with frisky.LocalCluster(processes=False) as c, c.get_client() as cl:
+                assert cl.gather(cl.map(inc, range(10))) == list(range(1, 11))
 
-    inproc()  # warm
-    res.add("start-up in-process", "Frisky", "LocalCluster(processes=False) + 10 tasks + stop, warm",
-            10, timed(inproc, cfg.start_repeats), kind="ms", ref=True)
+        inproc()  # warm
+        res.add("start-up in-process", "Frisky", "LocalCluster(processes=False) + 10 tasks + stop, warm",
+                10, timed(inproc, cfg.start_repeats), kind="ms", ref=True)
 
-    def twoproc():
-        with frisky.LocalCluster(n_workers=2) as c, c.get_client() as cl:
-            assert cl.gather(cl.map(inc, range(10))) == list(range(1, 11))
+    if cfg.wants("start-up 2 processes"):
+        def twoproc():
+            with frisky.LocalCluster(n_workers=2) as c, c.get_client() as cl:
+                assert cl.gather(cl.map(inc, range(10))) == list(range(1, 11))
 
-    res.add("start-up 2 processes", "Frisky", "LocalCluster(n_workers=2) + 10 tasks + stop", 10,
-            timed(twoproc, cfg.start_repeats), kind="ms", ref=True)
+        res.add("start-up 2 processes", "Frisky", "LocalCluster(n_workers=2) + 10 tasks + stop", 10,
+                timed(twoproc, cfg.start_repeats), kind="ms", ref=True)
 
 
-def frisky_data(res: Results, cfg, client, system: str, how: str, ref: bool = False, note: str = "") -> None:
+def frisky_noop(res: Results, cfg, client) -> None:
+    n = cfg.n
+    hold = {}
+
+    def between():
+        hold.clear()
+        frisky_settle(client)
+
+    def fmap():
+        start = next(_offsets) * 10_000_000
+        futs = client.map(noop, range(start, start + n))
+        out = client.gather(futs)
+        assert out[0] == start and out[-1] == start + n - 1 and len(out) == n
+        hold["f"] = futs
+
+    res.add("no-op tasks", "Frisky", "client.map(noop, range(N)) + gather", n,
+            timed(fmap, cfg.repeats, between), kind="rate", per=n, ref=True)
+
+    def fsubmit():
+        futs = [client.submit(noop, i, pure=False) for i in range(n)]
+        out = client.gather(futs)
+        assert out == list(range(n))
+        hold["f"] = futs
+
+    res.add("no-op tasks", "Frisky", "[client.submit(noop, i, pure=False)] + gather", n,
+            timed(fsubmit, cfg.repeats, between), kind="rate", per=n)
+
+
+def frisky_tree(res: Results, cfg, client) -> None:
+    leaves = cfg.tree_leaves
+    tasks = []
+    hold = {}
+
+    def ftree():
+        off = next(_offsets) * 10_000_000
+        root, n_tasks = tree_reduce(client, leaves, off)
+        assert root.result() == tree_expected(leaves, off)
+        tasks.append(n_tasks)
+        hold["f"] = root
+
+    def between():
+        hold.clear()
+        frisky_settle(client)
+
+    times = timed(ftree, cfg.repeats, between)
+    res.add("tree reduction", "Frisky", "map(inc) leaves, submit(add, a, b) layers", leaves,
+            times, kind="rate", per=tasks[0], ref=True, note=f"{tasks[0]:,} tasks")
+
+
+def frisky_data(res: Results, cfg, client, workload: str, system: str, how: str, ref: bool = False,
+                note: str = "", compressible: bool = False) -> None:
     import frisky
 
     a, b = sorted(client.scheduler_info()["workers"])[:2]
@@ -276,7 +305,7 @@ def frisky_data(res: Results, cfg, client, system: str, how: str, ref: bool = Fa
     times = []
     for _ in range(cfg.data_repeats):
         seed = next(seeds)
-        x = client.submit(make, nbytes, seed, workers=[a], pure=False)
+        x = client.submit(make, nbytes, seed, compressible, workers=[a], pure=False)
         frisky.wait([x])
         t0 = time.perf_counter()
         y = client.submit(consume, x, workers=[b], pure=False)
@@ -285,8 +314,12 @@ def frisky_data(res: Results, cfg, client, system: str, how: str, ref: bool = Fa
         assert v == seed + 1.0, v
         del x, y
         frisky_settle(client)
-    res.add("data", system, f"{cfg.data_mib} MiB worker A -> task on B, {how}", f"{cfg.data_mib} MiB",
-            times, kind="gbps", per=nbytes, ref=ref, note=note)
+    res.add(workload, system, f"{cfg.data_mib} MiB worker A -> task on B, {data_kind(compressible)}, {how}",
+            f"{cfg.data_mib} MiB", times, kind="gbps", per=nbytes, ref=ref, note=note)
+
+
+def data_kind(compressible: bool) -> str:
+    return "arange (compressible)" if compressible else "random"
 
 
 # --------------------------------------------------------------------------- dask
@@ -299,8 +332,9 @@ def _quiet_dask() -> None:
 
 def run_dask(res: Results, cfg) -> None:
     if importlib.util.find_spec("distributed") is None:
-        for w in ("no-op tasks", "tree reduction", "data", "start-up in-process", "start-up 2 processes"):
-            res.skip(w, "dask.distributed", "not installed")
+        for w in WORKLOADS:
+            if cfg.wants(w):
+                res.skip(w, "dask.distributed", "not installed")
         return
     _quiet_dask()
     import distributed
@@ -320,66 +354,88 @@ def run_dask(res: Results, cfg) -> None:
 
 def _run_dask(res: Results, cfg, distributed, kw: dict) -> None:
     n = cfg.dask_n
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **kw) as cluster, \
-            distributed.Client(cluster) as client:
-        client.submit(inc, 0, pure=False).result()  # workers import this module, untimed
-        hold = {}
+    if cfg.wants("no-op tasks", "tree reduction", "data", "data over TCP"):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **kw) as cluster, \
+                distributed.Client(cluster) as client:
+            client.submit(inc, 0, pure=False).result()  # workers import this module, untimed
+            if cfg.wants("no-op tasks"):
+                hold = {}
 
-        def dmap():
-            futs = client.map(noop, range(n), pure=False)
-            assert client.gather(futs) == list(range(n))
-            hold["f"] = futs
+                def dmap():
+                    futs = client.map(noop, range(n), pure=False)
+                    assert client.gather(futs) == list(range(n))
+                    hold["f"] = futs
 
-        res.add("no-op tasks", "dask.distributed", "client.map(noop, range(N), pure=False) + gather", n,
-                timed(dmap, cfg.repeats, hold.clear), kind="rate", per=n,
-                note="smaller N: dask is ~100x slower")
+                res.add("no-op tasks", "dask.distributed", "client.map(noop, range(N), pure=False) + gather", n,
+                        timed(dmap, cfg.repeats, hold.clear), kind="rate", per=n,
+                        note="smaller N: dask is ~100x slower")
+            if cfg.wants("tree reduction"):
+                dask_tree(res, cfg, client)
+            if cfg.wants("data", "data over TCP"):
+                times = dask_data(cfg, client, distributed, compressible=False)
+                how = f"{cfg.data_mib} MiB worker A -> task on B, random (TCP)"
+                for workload in ("data", "data over TCP"):
+                    if cfg.wants(workload):
+                        res.add(workload, "dask.distributed", how, f"{cfg.data_mib} MiB", times, kind="gbps",
+                                per=cfg.data_mib * MIB)
+            if cfg.wants("data over TCP"):
+                times = dask_data(cfg, client, distributed, compressible=True)
+                res.add("data over TCP", "dask.distributed",
+                        f"{cfg.data_mib} MiB worker A -> task on B, {data_kind(True)} (TCP)",
+                        f"{cfg.data_mib} MiB", times, kind="gbps", per=cfg.data_mib * MIB)
 
-        leaves = cfg.dask_tree_leaves
-        tasks = []
+    if cfg.wants("start-up in-process"):
+        def inproc():
+            with distributed.LocalCluster(processes=False, **kw) as c, distributed.Client(c) as cl:
+                assert cl.gather(cl.map(inc, range(10))) == list(range(1, 11))
 
-        def dtree():
-            off = next(_offsets) * 10_000_000
-            root, n_tasks = tree_reduce(client, leaves, off)
-            assert root.result() == tree_expected(leaves, off)
-            tasks.append(n_tasks)
-            hold["f"] = root
+        inproc()  # warm
+        res.add("start-up in-process", "dask.distributed", "LocalCluster(processes=False) + 10 tasks + stop, warm",
+                10, timed(inproc, cfg.start_repeats), kind="ms")
 
-        times = timed(dtree, cfg.repeats, hold.clear)
-        res.add("tree reduction", "dask.distributed", "the same, client.map / client.submit", leaves,
-                times, kind="rate", per=tasks[0], note=f"{tasks[0]:,} tasks; fewer leaves")
+    if cfg.wants("start-up 2 processes"):
+        def twoproc():
+            with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **kw) as c, \
+                    distributed.Client(c) as cl:
+                assert cl.gather(cl.map(inc, range(10))) == list(range(1, 11))
 
-        a, b = sorted(client.scheduler_info()["workers"])[:2]
-        nbytes = cfg.data_mib * MIB
-        times = []
-        for r in range(cfg.data_repeats):
-            seed = 1000 + r
-            x = client.submit(make, nbytes, seed, workers=[a], pure=False)
-            distributed.wait(x)
-            t0 = time.perf_counter()
-            y = client.submit(consume, x, workers=[b], pure=False)
-            v = y.result()
-            times.append(time.perf_counter() - t0)
-            assert v == seed + 1.0, v
-            del x, y
-            time.sleep(0.2)  # let the release reach the workers
-        res.add("data", "dask.distributed", f"{cfg.data_mib} MiB worker A -> task on B (TCP)",
-                f"{cfg.data_mib} MiB", times, kind="gbps", per=nbytes)
+        res.add("start-up 2 processes", "dask.distributed", "LocalCluster(n_workers=2) + 10 tasks + stop", 10,
+                timed(twoproc, cfg.dask_start_repeats), kind="ms")
 
-    def inproc():
-        with distributed.LocalCluster(processes=False, **kw) as c, distributed.Client(c) as cl:
-            assert cl.gather(cl.map(inc, range(10))) == list(range(1, 11))
 
-    inproc()  # warm
-    res.add("start-up in-process", "dask.distributed", "LocalCluster(processes=False) + 10 tasks + stop, warm",
-            10, timed(inproc, cfg.start_repeats), kind="ms")
+def dask_tree(res: Results, cfg, client) -> None:
+    leaves = cfg.dask_tree_leaves
+    tasks = []
+    hold = {}
 
-    def twoproc():
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **kw) as c, \
-                distributed.Client(c) as cl:
-            assert cl.gather(cl.map(inc, range(10))) == list(range(1, 11))
+    def dtree():
+        off = next(_offsets) * 10_000_000
+        root, n_tasks = tree_reduce(client, leaves, off)
+        assert root.result() == tree_expected(leaves, off)
+        tasks.append(n_tasks)
+        hold["f"] = root
 
-    res.add("start-up 2 processes", "dask.distributed", "LocalCluster(n_workers=2) + 10 tasks + stop", 10,
-            timed(twoproc, cfg.dask_start_repeats), kind="ms")
+    times = timed(dtree, cfg.repeats, hold.clear)
+    res.add("tree reduction", "dask.distributed", "the same, client.map / client.submit", leaves,
+            times, kind="rate", per=tasks[0], note=f"{tasks[0]:,} tasks; fewer leaves")
+
+
+def dask_data(cfg, client, distributed, compressible: bool) -> list[float]:
+    a, b = sorted(client.scheduler_info()["workers"])[:2]
+    nbytes = cfg.data_mib * MIB
+    times = []
+    for r in range(cfg.data_repeats):
+        seed = 1000 + r
+        x = client.submit(make, nbytes, seed, compressible, workers=[a], pure=False)
+        distributed.wait(x)
+        t0 = time.perf_counter()
+        y = client.submit(consume, x, workers=[b], pure=False)
+        v = y.result()
+        times.append(time.perf_counter() - t0)
+        assert v == seed + 1.0, v
+        del x, y
+        time.sleep(0.2)  # let the release reach the workers
+    return times
 
 
 # ---------------------------------------------------------------- process pool
@@ -388,26 +444,31 @@ def run_ppe(res: Results, cfg) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: this process holds ZeroMQ contexts (see ANCHORS.md, "Hazard")
+    if not cfg.wants("no-op tasks", "data"):
+        return
     ctx = multiprocessing.get_context("spawn")
     n = cfg.n
     log("ProcessPoolExecutor(2), spawn")
     with ProcessPoolExecutor(2, mp_context=ctx) as ex:
         list(ex.map(noop, range(100)))  # start both processes, untimed
 
-        def psubmit():
-            fs = [ex.submit(noop, i) for i in range(cfg.ppe_submit_n)]
-            assert [f.result() for f in fs] == list(range(cfg.ppe_submit_n))
+        if cfg.wants("no-op tasks"):
+            def psubmit():
+                fs = [ex.submit(noop, i) for i in range(cfg.ppe_submit_n)]
+                assert [f.result() for f in fs] == list(range(cfg.ppe_submit_n))
 
-        note = "" if cfg.ppe_submit_n == n else f"N={cfg.ppe_submit_n:,}"
-        res.add("no-op tasks", "ProcessPoolExecutor(2)", "[ex.submit(noop, i)] then .result()", cfg.ppe_submit_n,
-                timed(psubmit, cfg.ppe_submit_repeats), kind="rate", per=cfg.ppe_submit_n, note=note)
+            note = "" if cfg.ppe_submit_n == n else f"N={cfg.ppe_submit_n:,}"
+            res.add("no-op tasks", "ProcessPoolExecutor(2)", "[ex.submit(noop, i)] then .result()",
+                    cfg.ppe_submit_n, timed(psubmit, cfg.ppe_submit_repeats), kind="rate",
+                    per=cfg.ppe_submit_n, note=note)
 
-        def pmap():
-            assert list(ex.map(noop, range(n), chunksize=256)) == list(range(n))
+            def pmap():
+                assert list(ex.map(noop, range(n), chunksize=256)) == list(range(n))
 
-        res.add("no-op tasks", "ProcessPoolExecutor(2)", "ex.map(noop, range(N), chunksize=256)", n,
-                timed(pmap, cfg.repeats), kind="rate", per=n)
-
+            res.add("no-op tasks", "ProcessPoolExecutor(2)", "ex.map(noop, range(N), chunksize=256)", n,
+                    timed(pmap, cfg.repeats), kind="rate", per=n)
+        if not cfg.wants("data"):
+            return
         nbytes = cfg.data_mib * MIB
         times = []
         for r in range(cfg.data_repeats):
@@ -424,6 +485,8 @@ def run_ppe(res: Results, cfg) -> None:
 
 # --------------------------------------------------------------------------- Ray
 def run_ray(res: Results, cfg) -> None:
+    if not cfg.wants("no-op tasks"):
+        return
     if importlib.util.find_spec("ray") is None:
         res.notes.append("Ray is not installed here: skipped (nothing was estimated).")
         log("Ray: not installed, skipped")
@@ -474,14 +537,26 @@ def markdown(res: Results, meta: dict) -> str:
                  "`--json`). \"vs Frisky\" is the row's speed over that of Frisky's reference row for the "
                  "same workload: below 1 is slower than Frisky. Data: Frisky over ipc passes large "
                  "arrays through shared memory, so its figure is partly \"effective\" (no copy).")
+    for system, factor in compressible_factors(res).items():
+        lines.append(f"\n{system}: compressible data over TCP ran at {factor:.2f}x its incompressible rate.")
     for note in res.notes:
         lines.append(f"\n{note}")
     return "\n".join(lines)
 
 
+def compressible_factors(res: Results) -> dict[str, float]:
+    """Per system: its compressible "data over TCP" rate over its incompressible one."""
+    rates: dict[str, dict[bool, float]] = {}
+    for r in res.rows:
+        if r["workload"] == "data over TCP" and r["value"]:
+            rates.setdefault(r["system"], {})[data_kind(True) in r["how"]] = r["value"]
+    return {system: v[True] / v[False] for system, v in rates.items() if True in v and False in v}
+
+
 class Config:
-    def __init__(self, quick: bool, repeats: int | None) -> None:
+    def __init__(self, quick: bool, repeats: int | None, only: list[str] | None = None) -> None:
         self.quick = quick
+        self.only = only
         self.repeats = repeats or 3
         if quick:
             self.n, self.dask_n, self.ppe_submit_n, self.ray_n = 20_000, 1_000, 20_000, 2_000
@@ -492,9 +567,13 @@ class Config:
         else:
             self.n, self.dask_n, self.ppe_submit_n, self.ray_n = 200_000, 5_000, 200_000, 10_000
             self.tree_leaves, self.dask_tree_leaves = 100_000, 1_000
-            self.data_mib, self.data_repeats = 256, 3
+            self.data_mib, self.data_repeats = 256, 5
             self.start_repeats, self.dask_start_repeats = 7, 3
             self.ppe_submit_repeats = min(self.repeats, 2)  # ~25 s a run at ~8k tasks/s
+
+    def wants(self, *workloads: str) -> bool:
+        """Whether any of ``workloads`` is to be measured in this run."""
+        return self.only is None or any(w in self.only for w in workloads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,8 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller N (under ~90 s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     parser.add_argument("--repeats", type=int, default=None, help="runs per measurement (default 3)")
+    parser.add_argument("--only", action="append", choices=WORKLOADS, metavar="WORKLOAD",
+                        help=f"measure only this workload (repeatable): {', '.join(WORKLOADS)}")
     args = parser.parse_args(argv)
-    cfg = Config(args.quick, args.repeats)
+    cfg = Config(args.quick, args.repeats, args.only)
     cmd = " ".join(shlex.quote(a) for a in ["python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
     meta = {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -523,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["seconds"] = round(time.monotonic() - t0, 1)
     log(f"done in {meta['seconds']} s")
     if args.json:
-        print(json.dumps({**meta, "rows": res.rows, "notes": res.notes}, indent=2))
+        print(json.dumps({**meta, "rows": res.rows, "notes": res.notes,
+                          "compressible_over_random": compressible_factors(res)}, indent=2))
     else:
         print(markdown(res, meta))
     return 0

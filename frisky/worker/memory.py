@@ -14,7 +14,7 @@ import os
 import threading
 from typing import Any
 
-from frisky import config, dataplane
+from frisky import bufpool, config, dataplane
 from frisky.telemetry import count, now, recorder
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,8 @@ class MemoryManager:
         with self.lock:
             process = rss()
             if process > self.spill_at * self.limit and now() - self._last_collect > 50_000_000:
+                # idle receive buffers go before any value does
+                bufpool.pool.clear()
                 # cycles (tracebacks, frames) can hold big buffers until the next GC pass
                 import gc
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from frisky import compression, config, dataplane, protocol, shm
+from frisky import bufpool, compression, config, dataplane, protocol, shm
 from frisky.deps import substitute
 from frisky.protocol import pack, unpack
 from frisky.serialize import PickleCodec, format_exception
@@ -243,6 +243,8 @@ class Worker:
         if self.address.startswith("tcp://") and config.get("compression") != "none":
             compression.preload()  # peers will be sent compressed buffers
         self.memory = MemoryManager(self, memory_limit if not self.codec.local else None)
+        if memory_limit and not self.codec.local:
+            bufpool.pool.limit = int(memory_limit * config.get("receive_pool"))
         cap = config.get("transfer_bytes_in_flight")
         self.state.cap = min(cap, memory_limit // 4) if memory_limit else cap
         self.executor: Executor | None = None
