@@ -407,12 +407,16 @@ def decode(
 # straight into the final buffer while later ones still arrive. A chunk whose compressed
 # form is not smaller travels raw; its length (equal to the raw length) says so.
 
-STREAM_CHUNK = 1 << 20  # blosc2 runs fastest on chunks this size here; ~0.3 ms each, a short pipeline start
+STREAM_CHUNK = 1 << 20  # the smallest chunk: ~0.2 ms of blosc2, a short pipeline start
+STREAM_CHUNK_MAX = 4 << 20  # the largest: a 256 MiB array went 10% faster in 4 MiB chunks than in 1
+STREAM_CHUNKS = 64  # aim for this many chunks: enough to overlap, few enough to amortize each message
 
 
-def stream_chunk(itemsize: int) -> int:
-    """Raw bytes per streamed chunk: whole items, so each chunk shuffles on its own."""
-    return max(itemsize, STREAM_CHUNK - STREAM_CHUNK % itemsize)
+def stream_chunk(itemsize: int, nbytes: int = 0) -> int:
+    """Raw bytes per streamed chunk of a buffer of ``nbytes``: 1-4 MiB, whole items, so each
+    chunk shuffles on its own. Sender and receiver both derive it from the descriptor."""
+    step = min(STREAM_CHUNK_MAX, max(STREAM_CHUNK, nbytes // STREAM_CHUNKS))
+    return max(itemsize, step - step % itemsize)
 
 
 def compress_chunk(piece: memoryview, codec: int, itemsize: int = 1) -> bytes | memoryview:

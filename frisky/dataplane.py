@@ -158,7 +158,7 @@ def chunks(streams: list):
     add = recorder.add
     for buf, codec, itemsize in streams:
         mv = compression.byte_view(buf)
-        step = compression.stream_chunk(itemsize)
+        step = compression.stream_chunk(itemsize, mv.nbytes)
         count, total = 0, 0
         for off in range(0, mv.nbytes, step):
             t0 = now()
@@ -195,7 +195,7 @@ class Incoming:
                     raise ValueError(f"bad streamed descriptor {d!r}")
                 out = bufpool.pool.take(nbytes)
                 bufs.append(out)
-                self.pending.append((out, codec, itemsize, compression.stream_chunk(itemsize)))
+                self.pending.append((out, codec, itemsize, compression.stream_chunk(itemsize, nbytes)))
             self.parts.append(bufs)
         self.offset = 0
         self.remaining = sum(-(-p[0].nbytes // p[3]) for p in self.pending)  # chunks to come
