@@ -485,7 +485,8 @@ def run_ppe(res: Results, cfg) -> None:
 
 # --------------------------------------------------------------------------- Ray
 def run_ray(res: Results, cfg) -> None:
-    if not cfg.wants("no-op tasks"):
+    workloads = [w for w in ("no-op tasks", "data", "start-up 2 processes") if cfg.wants(w)]
+    if not workloads:
         return
     if importlib.util.find_spec("ray") is None:
         res.notes.append("Ray is not installed here: skipped (nothing was estimated).")
@@ -494,22 +495,57 @@ def run_ray(res: Results, cfg) -> None:
     import ray
 
     log(f"Ray {ray.__version__}")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file written to ~/.ray
+    kw = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False}
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            rnoop = ray.remote(noop)
-            n = cfg.ray_n
-            ray.get([rnoop.remote(i) for i in range(100)])
+        if "no-op tasks" in workloads or "data" in workloads:
+            ray.init(**kw)
+            try:
+                _run_ray(res, cfg, ray, workloads)
+            finally:
+                ray.shutdown()
+        if "start-up 2 processes" in workloads:
+            def start():
+                ray.init(**kw)
+                try:
+                    rinc = ray.remote(inc)
+                    assert ray.get([rinc.remote(i) for i in range(10)]) == list(range(1, 11))
+                finally:
+                    ray.shutdown()
 
-            def rmap():
-                assert ray.get([rnoop.remote(i) for i in range(n)]) == list(range(n))
-
-            res.add("no-op tasks", "Ray", "ray.get([noop.remote(i) for i in range(N)])", n,
-                    timed(rmap, cfg.repeats), kind="rate", per=n, note=f"N={n:,}")
-        finally:
-            ray.shutdown()
+            res.add("start-up 2 processes", "Ray", "ray.init(num_cpus=2) + 10 tasks + shutdown", 10,
+                    timed(start, cfg.dask_start_repeats), kind="ms")
     except Exception as e:  # noqa: BLE001 - report, never fake
-        res.skip("no-op tasks", "Ray", f"failed: {e!r}")
+        for w in workloads:
+            res.skip(w, "Ray", f"failed: {e!r}")
+
+
+def _run_ray(res: Results, cfg, ray, workloads: list[str]) -> None:
+    if "no-op tasks" in workloads:
+        rnoop = ray.remote(noop)
+        n = cfg.ray_n
+        ray.get([rnoop.remote(i) for i in range(100)])
+
+        def rmap():
+            assert ray.get([rnoop.remote(i) for i in range(n)]) == list(range(n))
+
+        res.add("no-op tasks", "Ray", "ray.get([noop.remote(i) for i in range(N)])", n,
+                timed(rmap, cfg.repeats), kind="rate", per=n, note=f"N={n:,}")
+    if "data" in workloads:
+        rmake, rconsume = ray.remote(make), ray.remote(consume)
+        nbytes = cfg.data_mib * MIB
+        times = []
+        for r in range(cfg.data_repeats):
+            seed = 1000 + r
+            x = rmake.remote(nbytes, seed)
+            ray.wait([x], fetch_local=False)
+            t0 = time.perf_counter()
+            v = ray.get(rconsume.remote(x))
+            times.append(time.perf_counter() - t0)
+            assert v == seed + 1.0, v
+            del x
+        res.add("data", "Ray", f"{cfg.data_mib} MiB made by one task, read by another (object store)",
+                f"{cfg.data_mib} MiB", times, kind="gbps", per=nbytes, note="shared memory: mapped, not copied")
 
 
 # ------------------------------------------------------------------------- output
