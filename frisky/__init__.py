@@ -12,10 +12,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Client": "frisky.client",
-    "FriskyError": "frisky.client",
-    "KilledWorker": "frisky.client",
-    "DataLost": "frisky.client",
-    "SchedulerGone": "frisky.client",
+    "FriskyError": "frisky.errors",
+    "KilledWorker": "frisky.errors",
+    "DataLost": "frisky.errors",
+    "SchedulerGone": "frisky.errors",
     "LocalCluster": "frisky.cluster",
     "FriskyExecutor": "frisky.executor",
     "Future": "frisky.future",
@@ -34,8 +34,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from frisky.client import Client, DataLost, FriskyError, KilledWorker, SchedulerGone
+    from frisky.client import Client
     from frisky.cluster import LocalCluster
+    from frisky.errors import DataLost, FriskyError, KilledWorker, SchedulerGone
     from frisky.executor import FriskyExecutor
     from frisky.future import (
         ALL_COMPLETED,

@@ -20,43 +20,24 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import CancelledError, InvalidStateError
+from concurrent.futures import CancelledError
 from typing import Any
 
 import zmq
 
 from frisky import config, dataplane, map_job, protocol
+from frisky.client_io import _BATCH, ClientIO
 from frisky.deps import extract, has_futures
+from frisky.errors import SchedulerGone
 from frisky.future import Future, Remote, wait
-from frisky.map_job import Failed, MapJob
+from frisky.map_job import MapJob
 from frisky.protocol import pack, unpack, wire_key
-from frisky.serialize import _ATOMIC, PickleCodec, attach_traceback, is_atomic
+from frisky.serialize import _ATOMIC, PickleCodec, is_atomic
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
 
-_LAZY_FLUSH_MS = 5  # releases wait at most this long for a ride with other traffic
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
-_BATCH = 10000
 _JOB_PENDING = map_job._PENDING
-
-
-class FriskyError(Exception):
-    """An error raised by the Frisky runtime rather than by user code."""
-
-
-class KilledWorker(FriskyError):
-    """A task was running on every worker that died while running it, too many times."""
-
-
-class DataLost(FriskyError):
-    """A result is gone and cannot be recomputed (e.g. scattered data on a dead worker)."""
-
-
-class SchedulerGone(FriskyError, ConnectionError):
-    """The scheduler closed or stopped answering."""
-
-
-_ERROR_KINDS = {"killed": KilledWorker, "lost": DataLost}
 
 
 def _funcname(fn: Callable) -> str:
@@ -66,7 +47,7 @@ def _funcname(fn: Callable) -> str:
     return name.replace("-", "_")
 
 
-class Client:
+class Client(ClientIO):
     """Connect to a scheduler (an address, or a :class:`~frisky.cluster.LocalCluster`).
 
     ``Client()`` with no address starts a private LocalCluster and closes it on close.
@@ -581,223 +562,6 @@ class Client:
         if self._io_dozing and not self._closed:
             self.waker.wake()
 
-    # ------------------------------------------------------------- I/O thread
-    def _io_loop(self) -> None:
-        sock = self.sock
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(self.waker.rfd, zmq.POLLIN)
-        interval = config.get("heartbeat_interval")
-        silence = config.get("heartbeat_timeout")
-        last_heard = time.monotonic()
-        next_beat = last_heard + interval
-        beat = [protocol.header(protocol.HEARTBEAT)]
-        active = False
-        while not self._closed:
-            timeout_ms = max(0, int((next_beat - time.monotonic()) * 1000)) + 1
-            if active:
-                self._io_dozing = False
-                timeout_ms = min(timeout_ms, _LAZY_FLUSH_MS)
-            else:
-                # set before looking at the outbox: a release appended after the look
-                # sees the flag and wakes us
-                self._io_dozing = True
-                if self._outbox:
-                    self._flush_outbox()
-            events = poller.poll(timeout_ms)
-            active = bool(events)
-            for item, _ in events:
-                if item is sock:
-                    last_heard = time.monotonic()
-                    if not self._read():
-                        self._scheduler_lost("the scheduler closed")
-                        return
-                else:
-                    self.waker.drain()
-            self._flush_outbox()
-            t = time.monotonic()
-            if t >= next_beat:
-                if t - last_heard > silence:
-                    self._scheduler_lost(f"the scheduler was silent for {silence}s")
-                    return
-                sock.send_multipart(beat)
-                next_beat = t + interval
-        self._flush_outbox()
-
-    def _flush_outbox(self) -> None:
-        """Send everything queued, in order: single submissions (tuples) are packed into one
-        message per run, releases (str keys) ride with the run after them or go alone."""
-        sock = self.sock
-        outbox = self._outbox
-        run: list[tuple] = []
-        releases: list[str] = []
-        released: list[str] | None = None  # releases queued before ``run``
-        while outbox:
-            item = outbox.popleft()
-            t = type(item)
-            if t is tuple:
-                if releases:
-                    if run:
-                        sockets.send(sock, _submit_frames(run, released), False)
-                        run = []
-                    released = self._releasable(releases)
-                    releases = []
-                if run and (item[5:] != run[0][5:] or len(run) >= _BATCH):
-                    sockets.send(sock, _submit_frames(run, released), False)
-                    run, released = [], None
-                run.append(item)
-                continue
-            if t is str:
-                releases.append(item)
-                continue
-            if run:
-                sockets.send(sock, _submit_frames(run, released), False)
-                run, released = [], None
-            if releases:
-                self._send_releases(releases)
-                releases = []
-            sockets.send(sock, item, False)
-        if run:
-            sockets.send(sock, _submit_frames(run, released), False)
-        if releases:
-            self._send_releases(releases)
-
-    def _releasable(self, wkeys: list[str]) -> list[str]:
-        """The keys among ``wkeys`` whose futures are gone (not revived by a new submission)."""
-        keys = []
-        futures = self._futures
-        with self._lock:
-            for k in wkeys:
-                ref = futures.get(k)
-                f = None if ref is None else ref()
-                if ref is not None and (f is None or "_dead" in f.__dict__):
-                    del futures[k]
-                    keys.append(k)
-        return keys
-
-    def _send_releases(self, wkeys: list[str]) -> None:
-        keys = self._releasable(wkeys)
-        if keys:
-            sockets.send(self.sock, [protocol.header(protocol.RELEASE, keys)])
-
-    def _read(self) -> bool:
-        sock = self.sock
-        for _ in range(1000):
-            frames = sockets.recv(sock)
-            if frames is None:
-                return True
-            msg = unpack(frames[0])
-            op = msg[0]
-            if op == protocol.RESULTS:
-                self._on_results(msg[1], unpack(frames[1]))
-            elif op == protocol.REPLY:
-                slot = self._requests.pop(msg[1], None)
-                if slot is not None:
-                    slot.append(msg[2])
-                    slot[0].set()
-            elif op == protocol.RUNNING:
-                for wkey in msg[1]:
-                    f = self._live(wkey)
-                    if f is not None and f._state == "PENDING":
-                        f.set_running_or_notify_cancel()
-            elif op == protocol.ERRED:
-                self._on_erred(msg[1], unpack(frames[1]), msg[2])
-            elif op == protocol.CLOSE:
-                return False
-        return True
-
-    def _live(self, wkey: str) -> Future | None:
-        ref = self._futures.get(wkey)
-        return None if ref is None else ref()
-
-    def _on_results(self, keys: list[str], blobs: list) -> None:
-        loads = self.codec.loads_value
-        if self._held:
-            self._unhold(keys)
-        jobs = self._jobs
-        touched: set[MapJob] | None = None
-        for wkey, blob in zip(keys, blobs):
-            if jobs:
-                head, _, index = wkey.rpartition(".")
-                job = jobs.get(head)
-                if job is not None:
-                    try:
-                        value = Remote(blob) if type(blob) is str else loads(blob)
-                    except Exception as e:  # noqa: BLE001 - e.g. a class missing here
-                        value = Failed(e)
-                    job.put(int(index, 16), value)
-                    if touched is None:
-                        touched = set()
-                    touched.add(job)
-                    continue
-            f = self._live(wkey)
-            if f is None:
-                continue
-            if type(blob) is str:
-                if f.done():
-                    continue  # recomputed elsewhere; result() asks the scheduler where
-                value = Remote(blob)
-            else:
-                try:
-                    value = loads(blob)
-                except Exception as e:  # noqa: BLE001 - e.g. a class missing here
-                    _set(f, exc=e)
-                    continue
-            _set(f, value)
-        if touched:
-            self._jobs_touched(touched)
-
-    def _jobs_touched(self, jobs: set[MapJob]) -> None:
-        for job in jobs:
-            job.notify()
-            if job.closed:
-                self._job_maybe_done(job)
-
-    def _unhold(self, keys: list[str]) -> None:
-        # the caller still has the futures of these keys while it sets them
-        pop = self._held.pop
-        for k in keys:
-            pop(k, None)
-
-    def _on_erred(self, keys: list[str], excs: list, tbs: list[str]) -> None:
-        if self._held:
-            self._unhold(keys)
-        touched: set[MapJob] = set()
-        for wkey, blob, tb in zip(keys, excs, tbs):
-            head, _, index = wkey.rpartition(".")
-            job = self._jobs.get(head)
-            f = self._live(wkey) if job is None else None
-            if job is None and f is None:
-                continue
-            if type(blob) is list:
-                kind, text = blob
-                exc: BaseException = _ERROR_KINDS.get(kind, FriskyError)(text)
-            else:
-                try:
-                    exc = self.codec.loads_exception(blob)
-                except Exception as e:  # noqa: BLE001 - table entry gone
-                    exc = FriskyError(f"task {wkey!r} failed: {e!r}")
-                attach_traceback(exc, tb)
-            if job is not None:
-                job.put(int(index, 16), Failed(exc))
-                touched.add(job)
-            else:
-                _set(f, exc=exc)
-        if touched:
-            self._jobs_touched(touched)
-
-    def _scheduler_lost(self, why: str) -> None:
-        self._lost = True
-        self.status = "lost"
-        with self._lock:
-            futures = [r() for r in self._futures.values()]
-        for f in futures:
-            if f is not None and not f.done():
-                _set(f, exc=SchedulerGone(f"{why}; the result of {f.key!r} is lost"))
-        self._held.clear()
-        for job in list(self._jobs.values()):
-            job.fail(SchedulerGone(f"{why}; the results of a map are lost"))
-
     # ---------------------------------------------------------------- closing
     def close(self, timeout: float = 5.0) -> None:
         """Disconnect; cancels unfinished futures. Closes a cluster this client started."""
@@ -896,26 +660,6 @@ class _Handoff:
 _HANDOFF = _Handoff()
 
 
-def _submit_frames(run: list[tuple], released: list[str] | None = None) -> list:
-    """One ``submit`` message for queued single submissions sharing retries/priority/workers,
-    carrying the keys released just before them (one message, one wake-up, instead of two)."""
-    fid_index: dict[bytes, int] = {}
-    fblobs: list = []
-    fidx: list[int] = []
-    for t in run:
-        i = fid_index.get(t[1])
-        if i is None:
-            i = fid_index[t[1]] = len(fblobs)
-            fblobs.append(t[2])
-        fidx.append(i)
-    deps = [t[4] for t in run]
-    if not any(deps):
-        deps = None
-    _, _, _, _, _, retries, priority, workers, track = run[0]
-    return [protocol.header(protocol.SUBMIT, [t[0] for t in run], 0 if len(fblobs) == 1 else fidx,
-                            list(fid_index), deps, retries, priority, workers, track, released),
-            pack([t[3] for t in run]), *fblobs]
-
 
 def _pause_gc() -> bool:
     """Pause the cyclic GC while creating or reading very many futures; True if it was on.
@@ -933,15 +677,6 @@ def _resume_gc(was: bool) -> None:
     if was:
         gc.enable()
 
-
-def _set(f: Future, value: Any = None, exc: BaseException | None = None) -> None:
-    try:
-        if exc is not None:
-            f.set_exception(exc)
-        else:
-            f.set_result(value)
-    except InvalidStateError:  # cancelled meanwhile
-        pass
 
 
 def _workers(workers: Any) -> list[str] | None:
