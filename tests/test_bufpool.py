@@ -70,6 +70,29 @@ def test_sizes_small_buffers_limit_and_clear():
     assert disabled.idle_bytes == 0 and disabled.reused == 0
 
 
+def test_memory_pressure_gives_idle_buffers_back_before_any_value():
+    import types
+
+    from frisky.worker.memory import MemoryManager
+    from frisky.worker.state import WorkerState
+    from frisky.worker.store import Store
+
+    pool = bufpool.pool
+    old = pool.limit
+    pool.limit = 1 << 30
+    try:
+        buf = pool.take(8 * MiB)
+        del buf
+        assert pool.idle_bytes == 8 * MiB
+        # a worker with nothing stored, whose RSS is over any tiny limit
+        worker = types.SimpleNamespace(store=Store(), state=WorkerState(), name="t", shared={})
+        MemoryManager(worker, limit=1).check()
+        assert pool.idle_bytes == 0
+    finally:
+        pool.limit = old
+        pool.clear()
+
+
 def make_arange(n, start=0):
     return np.arange(start, start + n, dtype="f8")
 
