@@ -107,7 +107,13 @@ class LocalCluster:
                        memory_limit=self.memory_limit, listen_address=listen, ctx=self.ctx,
                        codec=LocalCodec(self.table))
             self._threads.append(w.start())
-        self._wait_workers(self.n_workers)
+        # each worker has its welcome, so the scheduler has it: no round trip of our own
+        deadline = time.monotonic() + self.timeout
+        for w in self._threads:
+            if not w.started.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"{self.n_workers} workers did not start within {self.timeout}s")
+            if w.error is not None:
+                raise w.error
 
     def codec(self):
         """The codec clients of this cluster use (by reference in-process, pickles otherwise)."""
@@ -240,9 +246,11 @@ class LocalCluster:
         if self.processes:
             self._close_processes(timeout)
         else:
-            # all at once: each stops in parallel with the others
+            # all at once, the scheduler too: each stops in parallel with the others
             for w in self._threads:
                 w.stop(0)
+            if self.scheduler is not None:
+                self.scheduler.stop(0)
             for w in self._threads:
                 w.stop(timeout)
             if self.scheduler is not None:
