@@ -19,7 +19,7 @@ import weakref
 
 from frisky.telemetry import count
 
-MIN_SIZE = 4 << 20  # below this, malloc's own reuse is as good
+MIN_SIZE = 4 << 20  # below this, first touch costs under a millisecond: not worth idle memory
 _ROUND = 2 << 20  # whole huge pages
 _SLACK = 1.25  # reuse a mapping at most this much larger than asked for
 
