@@ -184,13 +184,13 @@ def preload() -> None:
         threading.Thread(target=_blosc, name="frisky-preload-blosc2", daemon=True).start()
 
 
-def _blosc_compress(piece: memoryview, codec: int, itemsize: int) -> bytes | memoryview:
+def _blosc_compress(piece: memoryview, codec: int, itemsize: int, nthreads: int | None = None) -> bytes | memoryview:
     """One blosc2 chunk: through the C library when it loads (no GIL held, no zero-filled
     output, no copy), else through the module."""
     from frisky import blosc
 
     if blosc.available():
-        return blosc.compress(piece, codec, itemsize)
+        return blosc.compress(piece, codec, itemsize, nthreads)
     b = _blosc()
     name = b.Codec.LZ4 if codec & 3 == LZ4 else b.Codec.ZSTD
     # blosc2 needs whole items: an odd length is compressed as bytes (no effective shuffle)
@@ -329,13 +329,13 @@ def _chunk_table(mv: memoryview, nbytes: int, step: int) -> tuple[int, ...]:
     return sizes
 
 
-def _blosc_into(mv: memoryview, out: memoryview) -> None:
+def _blosc_into(mv: memoryview, out: memoryview, nthreads: int | None = None) -> None:
     """Decompress one blosc2 chunk into ``out``, which it must fill exactly: through the C
     library when it loads, else through the module."""
     from frisky import blosc
 
     if blosc.available():
-        blosc.decompress_into(mv, out)
+        blosc.decompress_into(mv, out, nthreads)
         return
     b = _blosc()
     if b is None:
@@ -419,16 +419,19 @@ def stream_chunk(itemsize: int, nbytes: int = 0) -> int:
     return max(itemsize, step - step % itemsize)
 
 
-def compress_chunk(piece: memoryview, codec: int, itemsize: int = 1) -> bytes | memoryview:
-    """One streamed chunk: compressed with ``codec``, or ``piece`` itself if that is no smaller."""
+def compress_chunk(piece: memoryview, codec: int, itemsize: int = 1,
+                   nthreads: int | None = None) -> bytes | memoryview:
+    """One streamed chunk: compressed with ``codec``, or ``piece`` itself if that is no smaller.
+    ``nthreads``: blosc2 threads (default ``frisky.blosc.THREADS``)."""
     if codec & BLOSC:
-        out = _blosc_compress(piece, codec, itemsize)
+        out = _blosc_compress(piece, codec, itemsize, nthreads)
     else:
         out = compress(piece, codec, itemsize)
     return out if len(out) < piece.nbytes else piece
 
 
-def decompress_chunk(data: Any, codec: int, out: memoryview, itemsize: int = 1) -> None:
+def decompress_chunk(data: Any, codec: int, out: memoryview, itemsize: int = 1,
+                     nthreads: int | None = None) -> None:
     """Write one streamed chunk into ``out`` (its exact raw size). Raises ValueError if corrupt."""
     mv = byte_view(data)
     if mv.nbytes == out.nbytes:
@@ -437,7 +440,7 @@ def decompress_chunk(data: Any, codec: int, out: memoryview, itemsize: int = 1) 
     _check(codec, itemsize)
     try:
         if codec & BLOSC:
-            _blosc_into(mv, out)
+            _blosc_into(mv, out, nthreads)
         elif codec == NONE:
             raise ValueError(f"raw chunk of {mv.nbytes} bytes, expected {out.nbytes}")
         else:

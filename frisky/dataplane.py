@@ -28,6 +28,8 @@ from frisky.telemetry import now, recorder
 RAW, SHM, PACKED, STREAMED = 0, 1, 2, 3
 # below this a buffer travels in one frame: streaming only pays once it overlaps real work
 STREAM_MIN = 2 * compression.STREAM_CHUNK
+# one codec thread at each end: the sender's and the receiver's already keep two cores busy
+STREAM_THREADS = 1
 
 
 class Frames(list):
@@ -162,7 +164,7 @@ def chunks(streams: list):
         count, total = 0, 0
         for off in range(0, mv.nbytes, step):
             t0 = now()
-            payload = compression.compress_chunk(mv[off:off + step], codec, itemsize)
+            payload = compression.compress_chunk(mv[off:off + step], codec, itemsize, nthreads=STREAM_THREADS)
             total += now() - t0
             count += 1
             yield payload
@@ -221,7 +223,7 @@ class Incoming:
     def _place(self, chunk: Any) -> None:
         out, codec, itemsize, step = self.pending[0]
         end = min(self.offset + step, out.nbytes)
-        compression.decompress_chunk(chunk, codec, out[self.offset:end], itemsize)
+        compression.decompress_chunk(chunk, codec, out[self.offset:end], itemsize, nthreads=STREAM_THREADS)
         if end == out.nbytes:
             self.pending.pop(0)
             self.offset = 0
