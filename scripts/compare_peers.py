@@ -203,7 +203,8 @@ def run_frisky(res: Results, cfg) -> None:
             if cfg.wants("no-op tasks"):
                 frisky_noop(res, cfg, client)
             if cfg.wants("tree reduction"):
-                frisky_tree(res, cfg, client)
+                tree_row(res, cfg, client, "Frisky", "map(inc) leaves, submit(add, a, b) layers",
+                         cfg.tree_leaves, settle=frisky_settle, ref=True)
             if cfg.wants("data"):
                 frisky_data(res, cfg, client, "data", "Frisky", "ipc (LocalCluster default)", ref=True,
                             note="shared memory: mapped, not copied")
@@ -274,12 +275,13 @@ def frisky_noop(res: Results, cfg, client) -> None:
             timed(fsubmit, cfg.repeats, between), kind="rate", per=n)
 
 
-def frisky_tree(res: Results, cfg, client) -> None:
-    leaves = cfg.tree_leaves
+def tree_row(res: Results, cfg, client, system: str, how: str, leaves: int, settle=None,
+             ref: bool = False, note: str = "") -> None:
+    """The tree reduction on ``client`` (Frisky or dask: the same code), as one row."""
     tasks = []
     hold = {}
 
-    def ftree():
+    def run():
         off = next(_offsets) * 10_000_000
         root, n_tasks = tree_reduce(client, leaves, off)
         assert root.result() == tree_expected(leaves, off)
@@ -288,34 +290,41 @@ def frisky_tree(res: Results, cfg, client) -> None:
 
     def between():
         hold.clear()
-        frisky_settle(client)
+        if settle is not None:
+            settle(client)
 
-    times = timed(ftree, cfg.repeats, between)
-    res.add("tree reduction", "Frisky", "map(inc) leaves, submit(add, a, b) layers", leaves,
-            times, kind="rate", per=tasks[0], ref=True, note=f"{tasks[0]:,} tasks")
+    times = timed(run, cfg.repeats, between)
+    res.add("tree reduction", system, how, leaves, times, kind="rate", per=tasks[0], ref=ref,
+            note=f"{tasks[0]:,} tasks{note}")
 
 
 def frisky_data(res: Results, cfg, client, workload: str, system: str, how: str, ref: bool = False,
                 note: str = "", compressible: bool = False) -> None:
     import frisky
 
+    times = move_times(cfg, client, frisky.wait, lambda: frisky_settle(client), compressible)
+    res.add(workload, system, f"{cfg.data_mib} MiB worker A -> task on B, {data_kind(compressible)}, {how}",
+            f"{cfg.data_mib} MiB", times, kind="gbps", per=cfg.data_mib * MIB, ref=ref, note=note)
+
+
+def move_times(cfg, client, wait, settle, compressible: bool) -> list[float]:
+    """Seconds for a task on worker B to get an array made on worker A, each repeat
+    (Frisky or dask: the same code); ``settle()`` runs untimed after each."""
     a, b = sorted(client.scheduler_info()["workers"])[:2]
     nbytes = cfg.data_mib * MIB
-    seeds = iter(range(1000, 2000))
     times = []
-    for _ in range(cfg.data_repeats):
-        seed = next(seeds)
+    for r in range(cfg.data_repeats):
+        seed = 1000 + r
         x = client.submit(make, nbytes, seed, compressible, workers=[a], pure=False)
-        frisky.wait([x])
+        wait([x])
         t0 = time.perf_counter()
         y = client.submit(consume, x, workers=[b], pure=False)
         v = y.result()
         times.append(time.perf_counter() - t0)
         assert v == seed + 1.0, v
         del x, y
-        frisky_settle(client)
-    res.add(workload, system, f"{cfg.data_mib} MiB worker A -> task on B, {data_kind(compressible)}, {how}",
-            f"{cfg.data_mib} MiB", times, kind="gbps", per=nbytes, ref=ref, note=note)
+        settle()
+    return times
 
 
 def data_kind(compressible: bool) -> str:
@@ -370,7 +379,8 @@ def _run_dask(res: Results, cfg, distributed, kw: dict) -> None:
                         timed(dmap, cfg.repeats, hold.clear), kind="rate", per=n,
                         note="smaller N: dask is ~100x slower")
             if cfg.wants("tree reduction"):
-                dask_tree(res, cfg, client)
+                tree_row(res, cfg, client, "dask.distributed", "the same, client.map / client.submit",
+                         cfg.dask_tree_leaves, note="; fewer leaves")
             if cfg.wants("data", "data over TCP"):
                 times = dask_data(cfg, client, distributed, compressible=False)
                 how = f"{cfg.data_mib} MiB worker A -> task on B, random (TCP)"
@@ -403,39 +413,9 @@ def _run_dask(res: Results, cfg, distributed, kw: dict) -> None:
                 timed(twoproc, cfg.dask_start_repeats), kind="ms")
 
 
-def dask_tree(res: Results, cfg, client) -> None:
-    leaves = cfg.dask_tree_leaves
-    tasks = []
-    hold = {}
-
-    def dtree():
-        off = next(_offsets) * 10_000_000
-        root, n_tasks = tree_reduce(client, leaves, off)
-        assert root.result() == tree_expected(leaves, off)
-        tasks.append(n_tasks)
-        hold["f"] = root
-
-    times = timed(dtree, cfg.repeats, hold.clear)
-    res.add("tree reduction", "dask.distributed", "the same, client.map / client.submit", leaves,
-            times, kind="rate", per=tasks[0], note=f"{tasks[0]:,} tasks; fewer leaves")
-
-
 def dask_data(cfg, client, distributed, compressible: bool) -> list[float]:
-    a, b = sorted(client.scheduler_info()["workers"])[:2]
-    nbytes = cfg.data_mib * MIB
-    times = []
-    for r in range(cfg.data_repeats):
-        seed = 1000 + r
-        x = client.submit(make, nbytes, seed, compressible, workers=[a], pure=False)
-        distributed.wait(x)
-        t0 = time.perf_counter()
-        y = client.submit(consume, x, workers=[b], pure=False)
-        v = y.result()
-        times.append(time.perf_counter() - t0)
-        assert v == seed + 1.0, v
-        del x, y
-        time.sleep(0.2)  # let the release reach the workers
-    return times
+    # the sleep lets the release reach the workers
+    return move_times(cfg, client, distributed.wait, lambda: time.sleep(0.2), compressible)
 
 
 # ---------------------------------------------------------------- process pool
