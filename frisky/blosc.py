@@ -102,27 +102,12 @@ def compress_into(src: Any, dst: Any, base: int, typesize: int, clevel: int = 1,
     return n
 
 
-_SCRATCH_MAX = 8 << 20  # inputs up to this size compress into a per-thread scratch buffer
-_tls = threading.local()
-
-
-def compress(src: Any, base: int, typesize: int, nthreads: int | None = None) -> bytes | memoryview:
-    """Shuffle and compress ``src``; returns the bytes written, in memory of their own.
-
-    Chunks up to ``_SCRATCH_MAX`` compress into a per-thread scratch buffer and are copied
-    out at their compressed size: a fresh output per chunk cost an mmap, page faults and
-    an munmap each (a TCP stream of compressible data ran 20% faster without). Larger inputs get fresh, uninitialised
-    memory, of which only the pages the output touches are faulted in.
-    """
+def compress(src: Any, base: int, typesize: int, nthreads: int | None = None) -> memoryview:
+    """Shuffle and compress ``src`` into fresh, uninitialised memory (only the pages the
+    output touches get faulted in); returns a view of the bytes written."""
     import numpy as np
 
-    need = memoryview(src).nbytes + OVERHEAD
-    if need <= _SCRATCH_MAX + OVERHEAD:
-        scratch = getattr(_tls, "scratch", None)
-        if scratch is None:
-            scratch = _tls.scratch = np.empty(_SCRATCH_MAX + OVERHEAD, np.uint8)
-        return scratch[:compress_into(src, scratch[:need], base, typesize, nthreads=nthreads)].tobytes()
-    out = np.empty(need, np.uint8)
+    out = np.empty(memoryview(src).nbytes + OVERHEAD, np.uint8)
     return memoryview(out[:compress_into(src, out, base, typesize, nthreads=nthreads)])
 
 

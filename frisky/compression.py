@@ -184,12 +184,23 @@ def preload() -> None:
         threading.Thread(target=_blosc, name="frisky-preload-blosc2", daemon=True).start()
 
 
+_SCRATCH_MAX = 8 << 20  # blosc2 chunks up to this size compress into the thread's scratch
+
+
 def _blosc_compress(piece: memoryview, codec: int, itemsize: int, nthreads: int | None = None) -> bytes | memoryview:
     """One blosc2 chunk: through the C library when it loads (no GIL held, no zero-filled
-    output, no copy), else through the module."""
+    output), else through the module.
+
+    A chunk up to ``_SCRATCH_MAX`` compresses into this thread's scratch buffer and leaves
+    as bytes of its compressed size: a fresh output per chunk cost an mmap, page faults and
+    an munmap each (a TCP stream of compressible data ran 20% faster without them).
+    """
     from frisky import blosc
 
     if blosc.available():
+        if piece.nbytes <= _SCRATCH_MAX:
+            out = _scratch(piece.nbytes + blosc.OVERHEAD)
+            return out[:blosc.compress_into(piece, out, codec, itemsize, nthreads=nthreads)].tobytes()
         return blosc.compress(piece, codec, itemsize, nthreads)
     b = _blosc()
     name = b.Codec.LZ4 if codec & 3 == LZ4 else b.Codec.ZSTD
