@@ -590,7 +590,7 @@ class Client(ClientIO):
         for job in list(self._jobs.values()):
             job.fail(CancelledError())
         self._jobs.clear()
-        self.sock.close(0)
+        sockets.close_flushing(self.sock)  # the releases and the bye just sent must arrive
         self.waker.close()
         if self._owned_cluster is not None:
             self._owned_cluster.close()

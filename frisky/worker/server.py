@@ -349,7 +349,8 @@ class Worker:
             self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
-        for s in [self.sock, self.peer_sock, *self.peers.values()]:
+        sockets.close_flushing(self.sock)  # the bye must arrive
+        for s in [self.peer_sock, *self.peers.values()]:
             s.close(0)
         if self.address.startswith("inproc://"):
             sockets.unregister_inproc(self.address)

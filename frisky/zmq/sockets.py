@@ -66,6 +66,17 @@ def router(ctx: zmq.Context, address: str) -> tuple[zmq.Socket, str]:
     return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
+# Closing with linger 0 hands the socket to ZeroMQ's reaper thread, which can discard a
+# message its I/O thread has not written yet: a "bye" sent just before would be lost, and
+# the scheduler would keep a gone client's results until its heartbeat timeout.
+FLUSH_LINGER_MS = 200
+
+
+def close_flushing(sock: zmq.Socket) -> None:
+    """Close ``sock``, giving ZeroMQ up to ``FLUSH_LINGER_MS`` to deliver what was sent."""
+    sock.close(linger=FLUSH_LINGER_MS)
+
+
 def dealer(ctx: zmq.Context, address: str, identity: bytes | None = None) -> zmq.Socket:
     """Connect a DEALER to ``address``."""
     sock = _tune(ctx.socket(zmq.DEALER))
