@@ -423,10 +423,17 @@ STREAM_CHUNK_MAX = 4 << 20  # the largest: a 256 MiB array went 10% faster in 4 
 STREAM_CHUNKS = 64  # aim for this many chunks: enough to overlap, few enough to amortize each message
 
 
-def stream_chunk(itemsize: int, nbytes: int = 0) -> int:
+def stream_chunk(itemsize: int, nbytes: int = 0, codec: int = LZ4) -> int:
     """Raw bytes per streamed chunk of a buffer of ``nbytes``: 1-4 MiB, whole items, so each
-    chunk shuffles on its own. Sender and receiver both derive it from the descriptor."""
-    step = min(STREAM_CHUNK_MAX, max(STREAM_CHUNK, nbytes // STREAM_CHUNKS))
+    chunk shuffles on its own. Sender and receiver both derive it from the descriptor.
+
+    Uncompressed (``NONE``) chunks are always ``STREAM_CHUNK``: workers allocate buffers up to
+    that size from the heap (see ``frisky.zygote``), so ZeroMQ receives each chunk into warm
+    memory; over loopback 1 MiB went 2.5 GB/s, 4 MiB 2.3, one 256 MiB frame 1.1-1.8."""
+    if codec == NONE:
+        step = STREAM_CHUNK
+    else:
+        step = min(STREAM_CHUNK_MAX, max(STREAM_CHUNK, nbytes // STREAM_CHUNKS))
     return max(itemsize, step - step % itemsize)
 
 

@@ -14,7 +14,8 @@ On the wire a value is a list of descriptors, one per frame, and the frames that
   [PACKED, codec, nbytes, itemsize] the next frame, compressed
   [STREAMED, codec, nbytes, itemsize] no frame here: the buffer follows the reply as
                                     messages of one chunk each (worker to worker over TCP,
-                                    see :func:`chunks` and :class:`Incoming`)
+                                    see :func:`chunks` and :class:`Incoming`); codec NONE
+                                    streams incompressible bytes as they are
 """
 
 from __future__ import annotations
@@ -128,14 +129,12 @@ def encode(frames: list, same_host: bool, compress: bool, streams: list | None =
         if compress and i > 0 and n >= 1024:
             itemsize = itemsizes[i] if itemsizes else 1
             if streams is not None and n >= STREAM_MIN:
+                # incompressible buffers stream too (codec NONE, chunks sent without a copy):
+                # one big frame would land in memory ZeroMQ allocates fresh, whose first
+                # touch costs more than the copy out of small chunks into a warm buffer
                 codec = _choose_stream(f, itemsize)
-                if codec != compression.NONE:
-                    descs.append([STREAMED, codec, n, itemsize])
-                    streams.append((f, codec, itemsize))
-                    continue
-                # incompressible: one raw frame, sent without a copy
-                descs.append([RAW])
-                out.append(f)
+                descs.append([STREAMED, codec, n, itemsize])
+                streams.append((f, codec, itemsize))
                 continue
             codec, payload = compression.encode(f, itemsize=itemsize, prefer="lz4")
             if codec != compression.NONE:
@@ -160,7 +159,7 @@ def chunks(streams: list):
     add = recorder.add
     for buf, codec, itemsize in streams:
         mv = compression.byte_view(buf)
-        step = compression.stream_chunk(itemsize, mv.nbytes)
+        step = compression.stream_chunk(itemsize, mv.nbytes, codec)
         count, total = 0, 0
         for off in range(0, mv.nbytes, step):
             t0 = now()
@@ -197,7 +196,7 @@ class Incoming:
                     raise ValueError(f"bad streamed descriptor {d!r}")
                 out = bufpool.pool.take(nbytes)
                 bufs.append(out)
-                self.pending.append((out, codec, itemsize, compression.stream_chunk(itemsize, nbytes)))
+                self.pending.append((out, codec, itemsize, compression.stream_chunk(itemsize, nbytes, codec)))
             self.parts.append(bufs)
         self.offset = 0
         self.remaining = sum(-(-p[0].nbytes // p[3]) for p in self.pending)  # chunks to come

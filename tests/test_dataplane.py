@@ -213,18 +213,23 @@ def test_several_streamed_values_in_one_reply(tcp_pair):
     assert cl.submit(both, x, y, workers=[b], pure=False).result(timeout=30) == expected
 
 
-def test_encode_streams_only_compressible_buffers():
+def test_encode_streams_large_buffers_compressed_only_when_it_pays():
     from frisky import compression, dataplane
 
-    frames = dataplane.dumps(make_streamable("pair"))
+    value = make_streamable("pair")
+    frames = dataplane.dumps(value)
     streams = []
     descs, out = dataplane.encode(frames, same_host=False, compress=True, streams=streams)
-    kinds = [d[0] for d in descs]
-    assert kinds.count(dataplane.STREAMED) == 1  # the arange
-    assert len(streams) == 1 and streams[0][1] != compression.NONE
-    # the random buffer goes as is: the very memory of the array, not a copy
-    assert kinds == [dataplane.RAW, dataplane.STREAMED, dataplane.RAW]
-    assert len(out) == 2 and out[1] is frames[2]
+    assert [d[0] for d in descs] == [dataplane.RAW, dataplane.STREAMED, dataplane.STREAMED]
+    assert len(out) == 1  # only the pickle stream travels in the reply itself
+    (_, arange_codec, _), (_, random_codec, _) = streams
+    assert arange_codec != compression.NONE and random_codec == compression.NONE
+    # the random buffer's chunks are the very memory of the array, never compressed or copied
+    step = compression.stream_chunk(8, value["r"].nbytes, compression.NONE)
+    random_chunks = list(dataplane.chunks(streams[1:]))
+    assert len(random_chunks) == -(-value["r"].nbytes // step)
+    assert all(np.shares_memory(np.frombuffer(c, np.uint8), value["r"]) for c in random_chunks)
+    assert b"".join(bytes(c) for c in random_chunks) == value["r"].tobytes()
 
 
 def test_incoming_rebuilds_values_and_stays_in_step_after_a_corrupt_chunk():
