@@ -428,7 +428,7 @@ def stream_chunk(itemsize: int, nbytes: int = 0, codec: int = LZ4) -> int:
     chunk shuffles on its own. Sender and receiver both derive it from the descriptor.
 
     Uncompressed (``NONE``) chunks are always ``STREAM_CHUNK``: workers allocate buffers up to
-    that size from the heap (see ``frisky.zygote``), so ZeroMQ receives each chunk into warm
+    that size from the heap (see ``frisky.malloc_tuning``), so ZeroMQ receives each chunk into warm
     memory; over loopback 1 MiB went 2.5 GB/s, 4 MiB 2.3, one 256 MiB frame 1.1-1.8."""
     if codec == NONE:
         step = STREAM_CHUNK

@@ -22,11 +22,9 @@ import subprocess
 import sys
 import threading
 
-from frisky.compression import STREAM_CHUNK
+from frisky import malloc_tuning
 
 _MAX_MSG = 1 << 20
-# glibc's mmap threshold in workers: a streamed chunk and ZeroMQ's header fit under it
-MMAP_THRESHOLD = STREAM_CHUNK + (64 << 10)
 
 
 class Process:
@@ -112,12 +110,7 @@ class Zygote:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # let our children cache bytecode
-        # a fixed mmap threshold: big buffers go back to the OS when freed, instead of glibc
-        # raising the threshold and keeping them in the heap (RSS would drift past limits).
-        # It sits just above a streamed TCP chunk (plus ZeroMQ's header), so each chunk
-        # ZeroMQ receives reuses heap memory the last one freed instead of faulting in a
-        # fresh mapping: 1.1 -> 2.5 GB/s for incompressible data over loopback.
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
+        malloc_tuning.set_env(env)
         _hugepages(env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "frisky.zygote", str(child.fileno())],

@@ -17,13 +17,18 @@ def _free_port() -> int:
 
 
 CLIENT = """
-import sys, frisky
+import sys, cloudpickle, frisky
+import test_malloc_tuning
+from test_malloc_tuning import CHUNK, malloc_is_mmapped
+cloudpickle.register_pickle_by_value(test_malloc_tuning)  # the workers cannot import it
 def square(x):
     return x * x
 with frisky.Client(sys.argv[1], timeout=20) as c:
     c.wait_for_workers(2, timeout=30)
     info = c.scheduler_info()
     assert all(a.startswith("tcp://127.0.0.1:") for a in info["workers"]), info["workers"]
+    # a worker started by hand tunes malloc as forked ones do
+    assert c.submit(malloc_is_mmapped, CHUNK, pure=False).result() is False
     print(sum(c.gather(c.map(square, range(100)))))
 """
 
@@ -55,7 +60,7 @@ def test_scheduler_and_workers_from_the_command_line(procs, tmp_path):
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
     out = subprocess.run([sys.executable, str(script), address], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path])})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(sum(x * x for x in range(100)))
 

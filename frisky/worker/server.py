@@ -682,6 +682,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.die_with_parent:
         _die_with_parent()
+    from frisky import malloc_tuning
+
+    malloc_tuning.set_mmap_threshold()  # forked workers have it from the fork server; by hand too
     sockets.check_address(args.address)
     total = config.total_memory()
     limit = config.parse_bytes(args.memory_limit, total)
