@@ -255,3 +255,9 @@ def test_incoming_rebuilds_values_and_stays_in_step_after_a_corrupt_chunk():
     assert [bad.feed(ch) for ch in broken][-1] is True  # every message still counted
     with pytest.raises(ValueError):
         bad.values()
+
+    short = dataplane.Incoming(["k"], [descs], out)
+    cut = [*chunks[:-1], bytes(chunks[-1])[:-8]]  # the random buffer's last, uncompressed chunk
+    assert [short.feed(ch) for ch in cut][-1] is True
+    with pytest.raises(ValueError, match="raw chunk"):
+        short.values()
