@@ -27,13 +27,15 @@ class LocalCluster:
     """Start a scheduler and ``n_workers`` workers here; a context manager.
 
     Use ``cluster.get_client()`` or ``frisky.Client(cluster)``; other processes can
-    join with ``frisky.Client(cluster.scheduler_address)``.
+    join with ``frisky.Client(cluster.scheduler_address)``. Given neither ``n_workers`` nor
+    ``threads_per_worker``, as with dask: a single-threaded worker process per core, or with
+    ``processes=False`` one worker with a thread per core.
     """
 
     def __init__(
         self,
         n_workers: int | None = None,
-        threads_per_worker: int = 1,
+        threads_per_worker: int | None = None,
         processes: bool = True,
         memory_limit: str | int | float | None = "auto",
         scheduler_port: int = 0,
@@ -44,8 +46,13 @@ class LocalCluster:
         timeout: float | None = None,
         restart_workers: bool = True,
     ) -> None:
+        if n_workers is None and threads_per_worker is None and not processes:
+            # as dask does: threads share one GIL, so one worker with a thread per core
+            n_workers, threads_per_worker = 1, os.cpu_count() or 1
         if n_workers is None:
             n_workers = os.cpu_count() or 1
+        if threads_per_worker is None:
+            threads_per_worker = 1
         if n_workers < 0:
             raise ValueError(f"n_workers must be >= 0, not {n_workers}")
         if threads_per_worker < 1:

@@ -243,6 +243,18 @@ def test_threads_cluster_passes_objects_by_reference():
             cl.submit(boom, 1).result(timeout=10)
 
 
+def test_default_workers_and_threads_are_daskish():
+    cores = os.cpu_count() or 1
+    with frisky.LocalCluster(processes=False) as c, c.get_client() as cl:
+        # threads share one GIL: one worker with a thread per core, as dask does
+        assert [w["nthreads"] for w in cl.scheduler_info()["workers"].values()] == [cores]
+        assert cl.gather(cl.map(inc, range(20))) == list(range(1, 21))
+    with frisky.LocalCluster(n_workers=2, processes=False) as c, c.get_client() as cl:
+        assert [w["nthreads"] for w in cl.scheduler_info()["workers"].values()] == [1, 1]
+    with frisky.LocalCluster(threads_per_worker=2, processes=False) as c, c.get_client() as cl:
+        assert [w["nthreads"] for w in cl.scheduler_info()["workers"].values()] == [2] * cores
+
+
 def test_worker_kill_recovers_with_correct_results():
     with frisky.LocalCluster(n_workers=2) as c, c.get_client() as cl:
         futs = cl.map(slow_inc, range(40), [0.05] * 40)
