@@ -90,19 +90,6 @@ class Process:
     stdout = None
 
 
-def _hugepages(env: dict) -> None:
-    """Ask glibc to back large mmapped allocations with transparent huge pages.
-
-    A large message ZeroMQ receives lands in a fresh malloc'd buffer; page-faulting it in
-    4 KiB pages costs more than the copy from the socket (~2x the receive CPU here), as it
-    would for any large buffer a task allocates. numpy does the same for its own arrays.
-    """
-    tunable = "glibc.malloc.hugetlb=1"
-    current = env.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" not in current:
-        env["GLIBC_TUNABLES"] = f"{current}:{tunable}" if current else tunable
-
-
 class Zygote:
     """The parent's handle on the fork server."""
 
@@ -111,7 +98,6 @@ class Zygote:
         env = dict(os.environ)
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # let our children cache bytecode
         malloc_tuning.set_env(env)
-        _hugepages(env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "frisky.zygote", str(child.fileno())],
             pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,
