@@ -167,7 +167,8 @@ def chunks(streams: list):
             total += now() - t0
             count += 1
             yield payload
-        add("tcp.send.compress", count, total)
+        # uncompressed chunks are views sent as they are: a step of their own, not a codec's
+        add("tcp.send.compress" if codec else "tcp.send.raw", count, total)
 
 
 class Incoming:
@@ -201,7 +202,7 @@ class Incoming:
         self.offset = 0
         self.remaining = sum(-(-p[0].nbytes // p[3]) for p in self.pending)  # chunks to come
         self.error: ValueError | None = None
-        self.busy = 0  # ns spent decompressing
+        self.busy = [0, 0]  # ns spent copying uncompressed chunks, and decompressing
 
     def feed(self, chunk: Any) -> bool:
         """Place the next chunk; True once the last one has arrived.
@@ -212,11 +213,12 @@ class Incoming:
         self.remaining -= 1
         if self.error is None:
             t0 = now()
+            compressed = self.pending[0][1] != compression.NONE
             try:
                 self._place(chunk)
             except ValueError as e:
                 self.error = e
-            self.busy += now() - t0
+            self.busy[compressed] += now() - t0
         return self.remaining <= 0
 
     def _place(self, chunk: Any) -> None:
@@ -233,8 +235,11 @@ class Incoming:
         """The reply's values, once every chunk arrived. ValueError if one was corrupt."""
         if self.error is not None:
             raise self.error
-        if self.busy:
-            recorder.add("tcp.recv.decompress", 1, self.busy)
+        copying, decompressing = self.busy
+        if copying:
+            recorder.add("tcp.recv.copy", 1, copying)
+        if decompressing:
+            recorder.add("tcp.recv.decompress", 1, decompressing)
         return {k: loads(bufs) for k, bufs in zip(self.keys, self.parts)}
 
 
