@@ -58,15 +58,29 @@ class WorkerState:
             self.missing_of[tid] = missing
             for k in missing:
                 self.needed_by.setdefault(k, set()).add(tid)
-                if k not in self.fetching:
-                    spec = where.get(k)
-                    if spec is None:
-                        continue
-                    addr, nbytes = spec
-                    self.fetching[k] = addr
-                    self.sizes[k] = nbytes
-                    self._plan(k, addr, fetch)
+                spec = where.get(k)
+                if spec is None:
+                    continue
+                addr, nbytes = spec
+                asked = self.fetching.get(k)
+                if asked == addr:
+                    continue
+                if asked is not None:
+                    # the scheduler says it is elsewhere now (its holder died and it was
+                    # recomputed): give up on the old request, whose answer may never come
+                    self._abandon(k)
+                self.fetching[k] = addr
+                self.sizes[k] = nbytes
+                self._plan(k, addr, fetch)
         return ready, fetch
+
+    def _abandon(self, key: str) -> None:
+        queued = [q for q in self.queued if q[0] == key]
+        if queued:
+            self.queued = [q for q in self.queued if q[0] != key]
+        else:
+            self.in_flight -= self.sizes.get(key, 0)
+        del self.fetching[key]
 
     def _plan(self, key: str, address: str, fetch: dict[str, list[str]]) -> None:
         """Fetch now if it fits in the bytes allowed in flight (one always may), else queue."""
@@ -90,6 +104,11 @@ class WorkerState:
         """A peer answered. Returns (tasks now ready, [(tid, keys it lacks)] to report)."""
         ready: list[Task] = []
         report: list[tuple[int, list[str]]] = []
+        # only answers to what we are still asking this peer for: not to a request
+        # abandoned when the key moved to another worker
+        fetching = self.fetching
+        values = {k: v for k, v in values.items() if fetching.get(k) == address}
+        missing = [k for k in missing if fetching.get(k) == address]
         for k, v in values.items():
             self.fetching.pop(k, None)
             nbytes = self.sizes.get(k, 0)
