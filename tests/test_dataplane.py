@@ -235,6 +235,21 @@ def test_producer_killed_while_streaming_over_tcp_leaves_a_right_answer():
         assert y.result(timeout=60) == expected
 
 
+@pytest.mark.timeout(90)
+def test_value_restricted_by_worker_name_is_recomputed_on_its_replacement_over_tcp():
+    n = 16 * (1 << 20) // 8
+    expected = checksum(random_floats(n))
+    with frisky.LocalCluster(n_workers=2, transport="tcp") as c, c.get_client() as cl:
+        by_name = {w["name"]: w for w in cl.scheduler_info()["workers"].values()}
+        x = cl.submit(random_floats, n, workers=["0"], pure=False)  # names, as dask allows
+        frisky.wait([x], timeout=30)
+        y = cl.submit(checksum, x, workers=["1"], pure=False)
+        os.kill(by_name["0"]["pid"], signal.SIGKILL)
+        # the replacement worker "0" listens on a new port; x is recomputed there and
+        # worker "1" fetches it from the new address, not the dead one
+        assert y.result(timeout=60) == expected
+
+
 def test_encode_streams_large_buffers_compressed_only_when_it_pays():
     from frisky import compression, dataplane
 

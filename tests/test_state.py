@@ -151,3 +151,19 @@ def test_submit_fills_every_column_for_new_and_reused_rows():
             out = s.flush()
         s.release(1, keys)
         assert not s.key_tid and s.functions == {}
+
+
+def test_restrictions_may_name_workers_and_follow_a_replacement_with_that_name():
+    s, (w0, w1) = make()
+    s.submit(1, ["x"], 0, [FID], [b"fn"], [b"p"], workers=["1"])
+    (c,) = computes(s.flush())
+    assert c[1] == w1, "restricted by name, as dask allows"
+    s.remove_worker(w1)  # killed while running x: x waits for a worker named "1"
+    assert not computes(s.flush())
+    w2 = s.add_worker({"address": "sim://new-port", "name": "1", "nthreads": 1})
+    (c,) = computes(s.flush())
+    assert c[1] == w2, "its replacement has a new address but the same name"
+    # an address still works, and a name that matches no worker waits
+    s.submit(1, ["y"], 0, [FID], [b"fn"], [b"q"], workers=["sim://w0"])
+    s.submit(1, ["z"], 0, [FID], [b"fn"], [b"r"], workers=["nobody"])
+    assert [c[1] for c in computes(s.flush())] == [w0]

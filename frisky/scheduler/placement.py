@@ -16,7 +16,7 @@ from frisky.scheduler.task_states import (
     PROCESSING,
     QUEUED,
 )
-from frisky.scheduler.worker_events import WorkerInfo
+from frisky.scheduler.worker_events import WorkerInfo, allowed
 
 
 class Placement:
@@ -41,7 +41,6 @@ class Placement:
         min_tasks = nthreads * self.min_per_thread
         tracked = self.tracked
         trestrict = self.trestrict
-        address = wi.address
         room_n, room_s = self._capacity(wi)
         taken = 0
         load = 0.0
@@ -58,7 +57,7 @@ class Placement:
                 if tstate[tid] != QUEUED:
                     continue
                 r = trestrict[tid]
-                if r is not None and address not in r:
+                if r is not None and not allowed(wi, r):
                     # belongs to a worker that has not joined yet
                     self._deferred.append(tid)
                     continue

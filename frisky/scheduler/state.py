@@ -74,6 +74,7 @@ class SchedulerState(WorkerEvents, Placement):
         # workers and clients
         self.workers: list[WorkerInfo | None] = []
         self.worker_by_address: dict[str, int] = {}
+        self.worker_by_name: dict[str, int] = {}  # restrictions may name workers, as in dask
         self.clients: dict[int, set[int]] = {}  # client id -> tids it wants
         self.tracked: set[int] = set()  # tids whose client is told when they start (executor submit)
         self._running: dict[int, list[int]] = {}
@@ -366,8 +367,8 @@ class SchedulerState(WorkerEvents, Placement):
         restrict = self.trestrict[tid]
         if restrict is not None:
             best = None
-            for addr in restrict:
-                w = self.worker_by_address.get(addr)
+            for ref in restrict:
+                w = self.worker_for(ref)
                 if w is not None and (best is None or len(self.workers[w].processing) < len(self.workers[best].processing)):
                     best = w
             if best is None:
@@ -637,7 +638,7 @@ class SchedulerState(WorkerEvents, Placement):
         self.clients.setdefault(cid, set())
         alive = [w.idx for w in self.workers if w is not None and w.alive]
         if workers:
-            alive = [self.worker_by_address[a] for a in workers if a in self.worker_by_address] or alive
+            alive = [w for w in map(self.worker_for, workers) if w is not None] or alive
         for key, blob in zip(keys, inline):
             tid = self.key_tid.get(key)
             if tid is not None:

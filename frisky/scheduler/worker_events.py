@@ -42,6 +42,11 @@ class WorkerInfo:
         self.metrics: dict = {}
 
 
+def allowed(wi: WorkerInfo, restrict: tuple) -> bool:
+    """Whether a task restricted to ``restrict`` (addresses or names) may run on ``wi``."""
+    return wi.address in restrict or wi.name in restrict
+
+
 class WorkerEvents:
     """Workers joining and leaving, and what they report: finished, erred, cancelled, missing."""
 
@@ -54,17 +59,23 @@ class WorkerEvents:
         if old is not None:
             self.remove_worker(old)
         self.worker_by_address[wi.address] = w
+        self.worker_by_name[wi.name] = w
         # restricted tasks waiting for this worker
         if self.ready:
             keep = deque()
             for tid in self.ready:
                 r = self.trestrict[tid]
-                if r is not None and wi.address in r and self.tstate[tid] == QUEUED:
+                if r is not None and allowed(wi, r) and self.tstate[tid] == QUEUED:
                     wi.ready.append(tid)
                 else:
                     keep.append(tid)
             self.ready = keep
         return w
+
+    def worker_for(self, ref: str) -> int | None:
+        """The live worker a restriction's entry means: an address, else a name."""
+        w = self.worker_by_address.get(ref)
+        return self.worker_by_name.get(ref) if w is None else w
 
     def alive_workers(self) -> list[WorkerInfo]:
         return [w for w in self.workers if w is not None and w.alive]
@@ -77,6 +88,8 @@ class WorkerEvents:
         wi.alive = False
         if self.worker_by_address.get(wi.address) == w:
             del self.worker_by_address[wi.address]
+        if self.worker_by_name.get(wi.name) == w:
+            del self.worker_by_name[wi.name]
         tstate = self.tstate
         # tasks it was running: the first nthreads were executing, so they are suspects
         for n, tid in enumerate(list(wi.processing)):
