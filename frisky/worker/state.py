@@ -75,11 +75,11 @@ class WorkerState:
         return ready, fetch
 
     def _abandon(self, key: str) -> None:
-        queued = [q for q in self.queued if q[0] == key]
-        if queued:
-            self.queued = [q for q in self.queued if q[0] != key]
-        else:
+        """Forget the request for ``key``: sent (its bytes leave the in-flight count) or queued."""
+        kept = [q for q in self.queued if q[0] != key]
+        if len(kept) == len(self.queued):
             self.in_flight -= self.sizes.get(key, 0)
+        self.queued = kept
         del self.fetching[key]
 
     def _plan(self, key: str, address: str, fetch: dict[str, list[str]]) -> None:
