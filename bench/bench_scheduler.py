@@ -20,8 +20,8 @@ import tracemalloc
 
 import pytest
 
+from frisky.data.serialize import PickleCodec
 from frisky.scheduler.state import SchedulerState
-from frisky.serialize import PickleCodec
 
 # pyproject's 60 s test timeout is too short for a few rounds on a busy machine
 pytestmark = pytest.mark.timeout(600)

@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Client": "frisky.client",
+    "Client": "frisky.client.client",
     "FriskyError": "frisky.errors",
     "KilledWorker": "frisky.errors",
     "DataLost": "frisky.errors",
     "SchedulerGone": "frisky.errors",
-    "LocalCluster": "frisky.cluster",
-    "FriskyExecutor": "frisky.executor",
-    "Future": "frisky.future",
-    "wait": "frisky.future",
-    "as_completed": "frisky.future",
-    "ALL_COMPLETED": "frisky.future",
-    "FIRST_COMPLETED": "frisky.future",
-    "FIRST_EXCEPTION": "frisky.future",
-    "SerializationError": "frisky.serialize",
+    "LocalCluster": "frisky.deploy.cluster",
+    "FriskyExecutor": "frisky.client.executor",
+    "Future": "frisky.client.future",
+    "wait": "frisky.client.future",
+    "as_completed": "frisky.client.future",
+    "ALL_COMPLETED": "frisky.client.future",
+    "FIRST_COMPLETED": "frisky.client.future",
+    "FIRST_EXCEPTION": "frisky.client.future",
+    "SerializationError": "frisky.data.serialize",
 }
 
 __all__ = [
@@ -34,11 +34,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from frisky.client import Client
-    from frisky.cluster import LocalCluster
-    from frisky.errors import DataLost, FriskyError, KilledWorker, SchedulerGone
-    from frisky.executor import FriskyExecutor
-    from frisky.future import (
+    from frisky.client.client import Client
+    from frisky.client.executor import FriskyExecutor
+    from frisky.client.future import (
         ALL_COMPLETED,
         FIRST_COMPLETED,
         FIRST_EXCEPTION,
@@ -46,7 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
         as_completed,
         wait,
     )
-    from frisky.serialize import SerializationError
+    from frisky.data.serialize import SerializationError
+    from frisky.deploy.cluster import LocalCluster
+    from frisky.errors import DataLost, FriskyError, KilledWorker, SchedulerGone
 
 
 def __getattr__(name: str):

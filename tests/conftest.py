@@ -33,7 +33,7 @@ def _leftovers() -> set[str]:
 
 def _is_zygote(p: psutil.Process) -> bool:
     try:
-        return "frisky.zygote" in " ".join(p.cmdline())
+        return "frisky.deploy.zygote" in " ".join(p.cmdline())
     except psutil.Error:
         return False
 
@@ -84,7 +84,7 @@ def any_client(request):
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_at_exit():
     yield
-    from frisky import zygote
+    from frisky.deploy import zygote
 
     zygote.shutdown()
     me = psutil.Process()

@@ -8,7 +8,7 @@ import blosc2
 import numpy as np
 import pytest
 
-from frisky import blosc, compression
+from frisky.data import blosc, compression
 
 pytestmark = pytest.mark.skipif(not blosc.available(), reason="the blosc2 C library is not loadable")
 

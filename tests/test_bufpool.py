@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import frisky
-from frisky import bufpool
+from frisky.data import bufpool
 
 pytestmark = pytest.mark.timeout(60)
 MiB = 1 << 20

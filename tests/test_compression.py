@@ -1,4 +1,4 @@
-"""Codecs, byteshuffle and the sampling choice in frisky.compression."""
+"""Codecs, byteshuffle and the sampling choice in frisky.data.compression."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from frisky import compression as c
+from frisky.data import compression as c
 from frisky.telemetry import recorder
 
 CODECS = [c.NONE, c.LZ4, c.ZSTD, c.LZ4 | c.SHUFFLE, c.ZSTD | c.SHUFFLE,

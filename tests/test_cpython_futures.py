@@ -157,10 +157,10 @@ def assert_python_ok(*args):
 
 
 def _is_fork_server(p):
-    """Frisky's fork server (a direct child running frisky.zygote) outlives executors on
+    """Frisky's fork server (a direct child running frisky.deploy.zygote) outlives executors on
     purpose, like multiprocessing's forkserver: it is not an executor's process."""
     try:
-        return p.ppid() == os.getpid() and "frisky.zygote" in " ".join(p.cmdline())
+        return p.ppid() == os.getpid() and "frisky.deploy.zygote" in " ".join(p.cmdline())
     except psutil.Error:
         return False
 

@@ -251,7 +251,7 @@ def test_value_restricted_by_worker_name_is_recomputed_on_its_replacement_over_t
 
 
 def test_encode_streams_large_buffers_compressed_only_when_it_pays():
-    from frisky import compression, dataplane
+    from frisky.data import compression, dataplane
 
     value = make_streamable("pair")
     frames = dataplane.dumps(value)
@@ -270,7 +270,7 @@ def test_encode_streams_large_buffers_compressed_only_when_it_pays():
 
 
 def test_incoming_rebuilds_values_and_stays_in_step_after_a_corrupt_chunk():
-    from frisky import dataplane
+    from frisky.data import dataplane
     from frisky.telemetry import recorder
 
     before = {k: v[0] for k, v in recorder.totals.items()}

@@ -6,7 +6,7 @@ import weakref
 
 import pytest
 
-from frisky.deps import DepRef, extract, substitute
+from frisky.data.deps import DepRef, extract, substitute
 
 pytestmark = pytest.mark.timeout(10)
 

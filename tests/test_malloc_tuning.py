@@ -9,8 +9,8 @@ import platform
 import pytest
 
 import frisky
-from frisky import compression
-from frisky.malloc_tuning import MMAP_THRESHOLD
+from frisky.data import compression
+from frisky.deploy.malloc_tuning import MMAP_THRESHOLD
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 

@@ -131,7 +131,7 @@ def test_multiframe_compressible_and_incompressible(sf):
 
 def _have_compression() -> bool:
     try:
-        import frisky.compression  # noqa: F401
+        import frisky.data.compression  # noqa: F401
     except ImportError:
         return False
     return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from frisky import zygote
+from frisky.deploy import zygote
 
 
 def test_two_threads_wait_for_one_killed_process(tmp_path):

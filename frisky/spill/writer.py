@@ -71,11 +71,11 @@ class _Ready:
 
 
 def load_codecs() -> Any:
-    """The ``frisky.compression`` module, or None where it is not available (store raw)."""
+    """The ``frisky.data.compression`` module, or None where it is not available (store raw)."""
     try:
-        from frisky import compression
+        from frisky.data import compression
     except ModuleNotFoundError as e:
-        if e.name != "frisky.compression":
+        if e.name != "frisky.data.compression":
             raise
         return None
     return compression

@@ -14,7 +14,8 @@ import os
 import threading
 from typing import Any
 
-from frisky import bufpool, config, dataplane
+from frisky import config
+from frisky.data import bufpool, dataplane
 from frisky.telemetry import count, now, recorder
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,11 @@ from typing import Any
 
 import zmq
 
-from frisky import bufpool, compression, config, dataplane, protocol, shm
-from frisky.deps import substitute
+from frisky import config, protocol, shm
+from frisky.data import bufpool, compression, dataplane
+from frisky.data.deps import substitute
+from frisky.data.serialize import PickleCodec, format_exception
 from frisky.protocol import pack, unpack
-from frisky.serialize import PickleCodec, format_exception
 from frisky.telemetry import now, recorder
 from frisky.worker.memory import MemoryManager
 from frisky.worker.state import WorkerState
@@ -682,7 +683,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.die_with_parent:
         _die_with_parent()
-    from frisky import malloc_tuning
+    from frisky.deploy import malloc_tuning
 
     malloc_tuning.set_mmap_threshold()  # forked workers have it from the fork server; by hand too
     sockets.check_address(args.address)

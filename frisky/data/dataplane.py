@@ -23,7 +23,8 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from frisky import bufpool, compression, config, shm
+from frisky import config, shm
+from frisky.data import bufpool, compression
 from frisky.telemetry import now, recorder
 
 RAW, SHM, PACKED, STREAMED = 0, 1, 2, 3

@@ -95,8 +95,8 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- threads
     def _start_threads(self, port: int, dashboard_address: str | None) -> None:
+        from frisky.data.serialize import LocalCodec, ObjectTable
         from frisky.scheduler.server import SchedulerServer
-        from frisky.serialize import LocalCodec, ObjectTable
         from frisky.worker.server import Worker
 
         self.ctx = zmq.Context()
@@ -124,13 +124,13 @@ class LocalCluster:
 
     def codec(self):
         """The codec clients of this cluster use (by reference in-process, pickles otherwise)."""
-        from frisky.serialize import LocalCodec, PickleCodec
+        from frisky.data.serialize import LocalCodec, PickleCodec
 
         return LocalCodec(self.table) if self.table is not None else PickleCodec()
 
     # -------------------------------------------------------------- processes
     def _start_processes(self, port: int, dashboard_address: str | None) -> None:
-        from frisky import zygote
+        from frisky.deploy import zygote
 
         self.ctx = zmq.Context.instance()
         self._ipc_dir = sockets.private_ipc_dir()
@@ -231,8 +231,8 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- public
     def get_client(self, **kwargs):
-        """A :class:`~frisky.client.Client` connected to this cluster."""
-        from frisky.client import Client
+        """A :class:`~frisky.client.client.Client` connected to this cluster."""
+        from frisky.client.client import Client
 
         return Client(self, **kwargs)
 

@@ -2,7 +2,7 @@
 
 It sends what user threads queued (single submissions batched into one message per run,
 releases riding with them) and completes futures and map jobs as results arrive. A mixin
-of :class:`~frisky.client.Client`.
+of :class:`~frisky.client.client.Client`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 import zmq
 
 from frisky import config, protocol
+from frisky.client.future import Future, Remote
+from frisky.client.map_job import Failed, MapJob
+from frisky.data.serialize import attach_traceback
 from frisky.errors import _ERROR_KINDS, FriskyError, SchedulerGone
-from frisky.future import Future, Remote
-from frisky.map_job import Failed, MapJob
 from frisky.protocol import pack, unpack
-from frisky.serialize import attach_traceback
 from frisky.zmq import sockets
 
 _LAZY_FLUSH_MS = 5  # releases wait at most this long for a ride with other traffic

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from frisky.future import Future
+from frisky.client.future import Future
 
 _interpreter_exiting = False
 
@@ -80,14 +80,14 @@ class _Resources:
 class FriskyExecutor(concurrent.futures.Executor):
     """Run calls on a Frisky cluster, with the exact semantics of the stdlib's executors.
 
-    Without ``address`` it starts a private :class:`~frisky.cluster.LocalCluster` of
+    Without ``address`` it starts a private :class:`~frisky.deploy.cluster.LocalCluster` of
     ``max_workers`` worker processes (extra keywords go to it); with one, it joins that
     scheduler. Each ``submit`` runs its call once, even with equal arguments.
     """
 
     def __init__(self, max_workers: int | None = None, address: Any = None, **cluster_kwargs) -> None:
-        from frisky.client import Client
-        from frisky.cluster import LocalCluster
+        from frisky.client.client import Client
+        from frisky.deploy.cluster import LocalCluster
 
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
@@ -112,7 +112,7 @@ class FriskyExecutor(concurrent.futures.Executor):
 
     @property
     def client(self):
-        """The :class:`~frisky.client.Client` this executor submits through."""
+        """The :class:`~frisky.client.client.Client` this executor submits through."""
         return self._res.client
 
     def _check_open(self) -> None:

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from frisky.compression import STREAM_CHUNK
+from frisky.data.compression import STREAM_CHUNK
 
 MMAP_THRESHOLD = STREAM_CHUNK + (64 << 10)
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h

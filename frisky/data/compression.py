@@ -195,7 +195,7 @@ def _blosc_compress(piece: memoryview, codec: int, itemsize: int, nthreads: int 
     as bytes of its compressed size: a fresh output per chunk cost an mmap, page faults and
     an munmap each (a TCP stream of compressible data ran 20% faster without them).
     """
-    from frisky import blosc
+    from frisky.data import blosc
 
     if blosc.available():
         if piece.nbytes <= _SCRATCH_MAX:
@@ -343,7 +343,7 @@ def _chunk_table(mv: memoryview, nbytes: int, step: int) -> tuple[int, ...]:
 def _blosc_into(mv: memoryview, out: memoryview, nthreads: int | None = None) -> None:
     """Decompress one blosc2 chunk into ``out``, which it must fill exactly: through the C
     library when it loads, else through the module."""
-    from frisky import blosc
+    from frisky.data import blosc
 
     if blosc.available():
         blosc.decompress_into(mv, out, nthreads)
@@ -428,7 +428,7 @@ def stream_chunk(itemsize: int, nbytes: int = 0, codec: int = LZ4) -> int:
     chunk shuffles on its own. Sender and receiver both derive it from the descriptor.
 
     Uncompressed (``NONE``) chunks are always ``STREAM_CHUNK``: workers allocate buffers up to
-    that size from the heap (see ``frisky.malloc_tuning``), so ZeroMQ receives each chunk into warm
+    that size from the heap (see ``frisky.deploy.malloc_tuning``), so ZeroMQ receives each chunk into warm
     memory; over loopback 1 MiB went 2.5 GB/s, 4 MiB 2.3, one 256 MiB frame 1.1-1.8."""
     if codec == NONE:
         step = STREAM_CHUNK
@@ -440,7 +440,7 @@ def stream_chunk(itemsize: int, nbytes: int = 0, codec: int = LZ4) -> int:
 def compress_chunk(piece: memoryview, codec: int, itemsize: int = 1,
                    nthreads: int | None = None) -> bytes | memoryview:
     """One streamed chunk: compressed with ``codec``, or ``piece`` itself if that is no smaller.
-    ``nthreads``: blosc2 threads (default ``frisky.blosc.THREADS``)."""
+    ``nthreads``: blosc2 threads (default ``frisky.data.blosc.THREADS``)."""
     if codec & BLOSC:
         out = _blosc_compress(piece, codec, itemsize, nthreads)
     else:

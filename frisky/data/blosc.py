@@ -5,7 +5,7 @@ out again and holds the GIL throughout unless ``set_releasegil`` is flipped proc
 4 MiB chunks of ``arange`` float64 that costs twice the CPU of the codec itself. The C library
 it ships, called through ctypes, writes straight into our buffers and releases the GIL for the
 whole call. Its chunks are ordinary blosc2 chunks, so ``blosc2.decompress`` (and
-:func:`frisky.compression.decompress` with the ``BLOSC`` flag) reads them, and vice versa.
+:func:`frisky.data.compression.decompress` with the ``BLOSC`` flag) reads them, and vice versa.
 
 The library keeps its own global context (apart from the module's), whose calls it serialises.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 OVERHEAD = 32  # BLOSC2_MAX_OVERHEAD: a chunk never exceeds the input by more than this
 SHUFFLE = 1  # BLOSC_SHUFFLE
-_NAMES = {1: b"lz4", 2: b"zstd"}  # frisky.compression.LZ4 / ZSTD
+_NAMES = {1: b"lz4", 2: b"zstd"}  # frisky.data.compression.LZ4 / ZSTD
 
 # Threads per call, unless a caller says otherwise. A second thread doubles the spill
 # codecs here (arange writes 3.8 -> 5.6 GB/s); a TCP stream asks for one instead, since
@@ -80,7 +80,7 @@ def compress_into(src: Any, dst: Any, base: int, typesize: int, clevel: int = 1,
                   nthreads: int | None = None) -> int:
     """Shuffle and compress ``src`` into ``dst`` (writable); return the bytes written.
 
-    ``base`` is ``frisky.compression.LZ4`` or ``ZSTD``; ``dst`` needs ``len(src) + OVERHEAD``
+    ``base`` is ``frisky.data.compression.LZ4`` or ``ZSTD``; ``dst`` needs ``len(src) + OVERHEAD``
     bytes to be sure to fit; ``nthreads`` defaults to ``THREADS``. Raises ValueError on a
     codec error or when it does not fit.
     """

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from concurrent.futures import CancelledError
 from typing import Any
 
-from frisky.future import Remote
+from frisky.client.future import Remote
 
 _PENDING = object()
 _CANCELLED = object()

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 
-from frisky import malloc_tuning
+from frisky.deploy import malloc_tuning
 
 _MAX_MSG = 1 << 20
 
@@ -99,7 +99,7 @@ class Zygote:
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # let our children cache bytecode
         malloc_tuning.set_env(env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "frisky.zygote", str(child.fileno())],
+            [sys.executable, "-m", "frisky.deploy.zygote", str(child.fileno())],
             pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,
         )
         child.close()

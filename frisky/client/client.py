@@ -25,14 +25,16 @@ from typing import Any
 
 import zmq
 
-from frisky import config, dataplane, map_job, protocol
-from frisky.client_io import _BATCH, ClientIO
-from frisky.deps import extract, has_futures
+from frisky import config, protocol
+from frisky.client import map_job
+from frisky.client.future import Future, Remote, wait
+from frisky.client.io import _BATCH, ClientIO
+from frisky.client.map_job import MapJob
+from frisky.data import dataplane
+from frisky.data.deps import extract, has_futures
+from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
 from frisky.errors import SchedulerGone
-from frisky.future import Future, Remote, wait
-from frisky.map_job import MapJob
 from frisky.protocol import pack, unpack, wire_key
-from frisky.serialize import _ATOMIC, PickleCodec, is_atomic
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
 
@@ -48,14 +50,14 @@ def _funcname(fn: Callable) -> str:
 
 
 class Client(ClientIO):
-    """Connect to a scheduler (an address, or a :class:`~frisky.cluster.LocalCluster`).
+    """Connect to a scheduler (an address, or a :class:`~frisky.deploy.cluster.LocalCluster`).
 
     ``Client()`` with no address starts a private LocalCluster and closes it on close.
     """
 
     def __init__(self, address: Any = None, *, timeout: float | None = None, name: str | None = None,
                  **cluster_kwargs) -> None:
-        from frisky.cluster import LocalCluster
+        from frisky.deploy.cluster import LocalCluster
 
         self._owned_cluster = None
         self.cluster = None

@@ -19,7 +19,7 @@ import traceback
 from typing import Any
 
 from frisky import config
-from frisky.deps import DepRef
+from frisky.data.deps import DepRef
 
 _ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
 _ATOMIC_ARGS = _ATOMIC | {DepRef}  # what plain pickle takes by value in a flat argument tuple

@@ -1,0 +1,1 @@
+"""How a value becomes bytes and travels: serialization, codecs, the data plane."""
