@@ -27,7 +27,7 @@ import zmq
 
 from frisky import config, protocol
 from frisky.client import map_job
-from frisky.client.future import Future, Remote, wait
+from frisky.client.future import _DONE_STATES, Future, Remote, wait
 from frisky.client.io import _BATCH, ClientIO
 from frisky.client.map_job import MapJob
 from frisky.data import dataplane
@@ -554,6 +554,12 @@ class Client(ClientIO):
             return
         self._outbox.append([protocol.header(protocol.CANCEL, wkeys)])
         self.waker.wake()
+
+    def _keep_until_done(self, f: Future) -> None:
+        """Hold ``f`` until it completes (the I/O thread lets go after completing it)."""
+        self._held[f._wkey] = f
+        if f._state in _DONE_STATES:  # completed meanwhile: the I/O thread may have let go already
+            self._held.pop(f._wkey, None)
 
     def _release_later(self, wkey: str) -> None:
         # called from Future.__del__: only append and poke the I/O thread. Releases share

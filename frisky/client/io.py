@@ -158,8 +158,6 @@ class ClientIO:
 
     def _on_results(self, keys: list[str], blobs: list) -> None:
         loads = self.codec.loads_value
-        if self._held:
-            self._unhold(keys)
         jobs = self._jobs
         touched: set[MapJob] | None = None
         for wkey, blob in zip(keys, blobs):
@@ -190,6 +188,8 @@ class ClientIO:
                     _set(f, exc=e)
                     continue
             _set(f, value)
+        if self._held:  # after completing them: a held future may be the only reference
+            self._unhold(keys)
         if touched:
             self._jobs_touched(touched)
 
@@ -200,14 +200,11 @@ class ClientIO:
                 self._job_maybe_done(job)
 
     def _unhold(self, keys: list[str]) -> None:
-        # the caller still has the futures of these keys while it sets them
         pop = self._held.pop
         for k in keys:
             pop(k, None)
 
     def _on_erred(self, keys: list[str], excs: list, tbs: list[str]) -> None:
-        if self._held:
-            self._unhold(keys)
         touched: set[MapJob] = set()
         for wkey, blob, tb in zip(keys, excs, tbs):
             head, _, index = wkey.rpartition(".")
@@ -229,6 +226,8 @@ class ClientIO:
                 touched.add(job)
             else:
                 _set(f, exc=exc)
+        if self._held:  # after completing them: a held future may be the only reference
+            self._unhold(keys)
         if touched:
             self._jobs_touched(touched)
 
