@@ -8,7 +8,7 @@ import time
 import pytest
 
 import frisky
-from frisky.errors import SchedulerGone
+import frisky.errors
 
 
 def slow_one() -> int:
@@ -62,3 +62,45 @@ def test_dask_threaded_scheduler_on_a_frisky_executor():
     with frisky.FriskyExecutor(2) as ex:
         total = (x + 1).sum().compute(scheduler="threads", pool=ex)
     assert total == sum(range(1, 1001))
+
+
+def test_result_and_gather_on_a_closed_client_raise_at_once(cluster):
+    client = frisky.Client(cluster)
+    fut = client.submit(big, 1 << 20, pure=False)
+    frisky.wait([fut], timeout=30)
+    client.close()
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="closed"):  # frisky.errors.ClientClosed
+        fut.result(timeout=5)
+    with pytest.raises(RuntimeError, match="closed"):
+        client.gather([fut])
+    assert time.monotonic() - t0 < 2
+
+
+def _holder(client, key) -> str:
+    return client._query("where", [key])[0]
+
+
+def _kill_holder(client, key) -> None:
+    import os
+    import signal
+
+    holder = _holder(client, key)
+    pid = client.scheduler_info()["workers"][holder]["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_a_value_lost_with_its_worker_is_recomputed_or_reported_without_waiting_out_timeouts():
+    # a connect timeout longer than the test allows: the fetch must not wait it out
+    with frisky.LocalCluster(n_workers=2, restart_workers=False) as c, \
+            frisky.Client(c, timeout=30) as client:
+        computed = client.submit(big, 1 << 20, pure=False)
+        frisky.wait([computed], timeout=30)
+        scattered = client.scatter(b"y" * (1 << 20), workers=[_holder(client, computed.key)])
+        assert _holder(client, computed.key) == _holder(client, scattered.key)
+        _kill_holder(client, scattered.key)
+        t0 = time.monotonic()
+        with pytest.raises(frisky.errors.DataLost, match="lost"):
+            scattered.result()  # never recomputable: reported, not spun on
+        assert len(computed.result()) == 1 << 20  # recomputed on the survivor
+        assert time.monotonic() - t0 < 15

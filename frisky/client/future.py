@@ -21,12 +21,14 @@ __all__ = ["Future", "wait", "as_completed", "ALL_COMPLETED", "FIRST_COMPLETED",
 
 
 class Remote:
-    """A result held by the worker at ``address``."""
+    """A result held by the worker at ``address``; ``error`` once the scheduler reported it
+    lost for good (set by the client's I/O thread)."""
 
-    __slots__ = ("address",)
+    __slots__ = ("address", "error")
 
     def __init__(self, address: str) -> None:
         self.address = address
+        self.error: BaseException | None = None
 
 
 _PENDING = "PENDING"
