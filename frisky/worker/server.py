@@ -672,12 +672,15 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import signal
 
-    parser = argparse.ArgumentParser(prog="frisky worker", description="Run a Frisky worker.")
-    parser.add_argument("address", help="scheduler address, e.g. tcp://127.0.0.1:8786")
-    parser.add_argument("--nthreads", type=int, default=1)
-    parser.add_argument("--memory-limit", default="auto", help='bytes, "4GiB", or a fraction of RAM')
+    from frisky.cli import args as cli
+
+    parser = cli.Parser(prog="frisky worker", description="Run a Frisky worker.")
+    parser.add_argument("address", type=cli.address, help="scheduler address, e.g. tcp://127.0.0.1:8786")
+    parser.add_argument("--nthreads", type=cli.positive_int, default=1)
+    parser.add_argument("--memory-limit", type=cli.memory_limit, default=None,
+                        help='bytes, "4GiB", a fraction of RAM ("0.5"), or "auto" (all of it)')
     parser.add_argument("--name", default=None)
-    parser.add_argument("--listen-address", default=None, help="address peers fetch data from")
+    parser.add_argument("--listen-address", type=cli.address, default=None, help="address peers fetch data from")
     parser.add_argument("--host", default=None, help="interface for the peer socket (default 127.0.0.1)")
     parser.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -686,12 +689,14 @@ def main(argv: list[str] | None = None) -> None:
     from frisky.deploy import malloc_tuning
 
     malloc_tuning.set_mmap_threshold()  # forked workers have it from the fork server; by hand too
-    sockets.check_address(args.address)
-    total = config.total_memory()
-    limit = config.parse_bytes(args.memory_limit, total)
     listen = args.listen_address or (f"tcp://{args.host}:0" if args.host else None)
-    worker = Worker(args.address, name=args.name, nthreads=args.nthreads, memory_limit=limit or total,
-                    listen_address=listen)
+    try:
+        if listen is not None:
+            sockets.check_address(listen)
+        worker = Worker(args.address, name=args.name, nthreads=args.nthreads,
+                        memory_limit=args.memory_limit or config.total_memory(), listen_address=listen)
+    except (ValueError, OSError, zmq.ZMQError) as e:  # a bad host, a port in use: one line, status 2
+        cli.fail(parser.prog, f"cannot start a worker listening at {listen or 'a free local port'}: {e}")
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     try:
