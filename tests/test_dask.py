@@ -217,7 +217,8 @@ def test_a_client_made_before_dask_is_imported_becomes_its_scheduler(tmp_path):
         "    print(int(da.ones(10, chunks=2).sum().compute()))\n"
         "assert dask.config.get('scheduler', None) is None\n"
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                         cwd=os.getcwd())
+    root = os.path.dirname(os.path.dirname(frisky.__file__))  # this frisky, not another install
+    env = {**os.environ, "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "10"
