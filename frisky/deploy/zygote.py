@@ -178,9 +178,9 @@ def _child(sock: socket.socket, cmd: dict, fds: list[int]) -> None:
     import random
 
     random.seed()
-    from frisky.worker.server import _die_with_parent
+    from frisky.procs import die_with_parent
 
-    _die_with_parent()
+    die_with_parent()
     code = 0
     try:
         from frisky.cli.main import main
