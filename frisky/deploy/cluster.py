@@ -139,8 +139,11 @@ class LocalCluster:
         from frisky.deploy import zygote
 
         self.ctx = zmq.Context.instance()
+        sockets.sweep_ipc_dirs()  # of clusters whose owner and fork server were both killed
         self._ipc_dir = sockets.private_ipc_dir()
         self._zygote = zygote.get()
+        # should this process end without closing us, the fork server tidies up after it
+        self._zygote.tidy_up(self._ipc_dir, self.cluster_id)
         argv = ["scheduler", "--cluster-id", self.cluster_id, "--quiet"]
         if dashboard_address:
             argv += ["--dashboard-address", dashboard_address]
@@ -280,6 +283,8 @@ class LocalCluster:
 
         sweep(self.cluster_id)
         spill.sweep()  # spill directories of workers that died without cleaning up
+        if getattr(self, "_zygote", None) is not None:
+            self._zygote.forget(self.cluster_id)
         self.status = "closed"
 
     def _close_processes(self, timeout: float) -> None:
