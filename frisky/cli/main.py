@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     if cmd == "scheduler":
         from frisky.scheduler.server import main as run
     elif cmd == "worker":
-        from frisky.worker.server import main as run
+        from frisky.cli.worker import main as run
     elif cmd == "demo":
         from frisky.cli.demo import main as run
     else:
