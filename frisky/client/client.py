@@ -114,6 +114,7 @@ class Client(ClientIO):
         if msg[0] != protocol.WELCOME:
             raise ConnectionError(f"unexpected answer from {self.scheduler_address}: {msg[0]!r}")
         self.id, self.cluster_id, self._welcome_info = msg[1], msg[2], msg[3]
+        self._token = msg[4] if len(msg) > 4 else None  # names us in queries from other sockets
 
     # ------------------------------------------------------------- submitting
     def _check_open(self) -> None:
@@ -133,7 +134,7 @@ class Client(ClientIO):
             # a handle per submission, released by the scheduler with its last task: never
             # cached, so nothing here keeps a function (or a bound method's object) alive
             return blob, blob
-        fid = hashlib.blake2b(blob, digest_size=16).digest()
+        fid = protocol.function_id(blob)
         if type(fn) is not types.MethodType:  # a bound method would pin its instance
             if len(self._fn_cache) > 256:
                 self._fn_cache.clear()
@@ -397,13 +398,13 @@ class Client(ClientIO):
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"could not fetch the result of {key!r} in time")
             # the holder lost it; the scheduler recomputes it: ask where it is now
-            where = self._query(protocol.WHERE, [wkey])[0]
+            where = self._query(protocol.WHERE, [wkey], self._token)[0]
             while where is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"result of {key!r} is being recomputed")
                 ev = threading.Event()
                 ev.wait(0.01)  # brief back-off while the scheduler recomputes
-                where = self._query(protocol.WHERE, [wkey])[0]
+                where = self._query(protocol.WHERE, [wkey], self._token)[0]
             if type(where) is not str:
                 return self.codec.loads_value(where)
             address = where
