@@ -17,6 +17,9 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome
     "heartbeat_interval": 1.0,  # seconds between heartbeats, both ways
     "heartbeat_timeout": 15.0,  # silence after which a peer is considered dead
+    # largest frame a listening socket accepts (ZMQ_MAXMSGSIZE): a bigger one drops its sender's
+    # connection before any memory is reserved for it; submit/scatter frames pass the scheduler
+    "max_message_size": 1 << 30,
     # data plane
     "inline_threshold": 4096,  # results smaller than this ride inside `finished`
     "shm_threshold": 64 * 1024,  # buffers at least this big go to shared memory

@@ -901,6 +901,14 @@ DIRECTIONS = {
 }
 
 
+# ops whose message is the header alone
+_HEADER_ONLY = {
+    _p_hello_client, _p_hello_worker, _p_where, _p_info, _p_wait_workers, _p_release, _p_cancel,
+    _p_cancel_queued, _p_heartbeat, _p_bye, _p_cancelled, _p_missing, _p_worker_heartbeat, _p_welcome,
+    _p_running, _p_reply, _p_close, _p_free, _p_cancel_tasks, _p_get,
+}
+
+
 def _parse(table: dict, frames) -> Any:
     msg = _header(frames)
     op = msg[0]
@@ -908,6 +916,8 @@ def _parse(table: dict, frames) -> Any:
     if parser is None:
         raise ProtocolError(f"unknown op {op!r:.40}", None)
     try:
+        if len(frames) != 1 and parser in _HEADER_ONLY:
+            _fail(f"{op} is one frame, got {len(frames)}")
         return parser(msg, frames)
     except ProtocolError as e:
         e.op = op

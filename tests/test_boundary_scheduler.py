@@ -8,6 +8,7 @@ answers. The scheduler runs in a thread here so the test can read its counters.
 from __future__ import annotations
 
 import operator
+import socket
 import time
 
 import pytest
@@ -17,7 +18,7 @@ import frisky
 from frisky import protocol
 from frisky.scheduler.server import MAX_WAITERS_PER_PEER, SchedulerServer
 from frisky.worker.server import Worker
-from frisky.zmq import sockets
+from frisky.zmq import sockets, zap
 
 
 @pytest.fixture
@@ -203,3 +204,46 @@ def test_where_answers_only_the_clients_own_keys(sched):
         assert _request(anon, protocol.Where(2, [f.key], "forged").encode())[2] == [None]
         mine = _request(anon, protocol.Where(3, [f.key], c._token).encode())[2]
         assert mine != [None]
+
+
+def test_zmtp1_peer_never_reaches_python(sched):
+    """Seven bytes of plain TCP passed for a ZMTP 1.0 peer and reached the loop as a message."""
+    host, port = sched.address[len("tcp://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(bytes([0x01, 0x00, 0x04, 0x00, 0x61, 0x62, 0x63]))
+        while raw.recv(100):  # libzmq sends its greeting, then closes on the old version
+            pass
+    _healthy(sched)
+    assert sched.dropped.count == 0
+
+
+def test_oversized_frame_is_refused_before_allocation(monkeypatch):
+    monkeypatch.setenv("FRISKY_MAX_MESSAGE_SIZE", str(1 << 20))
+    server = SchedulerServer("tcp://127.0.0.1:0", ctx=zmq.Context()).start()
+    try:
+        s = sockets.dealer(server.ctx, server.address)
+        s.send_multipart([protocol.Info(1).encode()[0], b"x" * (2 << 20)])  # the connection is cut
+        assert _request(s, protocol.Info(2).encode())[1] == 2  # the DEALER reconnects
+        assert server.dropped.count == 0
+        s.close(0)
+    finally:
+        server.stop()
+        server.ctx.term()
+
+
+def test_zap_policy_decides_who_connects():
+    server = SchedulerServer("tcp://127.0.0.1:0", ctx=zmq.Context()).start()
+    try:
+        zap.set_policy(lambda domain, address, mechanism, creds: "not today")
+        s = sockets.dealer(server.ctx, server.address)
+        s.send_multipart(protocol.Info(1).encode())
+        assert not s.poll(500)
+        s.close(0)
+        zap.set_policy(None)
+        s = sockets.dealer(server.ctx, server.address)
+        assert _request(s, protocol.Info(2).encode())[1] == 2
+        s.close(0)
+    finally:
+        zap.set_policy(None)
+        server.stop()
+        server.ctx.term()
