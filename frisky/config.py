@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome
     "heartbeat_interval": 1.0,  # seconds between heartbeats, both ways
     "heartbeat_timeout": 15.0,  # silence after which a peer is considered dead
+    # largest frame a listening socket accepts (ZMQ_MAXMSGSIZE): a bigger one drops its sender's
+    # connection before any memory is reserved for it; submit/scatter frames pass the scheduler
+    "max_message_size": 1 << 30,
     "reconnect_timeout": 3600.0,  # seconds a worker keeps trying to rejoin a scheduler that went away
     # data plane
     "inline_threshold": 4096,  # results smaller than this ride inside `finished`
@@ -31,8 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "min_tasks_per_thread": 2,
     "max_tasks_per_thread": 20000,
     "max_batch": 10000,  # tasks in one `compute` or `submit` message
-    "allowed_failures": 3,
-    "dask_order_limit": 100_000,  # dask graphs up to this many nodes follow dask.order; larger stream  # workers a task may kill before it errs with KilledWorker
+    "allowed_failures": 3,  # workers a task may kill before it errs with KilledWorker
+    "dask_order_limit": 20_000,  # dask graphs up to this many nodes follow dask.order; larger stream
     # memory
     "memory_target": 0.60,  # fraction of the limit: start spilling LRU values
     "memory_spill": 0.70,  # fraction of the limit measured as process RSS: spill more

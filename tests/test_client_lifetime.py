@@ -50,7 +50,7 @@ def test_dropped_client_futures_keep_their_callbacks_and_finished_ones_are_relea
     fut.result()
     del fut
     deadline = time.monotonic() + 20
-    while client._query("where", [key])[0] is not None:
+    while client._holder(key) is not None:
         assert time.monotonic() < deadline, "the result of a dropped future was never released"
         threading.Event().wait(0.05)
     assert not client._held
@@ -78,7 +78,7 @@ def test_result_and_gather_on_a_closed_client_raise_at_once(cluster):
 
 
 def _holder(client, key) -> str:
-    return client._query("where", [key])[0]
+    return client._holder(key)
 
 
 def _kill_holder(client, key) -> None:
