@@ -130,6 +130,8 @@ def _collections(res, wanted, system, scale, repeats, timed, compute, ref=False,
 
 
 def _tree(res, system, client_compute, n_leaves, stamp, repeats, timed, ref=False, note="") -> None:
+    small, _, small_want = delayed_tree(100, stamp)
+    assert client_compute(small) == small_want  # warm: workers import dask's modules, untimed
     root, n_tasks, want = delayed_tree(n_leaves, stamp)
     firsts: list[float] = []
 
