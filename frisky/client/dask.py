@@ -315,8 +315,9 @@ class _Upload:
             existing = self.client._futures
             wkeys = self.wkeys
             self.released = [wkeys[k] for k in self.deps_of if k not in self.wanted and wkeys[k] not in existing]
-        if self.released:
-            self.client._send_frames(protocol.Release(self.released).encode())
+        released = self.released
+        for i in range(0, len(released), BATCH):  # bounded messages: the scheduler stays responsive
+            self.client._send_frames(protocol.Release(released[i:i + BATCH]).encode())
 
     def _batch(self, chunk: list, start: int) -> None:
         client = self.client
