@@ -19,7 +19,6 @@ their data goes once nothing needs it.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import pickle
 import sys
@@ -332,7 +331,7 @@ class _Upload:
             fblob = fid = codec.dumps_function(batch)
         else:
             fblob = _dumps(batch)
-            fid = hashlib.blake2b(fblob, digest_size=16).digest()
+            fid = protocol.function_id(fblob)
         ann_workers, ann_retries, ann_priority = self.ann
         g_workers, g_retries, g_priority = self.glob
         workers, retries, priority = self.defaults
