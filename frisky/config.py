@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     # data plane
     "inline_threshold": 4096,  # results smaller than this ride inside `finished`
     "shm_threshold": 64 * 1024,  # buffers at least this big go to shared memory
+    # bytes of /dev/shm one worker's arena may hold (also at most its memory_limit): bytes,
+    # "4GiB", or a fraction of RAM; like Ray's object store, 30% of RAM by default
+    "shm_limit": 0.30,
     "transfer_bytes_in_flight": 256 * 1024 * 1024,  # per worker, for peer fetches
     "compression": "auto",  # auto | none | lz4 | zstd, for TCP frames and spill
     "receive_pool": 0.10,  # fraction of the memory limit kept as warm buffers for large receives
@@ -150,6 +153,13 @@ def parse_memory_limit(value: str | int | float | None, total: int) -> int | Non
         raise ValueError(f"memory_limit {value!r} is {limit} bytes, below the minimum of 1 MiB "
                          "(give bytes, a string like '4GiB', or a fraction of RAM like 0.5)")
     return limit
+
+
+def shm_limit(memory_limit: int | None = None) -> int:
+    """Bytes one worker's shared-memory arena may hold: ``shm_limit`` of this host's RAM,
+    and no more than the worker's ``memory_limit`` (values there count against it)."""
+    limit = parse_bytes(get("shm_limit"), total_memory()) or 0
+    return min(limit, memory_limit) if memory_limit else limit
 
 
 def total_memory() -> int:

@@ -53,10 +53,13 @@ Spawn = Callable[[int], ProcessLike]
 
 
 def rss(pid: int) -> int | None:
-    """Resident set size of ``pid`` in bytes (cheap: one small read), or None if it is gone."""
+    """Private resident memory of ``pid`` in bytes (cheap: one small read), or None if it is
+    gone. Shared pages are left out: the shared-memory arenas every worker maps are
+    accounted by their owners, as managed values."""
     try:
         with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
+            fields = f.read().split()
+        return (int(fields[1]) - int(fields[2])) * _PAGE
     except (OSError, ValueError, IndexError):
         return None
 

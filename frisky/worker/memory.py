@@ -22,10 +22,14 @@ log = logging.getLogger(__name__)
 
 
 def rss() -> int:
-    """This process's resident memory in bytes (cheap: one read of /proc)."""
+    """This process's private resident memory in bytes (cheap: one read of /proc).
+
+    Shared pages are left out: the shared-memory arena stays mapped, its pages warm for
+    reuse, and the values it holds are counted as managed memory already."""
     try:
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = f.read().split()
+        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
     except OSError:  # pragma: no cover - not Linux
         import psutil
 
@@ -100,6 +104,9 @@ class MemoryManager:
             if process > self.spill_at * self.limit and now() - self._last_collect > 50_000_000:
                 # idle receive buffers go before any value does
                 bufpool.pool.clear()
+                arena = getattr(self.worker, "arena", None)
+                if arena is not None:  # and the arena's free pages
+                    arena.trim()
                 # cycles (tracebacks, frames) can hold big buffers until the next GC pass
                 import gc
 

@@ -22,6 +22,7 @@ from frisky import config, protocol, shm
 from frisky.data import bufpool, compression, dataplane
 from frisky.data.serialize import PickleCodec
 from frisky.protocol import pack, unpack
+from frisky.shm import arena
 from frisky.telemetry import now, recorder
 from frisky.worker.executor import Executor
 from frisky.worker.memory import MemoryManager
@@ -73,6 +74,7 @@ class Worker:
         self.state = WorkerState()
         self.store = Store()
         self.registry = shm.Registry()  # segments this worker created or adopted
+        self.arena: arena.Arena | None = None  # made once the scheduler names the cluster
         self.shared: dict[str, dataplane.Frames] = {}  # key -> serialized form, with segments
         # shared memory needs every peer on this host: true for ipc, not for tcp
         self.use_shm = self.address.startswith("ipc://") and not self.codec.local
@@ -124,6 +126,8 @@ class Worker:
         if msg[0] != protocol.WELCOME:
             raise ConnectionError(f"unexpected answer from scheduler: {msg[0]!r}")
         self.worker_id, self.cluster_id = msg[1], msg[2]
+        if self.use_shm and self.arena is None:
+            self.arena = _make_arena(self.cluster_id, self.memory_limit)
 
     def run(self) -> None:
         """Register with the scheduler and serve until told to close or it goes silent."""
@@ -198,6 +202,8 @@ class Worker:
         self.store.clear()
         self.shared.clear()
         self.registry.release_all()
+        if self.arena is not None:
+            self.arena.close()
         self.memory.close()
 
     # ------------------------------------------------------------ messages
@@ -250,8 +256,8 @@ class Worker:
             t0 = now()
             frames = dataplane.dumps(value)
             if len(frames) > 1:
-                frames = dataplane.share(frames, self.cluster_id, self.registry)
-                if any(isinstance(f, shm.Segment) for f in frames):
+                frames = dataplane.share(frames, self.cluster_id, self.registry, arena=self.arena)
+                if dataplane.is_shared(frames):
                     value = dataplane.loads(dataplane.views(frames))  # views: the heap copy goes
                     self.shared[key] = frames
             recorder.span("worker.serialize.share", t0, key.partition("-")[0])
@@ -358,7 +364,17 @@ class Worker:
         except zmq.ZMQError:
             pass
 
-    # ------------------------------------------------------------ data plane
+
+def _make_arena(cluster_id: str, memory_limit: int | None) -> arena.Arena | None:
+    """This worker's shared-memory arena, or None (values then go to segments of their own)."""
+    try:
+        limit = config.shm_limit(memory_limit)
+        return arena.Arena(cluster_id, limit) if limit >= arena.PAGE else None
+    except (OSError, ValueError) as e:
+        print(f"frisky worker: no shared-memory arena ({e}); using a segment per value", file=sys.stderr)
+        return None
+
+
 def _rss() -> int:
     try:
         with open("/proc/self/statm") as f:
