@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "memory_terminate": 0.95,  # fraction: nanny restarts the worker
     "memory_monitor_interval": 0.1,
     "spill_directory": None,  # default: the system temp dir
+    # checks
+    "validate": False,  # the scheduler checks every invariant after each batch of events (tests)
     # telemetry
     "telemetry_spans": 65536,  # ring size per process
 }

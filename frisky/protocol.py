@@ -45,6 +45,7 @@ Worker -> scheduler
 
 Scheduler -> worker
   welcome       [op, worker_id, cluster_id, info]
+  refused       [op, reason]                    registration refused (address or name held by a live worker)
   compute       [op, tids, keys, fidx, fids, deps, where]
                 frames: header, msgpack([payloads, function blobs, {dep key: inline blob}])
                 deps: None or per-task list of dependency keys; where: {dep key: [peer address, nbytes]}
@@ -89,6 +90,7 @@ HELLO_WORKER = "hello-worker"
 FINISHED = "finished"
 MISSING = "missing"
 # scheduler -> worker
+REFUSED = "refused"
 COMPUTE = "compute"
 STORE = "store"
 FREE = "free"
