@@ -69,8 +69,12 @@ class Outbox:
             self.free = {}
         if self.cancel:
             for w, tids in self.cancel.items():
-                if workers[w].alive:
-                    out.append(Cancel(w, tids))
+                wi = workers[w]
+                if wi.alive:
+                    # not those it answered for meanwhile (a result that crossed the decision)
+                    tids = [t for t in tids if t in wi.cancelling]
+                    if tids:
+                        out.append(Cancel(w, tids))
             self.cancel = {}
         if self.released:
             out.append(ReleaseBlobs(self.released))

@@ -15,7 +15,7 @@ from frisky.scheduler.ready import ReadyQueues
 from frisky.scheduler.task_states import QUEUED
 from frisky.scheduler.tasks import TaskTable
 from frisky.scheduler.transitions import Transitions
-from frisky.scheduler.workers import WorkerInfo, Workers
+from frisky.scheduler.workers import WorkerInfo, Workers, allowed
 
 
 class Placement:
@@ -39,7 +39,7 @@ class Placement:
         """Move up to ``limit`` ready tasks to ``wi`` within its capacity, from its own
         queue, then (``shared``) the urgent, priority and common ones; returns how many."""
         t = self.tasks
-        tstate, tfid = t.tstate, t.tfid
+        tstate, tfid, trestrict = t.tstate, t.tfid, t.trestrict
         queues = self.queues
         dur = t.duration
         unknown = self.unknown
@@ -64,6 +64,10 @@ class Placement:
                 if tstate[tid] != QUEUED:
                     stale += 1
                     continue
+                r = trestrict[tid]
+                if r is not None and not allowed(wi, r):  # the old entry of a reused row
+                    stale += 1
+                    continue
                 est = dur.get(tfid[tid])
                 if est is None:
                     est = unknown
@@ -80,6 +84,12 @@ class Placement:
                 room_s -= est
                 room_n -= 1
                 n_proc += 1
+        if took and len(set(took)) < len(took):  # a task queued twice (it left and came back)
+            seen: set = set()
+            firsts = [i for i, x in enumerate(took) if not (x in seen or seen.add(x))]
+            stale += len(took) - len(firsts)
+            took = [took[i] for i in firsts]
+            ests = [ests[i] for i in firsts]
         queues.stale -= stale
         if took:
             self.transitions.start(wi, took, ests)

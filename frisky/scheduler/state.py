@@ -32,8 +32,8 @@ from frisky.scheduler.workers import WorkerInfo, Workers
 
 # a release of at least this many rows gives memory back to the OS (malloc_trim)
 TRIM_ROWS = 65536
-# with validation on, states above this many rows are checked every (rows / this) flushes
-VALIDATE_ROWS = 500
+# with validation on, states of at most this many rows are checked after every batch
+VALIDATE_ROWS = 4000
 
 
 class SchedulerState:
@@ -55,7 +55,6 @@ class SchedulerState:
                                           config.get("allowed_failures", allowed_failures))
         self.clients: dict[int, set[int]] = {}  # client id -> tids it wants
         self.trimmed = 0  # rows given back to the OS so far
-        self._unvalidated = 0  # flushes since the last validation
         we = self.worker_events
         self.add_worker = we.add_worker
         self.remove_worker = we.remove_worker
@@ -147,6 +146,7 @@ class SchedulerState:
             if per_prio:
                 priority = [priority[i] for i in new]
         if not keys:
+            self._drop_unused(fids)
             return
         base = len(t)
         tids = t.alloc(keys)
@@ -159,6 +159,8 @@ class SchedulerState:
             self._fill_range(base, n, cid, payloads, one_fid, fids, fidx, retries, priority, restrict)
         else:
             self._fill(tids, cid, payloads, one_fid, fids, fidx, retries, priority, restrict)
+        if len(fids) > 1 or one_fid is None:
+            self._drop_unused(fids)
         tr.born(tids)
         if deps is None:
             if restrict is None and not per_prio and not priority:
@@ -188,6 +190,15 @@ class SchedulerState:
         tr.link([tids[i] for i in keep], [dtids_per_task[i] for i in keep])
         for tid, dep in lost:
             tr.err(tid, ["lost", f"dependency {dep!r} of {t.tkey[tid]!r} is unknown"], "")
+
+    def _drop_unused(self, fids: list) -> None:
+        """Functions a submit brought that none of its new tasks use."""
+        functions = self.tasks.functions
+        for fid in fids:
+            entry = functions.get(fid)
+            if entry is not None and entry[1] == 0:
+                del functions[fid]
+                self.outbox.release_blob(entry[0])
 
     def _fill(self, tids, cid, payloads, one_fid, fids, fidx, retries, priority, restrict) -> None:
         """Set the submitted columns of fresh rows ``tids``."""
@@ -375,13 +386,10 @@ class SchedulerState:
         self.outbox.drain(self.tasks, self.workers, self.clients, out)
         if len(self.tasks.free) >= TRIM_ROWS:
             self._give_back()
-        if self.validating:
-            # O(tasks) each time: on large states every few flushes, so a test's cost stays
-            # about O(events) while small states (where bugs are found) are checked each time
-            self._unvalidated += 1
-            if self._unvalidated * VALIDATE_ROWS >= len(self.tasks) - 4 * VALIDATE_ROWS:
-                self._unvalidated = 0
-                self.validate()
+        if self.validating and len(self.tasks) <= VALIDATE_ROWS:
+            # O(tasks) each time: small states (where bugs are found) are checked after
+            # every batch; large ones are not, so a big test's scheduler keeps its pace
+            self.validate()
         return out
 
     def _give_back(self) -> None:

@@ -59,7 +59,8 @@ class Transitions:
         """forgotten -> waiting: fresh rows become tasks."""
         tstate = self.tasks.tstate
         n = len(tids)
-        if n and tids[-1] - tids[0] == n - 1 and tids[0] == len(tstate) - n:  # new rows at the end
+        start = len(tstate) - n
+        if n and tids[0] == start and tids == list(range(start, start + n)):  # all new rows, at the end
             tstate[tids[0]:] = [WAITING] * n
         else:
             for t in tids:
@@ -408,6 +409,8 @@ class Transitions:
         t = self.tasks
         tstate = t.tstate
         w = t.twhere[tid]
+        if w < 0:  # freed meanwhile (forgotten with a dependent lost just before)
+            return
         t.twhere[tid] = -1
         wi = self.workers[w]
         wi.nbytes -= t.tnbytes[tid]
@@ -417,12 +420,12 @@ class Transitions:
         t.nstate[RELEASED] += 1
         dl = t.tdependents[tid]
         if dl:
-            for d in dl:
+            for d in dict.fromkeys(dl):  # once each, though it may need this input twice
                 st = tstate[d]
                 if st == PROCESSING or st == QUEUED:
                     self.wait_again(d)
                 elif st == WAITING:
-                    t.twaiting[d] += 1
+                    t.twaiting[d] = sum(1 for x in t.tdeps[d] if tstate[x] != MEMORY)
         if t.twanted[tid] is not None or t.twaiters[tid] > 0:
             self.recompute(tid)
         elif not dl:

@@ -165,10 +165,6 @@ def validate(s: SchedulerState) -> None:
             raise _fail(tid, s, "queued but in no ready queue")
     assert len(entries) == nstate[QUEUED] + q.stale, \
         f"{len(entries)} queue entries != {nstate[QUEUED]} queued + {q.stale} stale"
-    for src in (q.common, q.urgent, [e[2] for e in q.prio]):
-        for tid in src:
-            if tstate[tid] == QUEUED and t.trestrict[tid] is not None:
-                raise _fail(tid, s, "restricted, in a shared queue")
     for tid in q.recomputing:
         if tstate[tid] != WAITING:
             raise _fail(tid, s, "marked for recomputation but not waiting")

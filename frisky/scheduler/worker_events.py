@@ -31,6 +31,14 @@ class WorkerEvents:
     def _valid(self, tids: list[int]) -> bool:
         return not tids or (min(tids) >= 0 and max(tids) < len(self.tasks.tkey))
 
+    def _rerun(self, wi: WorkerInfo, tid: int) -> None:
+        """Run ``tid`` again (its worker dropped it); a scattered value cannot be."""
+        t = self.tasks
+        if t.tfid[tid] is None:
+            self.transitions.err(tid, ["lost", f"worker {wi.name} dropped scattered {t.tkey[tid]!r}"], "")
+        else:
+            self.transitions.requeue(tid)
+
     def add_worker(self, info: dict) -> int:
         """A worker joined; returns its index. Raises ``Refused`` if it claims the address
         or the name of a live worker."""
@@ -43,7 +51,7 @@ class WorkerEvents:
             keep = []
             stale = 0
             for tid in queues.unplaced:
-                if tstate[tid] != QUEUED:
+                if tstate[tid] != QUEUED or trestrict[tid] is None:  # (an entry of a reused row)
                     stale += 1
                 elif allowed(wi, trestrict[tid]):
                     wi.ready.append(tid)
@@ -126,7 +134,7 @@ class WorkerEvents:
             if not tr.answered(wi, tid):
                 tr.outbox.release_blob(blob)
                 continue
-            if t.tretries[tid] > 0:
+            if t.tretries[tid] > 0 and t.tfid[tid] is not None:
                 t.tretries[tid] -= 1
                 tr.outbox.release_blob(blob)
                 tr.requeue(tid)
@@ -141,7 +149,7 @@ class WorkerEvents:
         tr = self.transitions
         for tid in tids:
             if tr.answered(wi, tid):
-                tr.requeue(tid)
+                self._rerun(wi, tid)
 
     def missing(self, w: int, tid: int, keys: list[str]) -> None:
         """Worker ``w`` could not fetch ``keys``, inputs of ``tid``: that data is lost."""
@@ -152,8 +160,11 @@ class WorkerEvents:
         if not tr.answered(wi, tid):
             return
         t = self.tasks
+        deps = t.tdeps[tid]
+        if not deps:  # no inputs to miss: run it again
+            self._rerun(wi, tid)
+            return
         tr.wait_again(tid, answered=True)
-        deps = t.tdeps[tid] or ()
         for k in keys:
             d = t.key_tid.get(k)
             if d is not None and d in deps and t.twhere[d] >= 0:
