@@ -9,6 +9,7 @@ a client still wants has an outcome once the workers are left to finish.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import Counter
@@ -263,10 +264,13 @@ def test_random_event_sequences_keep_every_invariant():
     events = 0
     while time.monotonic() < deadline or seeds < 20:
         sim = Sim(seeds)
-        for _ in range(sim.r.randint(20, 300)):
-            sim.step()
-            events += 1
-        sim.settle()
+        try:
+            for _ in range(sim.r.randint(20, 300)):
+                sim.step()
+                events += 1
+            sim.settle()
+        except AssertionError as e:
+            raise AssertionError(f"seed {seeds} (PYTHONHASHSEED={os.environ.get('PYTHONHASHSEED')}): {e}") from e
         seeds += 1
         if seeds >= 3000:
             break

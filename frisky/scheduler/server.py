@@ -18,7 +18,15 @@ import zmq
 
 from frisky import config, protocol
 from frisky.protocol import pack, unpack
-from frisky.scheduler.instructions import Cancel, Compute, Erred, Free, ReleaseBlobs, Results, Running
+from frisky.scheduler.instructions import (
+    Cancel,
+    Compute,
+    Erred,
+    Free,
+    ReleaseBlobs,
+    Results,
+    Running,
+)
 from frisky.scheduler.state import SchedulerState
 from frisky.scheduler.workers import Refused
 from frisky.telemetry import now, recorder
