@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from frisky.scheduler.instructions import Compute, Erred, Free, Results
 from frisky.scheduler.state import SchedulerState
+from frisky.scheduler.workers import Refused
 
 FID = b"f" * 16
 
@@ -174,3 +177,57 @@ def test_restrictions_may_name_workers_and_follow_a_replacement_with_that_name()
     s.submit(1, ["y"], 0, [FID], [b"fn"], [b"q"], workers=["sim://w0"])
     s.submit(1, ["z"], 0, [FID], [b"fn"], [b"r"], workers=["nobody"])
     assert [c.worker for c in computes(s.flush())] == [w0]
+
+
+def test_a_worker_cannot_take_a_live_workers_address_or_name():
+    s, (w0, w1) = make()
+    with pytest.raises(Refused, match="held by live worker"):
+        s.add_worker({"address": "sim://w0", "name": "impostor", "nthreads": 1})
+    with pytest.raises(Refused, match="name '1' is taken"):
+        s.add_worker({"address": "sim://elsewhere", "name": "1", "nthreads": 1})
+    assert [wi.address for wi in s.alive_workers()] == ["sim://w0", "sim://w1"], "nobody was evicted"
+    s.remove_worker(w1)
+    w2 = s.add_worker({"address": "sim://w1", "name": "1", "nthreads": 1})
+    assert w2 != w1, "a dead worker's address and name are free again"
+
+
+def test_only_the_worker_sent_a_task_may_report_it():
+    s, (w0, w1) = make()
+    s.submit(1, ["x"], 0, [FID], [b"fn"], [b"p"], workers=["sim://w0"])
+    (c,) = computes(s.flush())
+    assert c.worker == w0
+    before = s.state_counts()
+    s.finished(w1, c.tids, [1], [b"forged"])
+    s.erred(w1, c.tids, [b"exc"], ["tb"])
+    s.cancelled(w1, c.tids)
+    s.missing(w1, c.tids[0], [])
+    s.finished(w0, [-1, 10**6], [1, 1], [b"a", b"b"])  # ids that name no task
+    assert s.state_counts() == before == {"processing": 1}
+    assert not [i for i in s.flush() if type(i) is Results]
+    assert s.counts["ignored_reports"] == 4
+    s.finished(w0, c.tids, [1], [b"right"])
+    (r,) = [i for i in s.flush() if type(i) is Results]
+    assert r.blobs == [b"right"]
+
+
+def test_recomputed_data_goes_ahead_of_the_backlog():
+    s, (w0, w1) = make()
+    timing = [(FID, 1, 1e-4)]
+    s.submit(1, ["link"], 0, [FID], [b"fn"], [b"p"])
+    (c,) = computes(s.flush())
+    holder = c.worker
+    s.finished(holder, c.tids, [10_000_000], [None], timing)  # held there
+    s.submit(1, ["next"], 0, [FID], [b"fn"], [b"q"], deps=[["link"]])
+    (c,) = computes(s.flush())
+    assert c.worker == holder
+    s.finished(holder, c.tids, [10_000_000], [None], timing)
+    s.release(1, ["link"])  # only "next" is wanted; "link" stays as its recipe
+    # a large independent backlog, more than one flush hands out
+    s.submit(1, [f"b{i}" for i in range(5000)], 0, [FID], [b"fn"], [b"p"] * 5000)
+    first = computes(s.flush())
+    assert sum(len(c.tids) for c in first) < 5000
+    for c in first:
+        s.finished(c.worker, c.tids, [1] * len(c.tids), [b"r"] * len(c.tids), timing)
+    s.remove_worker(holder)  # "next" and its input "link" are lost: recompute both
+    sent = [k for c in computes(s.flush()) for k in c.keys]
+    assert "link" in sent and sent.index("link") == 0, "the lost link runs before the backlog"

@@ -374,6 +374,7 @@ class SchedulerServer:
         info = self.state.info()
         info["address"] = self.address
         info["cluster_id"] = self.cluster_id
+        info["pid"] = os.getpid()
         return info
 
     def info(self) -> dict:
