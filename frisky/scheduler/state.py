@@ -55,6 +55,7 @@ class SchedulerState:
                                           config.get("allowed_failures", allowed_failures))
         self.clients: dict[int, set[int]] = {}  # client id -> tids it wants
         self.trimmed = 0  # rows given back to the OS so far
+        self._trim_due = False  # trim again once idle
         we = self.worker_events
         self.add_worker = we.add_worker
         self.remove_worker = we.remove_worker
@@ -386,6 +387,12 @@ class SchedulerState:
         self.outbox.drain(self.tasks, self.workers, self.clients, out)
         if len(self.tasks.free) >= TRIM_ROWS:
             self._give_back()
+        elif self._trim_due and not out and not len(self.tasks):
+            # once idle, again: buffers of the last messages were freed after the shrink
+            self._trim_due = False
+            from frisky.worker.memory import trim
+
+            trim()
         if self.validating and len(self.tasks) <= VALIDATE_ROWS:
             # O(tasks) each time: small states (where bugs are found) are checked after
             # every batch; large ones are not, so a big test's scheduler keeps its pace
@@ -409,9 +416,13 @@ class SchedulerState:
             if not wants:
                 self.clients[cid] = set()
         self.queues.recomputing = set()
+        import gc
+
         from frisky.worker.memory import trim
 
+        gc.collect()  # rare (a large release): cycles made meanwhile would pin the freed arenas
         trim()
+        self._trim_due = True
 
     def validate(self) -> None:
         """Check every invariant; raise AssertionError naming the first that fails."""
@@ -448,4 +459,6 @@ class SchedulerState:
             "tasks": self.state_counts(),
             "counts": dict(self.counts),
             "clients": len(self.clients),
+            "rows": len(self.tasks),  # task rows held, live or free for reuse
+            "rows_given_back": self.trimmed,
         }
