@@ -23,7 +23,7 @@ def _wait_for(cond, timeout: float) -> bool:
 
 
 def _worker(address: str, name: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "frisky.worker.server", address, "--name", name],
+    return subprocess.Popen([sys.executable, "-m", "frisky.worker.server", address, "--name", name, "--no-nanny"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -15,6 +15,7 @@ import itertools
 import os
 import pickle
 import secrets
+import sys
 import threading
 import time
 import types
@@ -27,18 +28,20 @@ import zmq
 
 from frisky import config, protocol
 from frisky.client import map_job
-from frisky.client.future import Future, Remote, wait
+from frisky.client.future import _DONE_STATES, Future, Remote, wait
 from frisky.client.io import _BATCH, ClientIO
 from frisky.client.map_job import MapJob
 from frisky.data import dataplane
 from frisky.data.deps import extract, has_futures
 from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
-from frisky.errors import SchedulerGone
-from frisky.protocol import pack, unpack, wire_key
+from frisky.errors import ClientClosed, FriskyError, SchedulerGone
+from frisky.protocol import pack, wire_key
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
 
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
+_NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
+_HOLDER_RECHECK = 0.5  # seconds between asking whether a worker slow to answer still holds a value
 _JOB_PENDING = map_job._PENDING
 
 
@@ -55,8 +58,10 @@ class Client(ClientIO):
     ``Client()`` with no address starts a private LocalCluster and closes it on close.
     """
 
+    asynchronous = False  # dask asks: this client blocks, it has no event loop
+
     def __init__(self, address: Any = None, *, timeout: float | None = None, name: str | None = None,
-                 **cluster_kwargs) -> None:
+                 set_as_default: bool = True, **cluster_kwargs) -> None:
         from frisky.deploy.cluster import LocalCluster
 
         self._owned_cluster = None
@@ -87,6 +92,7 @@ class Client(ClientIO):
         self._local = threading.local()
         self._thread_sockets: list[zmq.Socket] = []
         self._requests: dict[int, list] = {}  # req id -> [event, reply], answered via the I/O thread
+        self._news: dict[str, list] = {}  # key being re-fetched -> [event, outcome] (see _await_news)
         self._closed = False
         self._lost = False
         self._io_dozing = True  # the I/O thread sleeps until woken (see _release_later)
@@ -105,20 +111,29 @@ class Client(ClientIO):
         self._thread = threading.Thread(target=self._io_loop, name="frisky-client-io", daemon=True)
         self._thread.start()
         self.status = "running"
+        self._dask_config = None
+        if set_as_default:  # dask's default scheduler while open, as with dask.distributed
+            from frisky.client import dask as dask_glue
+
+            dask_glue.set_as_default(self)
 
     def _connect(self) -> None:
         self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name)])
         if not self.sock.poll(int(self.timeout * 1000)):
             raise TimeoutError(f"no Frisky scheduler answered at {self.scheduler_address} within {self.timeout}s")
-        msg = unpack(self.sock.recv_multipart()[0])
-        if msg[0] != protocol.WELCOME:
-            raise ConnectionError(f"unexpected answer from {self.scheduler_address}: {msg[0]!r}")
-        self.id, self.cluster_id, self._welcome_info = msg[1], msg[2], msg[3]
+        try:
+            msg = protocol.parse_to_client(self.sock.recv_multipart())
+        except protocol.ProtocolError as e:
+            raise ConnectionError(f"a malformed answer from {self.scheduler_address}: {e.why}") from None
+        if type(msg) is not protocol.Welcome:
+            raise ConnectionError(f"unexpected answer from {self.scheduler_address}: {type(msg).__name__}")
+        self.id, self.cluster_id, self._welcome_info = msg.id, msg.cluster_id, msg.info
+        self._token = msg.token  # names us in queries from our other sockets (``where``)
 
     # ------------------------------------------------------------- submitting
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this Client is closed")
+            raise ClientClosed("this Client is closed")
         if self._lost:
             raise SchedulerGone(f"the scheduler at {self.scheduler_address} is gone")
 
@@ -133,7 +148,7 @@ class Client(ClientIO):
             # a handle per submission, released by the scheduler with its last task: never
             # cached, so nothing here keeps a function (or a bound method's object) alive
             return blob, blob
-        fid = hashlib.blake2b(blob, digest_size=16).digest()
+        fid = protocol.function_id(blob)
         if type(fn) is not types.MethodType:  # a bound method would pin its instance
             if len(self._fn_cache) > 256:
                 self._fn_cache.clear()
@@ -351,12 +366,42 @@ class Client(ClientIO):
         self._outbox.append(frames)
         self.waker.wake()
 
+    def _send_frames(self, frames: list) -> None:
+        """Queue one raw message for the scheduler, in order with submissions (internal)."""
+        self._outbox.append(frames)
+        self.waker.wake()
+
+    # ------------------------------------------------------------------ dask
+    def get(self, dsk: Any, keys: Any, **kwargs) -> Any:
+        """Dask's scheduler interface: compute ``keys`` of graph ``dsk`` on the cluster.
+
+        ``dask.compute(x, scheduler=client.get)`` and ``dask.config.set(scheduler=client)``
+        use it; ``workers=``, ``retries=`` and ``priority=`` apply to every task.
+        """
+        from frisky.client import dask as dask_glue
+
+        return dask_glue.get(self, dsk, keys, **kwargs)
+
+    def compute(self, collections: Any, sync: bool = False, **kwargs) -> Any:
+        """Start computing dask collections; returns a future each (values with ``sync=True``)."""
+        from frisky.client import dask as dask_glue
+
+        return dask_glue.compute(self, collections, sync=sync, **kwargs)
+
+    def persist(self, collections: Any, **kwargs) -> Any:
+        """Compute dask collections in the background; returns them backed by futures."""
+        from frisky.client import dask as dask_glue
+
+        return dask_glue.persist(self, collections, **kwargs)
+
     # ------------------------------------------------------------- results
     def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Results of ``futures`` (a future, or lists/tuples/dicts/sets of them), same shape.
 
         ``errors="skip"`` leaves out failed futures from lists instead of raising.
         """
+        if self._closed:
+            raise ClientClosed("this Client is closed: gather() can no longer fetch results")
         flat: list[Future] = []
         _collect(futures, flat)
         paused = _pause_gc()
@@ -375,38 +420,82 @@ class Client(ClientIO):
                 by_addr.setdefault(f._result.address, []).append(f)
         for address, fs in by_addr.items():
             try:
-                values = self._get_from(address, [f._wkey for f in fs], self.timeout)
-            except (TimeoutError, OSError):
-                continue  # result() will find the data again
+                values = self._get_from(address, [f._wkey for f in fs], self.timeout,
+                                        still_holder=lambda a=address, k=fs[0]._wkey: self._holder(k) == a)
+            except (TimeoutError, OSError, zmq.ZMQError):
+                continue  # result() will find the data again, or say why not
             for f in fs:
                 if f._wkey in values:
                     f._result = values[f._wkey]
 
     def _fetch_remote(self, wkey: str, key: Any, remote: Remote, timeout: float | None) -> Any:
-        """The value of ``wkey`` held by a worker (``remote``), wherever it is by now."""
+        """The value of ``wkey`` held by a worker (``remote``), wherever it is by now.
+
+        Every wait ends: a closed client raises at once, a lost scheduler raises, and a value
+        its holder lost is awaited on the scheduler's news of it (recomputed or failed),
+        never polled in a loop; ``timeout`` bounds the whole call.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         address = remote.address
         while True:
+            self._check_fetchable(key, address)
+            if remote.error is not None:
+                raise remote.error
             left = self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                values = self._get_from(address, [wkey], min(left, self.timeout))
+                values = self._get_from(address, [wkey], min(left, self.timeout),
+                                        still_holder=lambda a=address: self._holder(wkey) == a)
                 if wkey in values:
                     return values[wkey]
-            except (TimeoutError, OSError):
-                pass
+            except (TimeoutError, OSError, zmq.ZMQError):
+                self._check_fetchable(key, address)  # closed meanwhile: say so, not "timed out"
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"could not fetch the result of {key!r} in time")
-            # the holder lost it; the scheduler recomputes it: ask where it is now
-            where = self._query(protocol.WHERE, [wkey])[0]
-            while where is None:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"result of {key!r} is being recomputed")
-                ev = threading.Event()
-                ev.wait(0.01)  # brief back-off while the scheduler recomputes
-                where = self._query(protocol.WHERE, [wkey])[0]
+                raise TimeoutError(f"could not fetch the result of {key!r} from {address} within {timeout}s")
+            # the holder lost it or died: the scheduler knows where it is now, or recomputes it
+            where = self._where_now(wkey, key, remote, deadline)
             if type(where) is not str:
                 return self.codec.loads_value(where)
             address = where
+
+    def _holder(self, wkey: str) -> Any:
+        """What the scheduler says of ``wkey`` now: a holder's address, an inline blob, or None."""
+        return self._query(protocol.WHERE, [wkey], self._token)[0]
+
+    def _check_fetchable(self, key: Any, address: str) -> None:
+        if self._closed:
+            raise ClientClosed(f"this Client is closed: the result of {key!r} on {address} "
+                               "can no longer be fetched")
+
+    def _where_now(self, wkey: str, key: Any, remote: Remote, deadline: float | None) -> Any:
+        """Where ``wkey``'s value is now (an address or an inline blob); waits for the
+        scheduler's news while it is recomputed, and raises the task's error if it failed."""
+        slot: list = [threading.Event()]
+        self._news[wkey] = slot  # before asking: news arriving meanwhile is not missed
+        try:
+            while True:
+                if self._lost:
+                    raise SchedulerGone(f"the scheduler at {self.scheduler_address} is gone; "
+                                        f"the result of {key!r} is lost")
+                if remote.error is not None:  # reported before this wait began
+                    raise remote.error
+                where = self._holder(wkey)
+                if where is not None:
+                    return where
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"the result of {key!r} was lost by its worker and was not "
+                                       "recomputed in time")
+                # news comes with the key's results or error; ask again now and then in case
+                # it came before this wait began
+                if slot[0].wait(_NEWS_RECHECK if left is None else min(left, _NEWS_RECHECK)):
+                    self._check_fetchable(key, "the cluster")
+                    outcome = slot[1]
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    return outcome
+        finally:
+            if self._news.get(wkey) is slot:
+                del self._news[wkey]
 
     def _thread_socket(self, address: str) -> zmq.Socket:
         socks = getattr(self._local, "socks", None)
@@ -420,22 +509,38 @@ class Client(ClientIO):
                 self._thread_sockets.append(s)
         return s
 
-    def _get_from(self, address: str, wkeys: list[str], timeout: float) -> dict[str, Any]:
+    def _get_from(self, address: str, wkeys: list[str], timeout: float,
+                  still_holder: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Values of ``wkeys`` from the worker at ``address``. A slow answer is waited for
+        while ``still_holder()`` says the scheduler still lists that worker as the holder;
+        one the scheduler has declared dead is abandoned at once."""
         s = self._thread_socket(address)
         req = next(self._counter)
         t0 = now()
         s.send_multipart([protocol.header(protocol.GET, req, wkeys, not address.startswith("tcp://"))])
         deadline = time.monotonic() + timeout
         while True:
-            if not s.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+            left = deadline - time.monotonic()
+            wait = left if still_holder is None else min(left, _HOLDER_RECHECK)
+            if not s.poll(max(1, int(wait * 1000))):
+                if time.monotonic() < deadline and still_holder is not None and still_holder():
+                    continue
                 self._drop_thread_socket(address)
                 raise TimeoutError(f"worker {address} did not answer")
-            frames = s.recv_multipart(copy=False)
-            msg = unpack(frames[0].buffer)
-            if msg[1] != req:
+            frames = [f.buffer for f in s.recv_multipart(copy=False)]
+            try:
+                msg = protocol.parse_data(frames)
+            except protocol.ProtocolError as e:
+                self._drop_thread_socket(address)
+                raise FriskyError(f"a malformed reply from worker {address}: {e.why}") from None
+            if msg.req != req:
                 continue  # a late answer to an earlier, abandoned request
-            _, _, keys, descs_all, _missing = msg
-            out = dataplane.decode_values(keys, descs_all, [f.buffer for f in frames[1:]])
+            if any(d[0] == protocol.STREAMED for descs in msg.descs for d in descs):
+                raise FriskyError(f"worker {address} streamed a reply this client did not ask to stream")
+            try:
+                out = dataplane.decode_values(msg.keys, msg.descs, msg.frames)
+            except Exception as e:  # noqa: BLE001 - a bad pickle, segment or codec: this fetch fails
+                raise FriskyError(f"cannot decode the reply of worker {address}: {e!r}") from e
             recorder.span("client.gather", t0)
             return out
 
@@ -455,9 +560,12 @@ class Client(ClientIO):
             if not s.poll(max(1, int((deadline - time.monotonic()) * 1000))):
                 self._drop_thread_socket(self.scheduler_address)
                 raise TimeoutError(f"the scheduler at {self.scheduler_address} did not answer")
-            msg = unpack(s.recv_multipart()[0])
-            if msg[0] == protocol.REPLY and msg[1] == req:
-                return msg[2]
+            try:
+                msg = protocol.parse_to_client(s.recv_multipart())
+            except protocol.ProtocolError as e:
+                raise FriskyError(f"a malformed answer from the scheduler: {e.why}") from None
+            if type(msg) is protocol.Reply and msg.req == req:
+                return msg.value
 
     def scheduler_info(self) -> dict:
         """The scheduler's view: ``info["workers"]`` maps worker addresses to name, pid, nthreads…"""
@@ -545,6 +653,8 @@ class Client(ClientIO):
         if not slot[0].wait(self.timeout):
             self._requests.pop(req, None)
             return []
+        if isinstance(slot[1], BaseException):  # the reply did not parse
+            raise slot[1]
         return slot[1]
 
     def _cancel_keys(self, wkeys: list[str]) -> None:
@@ -554,6 +664,12 @@ class Client(ClientIO):
             return
         self._outbox.append([protocol.header(protocol.CANCEL, wkeys)])
         self.waker.wake()
+
+    def _keep_until_done(self, f: Future) -> None:
+        """Hold ``f`` until it completes (the I/O thread lets go after completing it)."""
+        self._held[f._wkey] = f
+        if f._state in _DONE_STATES:  # completed meanwhile: the I/O thread may have let go already
+            self._held.pop(f._wkey, None)
 
     def _release_later(self, wkey: str) -> None:
         # called from Future.__del__: only append and poke the I/O thread. Releases share
@@ -571,6 +687,8 @@ class Client(ClientIO):
             return
         self._closed = True
         self.status = "closed"
+        if "frisky.client.dask" in sys.modules:
+            sys.modules["frisky.client.dask"].unset_default(self)
         self.waker.wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -589,6 +707,7 @@ class Client(ClientIO):
                 f._client = None
                 f.cancel()
         self._held.clear()
+        self._tell_news_all(ClientClosed("this Client is closed"))
         for job in list(self._jobs.values()):
             job.fail(CancelledError())
         self._jobs.clear()

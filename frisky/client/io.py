@@ -13,7 +13,7 @@ from typing import Any
 
 import zmq
 
-from frisky import config, protocol
+from frisky import config, logs, protocol
 from frisky.client.future import Future, Remote
 from frisky.client.map_job import Failed, MapJob
 from frisky.data.serialize import attach_traceback
@@ -23,6 +23,7 @@ from frisky.zmq import sockets
 
 _LAZY_FLUSH_MS = 5  # releases wait at most this long for a ride with other traffic
 _BATCH = 10000  # tasks in one submit message
+_dropped = logs.Dropped(logs.logger("client"), "message")
 
 
 class ClientIO:
@@ -132,25 +133,52 @@ class ClientIO:
             frames = sockets.recv(sock)
             if frames is None:
                 return True
-            msg = unpack(frames[0])
-            op = msg[0]
-            if op == protocol.RESULTS:
-                self._on_results(msg[1], unpack(frames[1]))
-            elif op == protocol.REPLY:
-                slot = self._requests.pop(msg[1], None)
-                if slot is not None:
-                    slot.append(msg[2])
-                    slot[0].set()
-            elif op == protocol.RUNNING:
-                for wkey in msg[1]:
-                    f = self._live(wkey)
-                    if f is not None and f._state == "PENDING":
-                        f.set_running_or_notify_cancel()
-            elif op == protocol.ERRED:
-                self._on_erred(msg[1], unpack(frames[1]), msg[2])
-            elif op == protocol.CLOSE:
-                return False
+            try:
+                msg = protocol.parse_to_client(frames)
+            except protocol.ProtocolError as e:
+                self._malformed(frames, e)
+                continue
+            kind = type(msg)
+            try:
+                if kind is protocol.Results:
+                    self._on_results(msg.keys, msg.values)
+                elif kind is protocol.Reply:
+                    slot = self._requests.pop(msg.req, None)
+                    if slot is not None:
+                        slot.append(msg.value)
+                        slot[0].set()
+                elif kind is protocol.Running:
+                    for wkey in msg.keys:
+                        f = self._live(wkey)
+                        if f is not None and f._state == "PENDING":
+                            f.set_running_or_notify_cancel()
+                elif kind is protocol.Erred:
+                    self._on_erred(msg.keys, msg.excs, msg.tracebacks)
+                elif kind is protocol.Close:
+                    return False
+            except Exception as e:  # noqa: BLE001 - our bug: the I/O thread must keep serving
+                _dropped("scheduler", type(msg).__name__, f"{type(e).__name__}: {e}", exc_info=e)
         return True
+
+    def _malformed(self, frames: list, e: protocol.ProtocolError) -> None:
+        """A message from the scheduler that does not parse: fail what it answers, if that
+        much can be read (the request, or the keys), and log it."""
+        _dropped("scheduler", e.op, e.why)
+        error = FriskyError(f"a malformed {e.op or 'message'} from the scheduler: {e.why}")
+        try:
+            head = unpack(frames[0])
+        except Exception:  # noqa: BLE001 - not even a header: nothing to fail
+            return
+        if type(head) is not list or len(head) < 2:
+            return
+        if e.op == protocol.REPLY and type(head[1]) is int:
+            slot = self._requests.pop(head[1], None)
+            if slot is not None:
+                slot.append(error)
+                slot[0].set()
+        elif e.op in (protocol.RESULTS, protocol.ERRED) and type(head[1]) is list:
+            keys = [k for k in head[1] if type(k) is str]
+            self._on_erred(keys, [["error", str(error)]] * len(keys), [""] * len(keys))
 
     def _live(self, wkey: str) -> Future | None:
         ref = self._futures.get(wkey)
@@ -158,8 +186,8 @@ class ClientIO:
 
     def _on_results(self, keys: list[str], blobs: list) -> None:
         loads = self.codec.loads_value
-        if self._held:
-            self._unhold(keys)
+        if self._news:
+            self._tell_news(keys, blobs)
         jobs = self._jobs
         touched: set[MapJob] | None = None
         for wkey, blob in zip(keys, blobs):
@@ -180,8 +208,10 @@ class ClientIO:
             if f is None:
                 continue
             if type(blob) is str:
-                if f.done():
-                    continue  # recomputed elsewhere; result() asks the scheduler where
+                if f.done():  # recomputed elsewhere: a later fetch goes there first
+                    if type(f._result) is Remote:
+                        f._result.address = blob
+                    continue
                 value = Remote(blob)
             else:
                 try:
@@ -190,6 +220,8 @@ class ClientIO:
                     _set(f, exc=e)
                     continue
             _set(f, value)
+        if self._held:  # after completing them: a held future may be the only reference
+            self._unhold(keys)
         if touched:
             self._jobs_touched(touched)
 
@@ -200,20 +232,18 @@ class ClientIO:
                 self._job_maybe_done(job)
 
     def _unhold(self, keys: list[str]) -> None:
-        # the caller still has the futures of these keys while it sets them
         pop = self._held.pop
         for k in keys:
             pop(k, None)
 
     def _on_erred(self, keys: list[str], excs: list, tbs: list[str]) -> None:
-        if self._held:
-            self._unhold(keys)
         touched: set[MapJob] = set()
+        news = self._news
         for wkey, blob, tb in zip(keys, excs, tbs):
             head, _, index = wkey.rpartition(".")
             job = self._jobs.get(head)
             f = self._live(wkey) if job is None else None
-            if job is None and f is None:
+            if job is None and f is None and wkey not in news:
                 continue
             if type(blob) is list:
                 kind, text = blob
@@ -224,13 +254,35 @@ class ClientIO:
                 except Exception as e:  # noqa: BLE001 - table entry gone
                     exc = FriskyError(f"task {wkey!r} failed: {e!r}")
                 attach_traceback(exc, tb)
+            if news:
+                self._tell_news([wkey], [exc])
             if job is not None:
                 job.put(int(index, 16), Failed(exc))
                 touched.add(job)
-            else:
+            elif f is not None:
+                if type(f._result) is Remote:  # its value was lost for good: a fetch says so
+                    f._result.error = exc
                 _set(f, exc=exc)
+        if self._held:  # after completing them: a held future may be the only reference
+            self._unhold(keys)
         if touched:
             self._jobs_touched(touched)
+
+    def _tell_news(self, keys: list[str], outcomes: list) -> None:
+        """Wake fetches waiting for a lost value to be recomputed: an inline blob, a holder's
+        address or an exception per key."""
+        news = self._news
+        for wkey, outcome in zip(keys, outcomes):
+            slot = news.get(wkey)
+            if slot is not None and len(slot) == 1:
+                slot.append(outcome)
+                slot[0].set()
+
+    def _tell_news_all(self, exc: BaseException) -> None:
+        for slot in list(self._news.values()):
+            if len(slot) == 1:
+                slot.append(exc)
+                slot[0].set()
 
     def _scheduler_lost(self, why: str) -> None:
         self._lost = True
@@ -241,6 +293,7 @@ class ClientIO:
             if f is not None and not f.done():
                 _set(f, exc=SchedulerGone(f"{why}; the result of {f.key!r} is lost"))
         self._held.clear()
+        self._tell_news_all(SchedulerGone(f"{why}; a result being recomputed is lost"))
         for job in list(self._jobs.values()):
             job.fail(SchedulerGone(f"{why}; the results of a map are lost"))
 

@@ -10,6 +10,9 @@ import threading
 import zmq
 from zmq.backend import Socket as _CSocket
 
+from frisky import config
+from frisky.zmq import zap
+
 _inproc_contexts: dict[str, zmq.Context] = {}
 _lock = threading.Lock()
 
@@ -34,9 +37,39 @@ def unregister_inproc(address: str) -> None:
         _inproc_contexts.pop(address, None)
 
 
+IPC_PREFIX = "frisky-ipc-"
+
+
 def private_ipc_dir() -> str:
-    """A fresh 0700 directory for ``ipc://`` endpoints (removed by the cluster on close)."""
-    return tempfile.mkdtemp(prefix="frisky-ipc-")
+    """A fresh 0700 directory for ``ipc://`` endpoints (removed by the cluster on close).
+
+    Its name carries this process's pid, ``frisky-ipc-<pid>-<random>``, so that
+    :func:`sweep_ipc_dirs` can remove it should every process that knew of it be killed.
+    """
+    return tempfile.mkdtemp(prefix=f"{IPC_PREFIX}{os.getpid()}-")
+
+
+def sweep_ipc_dirs() -> int:
+    """Remove ipc directories whose owning process is gone; returns how many."""
+    from frisky.procs import pid_alive
+
+    root = tempfile.gettempdir()
+    removed = 0
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith(IPC_PREFIX):
+            continue
+        pid = name[len(IPC_PREFIX):].partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+            continue  # not ours to judge, or its owner lives
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += not os.path.exists(path)
+    return removed
 
 
 def remove_dir(path: str | None) -> None:
@@ -52,10 +85,17 @@ def _tune(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
-def router(ctx: zmq.Context, address: str) -> tuple[zmq.Socket, str]:
-    """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a port); returns it and its address."""
+def router(ctx: zmq.Context, address: str, max_message_size: int | None = None) -> tuple[zmq.Socket, str]:
+    """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a port); returns it and its address.
+
+    It refuses frames over ``max_message_size`` (default: the ``max_message_size`` setting)
+    before allocating them, and peers that do not speak ZMTP 3 (see :mod:`frisky.zmq.zap`).
+    """
     sock = _tune(ctx.socket(zmq.ROUTER))
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, config.get("max_message_size", max_message_size))
+    if not address.startswith("inproc://"):
+        zap.protect(sock)
     if address.startswith("tcp://") and address.endswith(":0"):
         address = address[:-2] + ":*"
     try:
@@ -127,9 +167,17 @@ def check_address(address: str) -> None:
     """Raise ``ValueError`` for an address ZeroMQ cannot use."""
     if not isinstance(address, str) or "://" not in address:
         raise ValueError(f"not a scheduler address: {address!r} (expected tcp://host:port, ipc://path or inproc://name)")
-    scheme = address.split("://", 1)[0]
+    scheme, rest = address.split("://", 1)
     if scheme not in ("tcp", "ipc", "inproc"):
         raise ValueError(f"unsupported transport {scheme!r} in {address!r}")
+    if scheme == "tcp":
+        host, sep, port = rest.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"not a tcp address: {address!r} (expected tcp://host:port)")
+        if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
+            raise ValueError(f"port {port!r} in {address!r} is not a number in 0-65535")
+    elif not rest:
+        raise ValueError(f"{scheme} address {address!r} names nothing")
 
 
 class Waker:
