@@ -27,6 +27,8 @@ the heap) instead of a SIGBUS later.
 from __future__ import annotations
 
 import bisect
+import collections
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -43,10 +45,38 @@ PAGE = 4096
 _GROW = 64 << 20  # reserve /dev/shm in steps this big: few fallocate calls
 _GEN = struct.Struct("<I")
 
+# One lock for this process's arena state. Blocks are freed from weakref finalizers, which
+# may run in any thread and in the middle of code holding the lock (a garbage collection):
+# they only queue their work (_defer), done by whoever takes the lock next (_locked).
 _lock = threading.Lock()
+_deferred: collections.deque = collections.deque()
 _local_pins: dict[tuple[str, int], int] = {}  # (arena name, offset) -> live in-process views
 _owned: dict[str, Arena] = {}  # arenas this process owns, by name
 _mapped: dict[str, _Mapping] = {}  # arenas of other processes this process has mapped
+
+
+def _drain() -> None:
+    while _deferred:
+        if not _lock.acquire(blocking=False):
+            return  # the holder drains once it lets go
+        try:
+            while _deferred:
+                fn, args = _deferred.popleft()
+                fn(*args)
+        finally:
+            _lock.release()
+
+
+@contextlib.contextmanager
+def _locked():
+    with _lock:
+        yield
+    _drain()
+
+
+def _defer(fn, *args) -> None:
+    _deferred.append((fn, args))
+    _drain()
 
 
 def _round(n: int) -> int:
@@ -97,7 +127,6 @@ class Arena:
             os.close(self._fd)
             _unlink(self.name)
             raise
-        self._lock = threading.Lock()
         self._top = 0  # bump pointer: data offsets below it have been handed out before
         self._reserved = 0  # data bytes reserved in /dev/shm (fallocate)
         self._free: dict[int, int] = {}  # offset -> size of free extents below _top
@@ -110,7 +139,7 @@ class Arena:
         self.idle = self.capacity // 10 if idle is None else max(0, idle)
         self._cold = False  # some free extent may have been punched: re-reserve on reuse
         self.closed = False
-        with _lock:
+        with _locked():
             _owned[self.name] = self
 
     def _reserve(self, start: int, length: int) -> None:
@@ -127,7 +156,9 @@ class Arena:
         if nbytes <= 0 or self.closed:
             return None
         size = _round(nbytes)
-        with self._lock:
+        import numpy as np
+
+        with _locked():
             if self._pending:
                 self._reclaim()
             offset = self._take(size)
@@ -135,14 +166,11 @@ class Arena:
                 return None
             self.used += size
             gen = _GEN.unpack_from(self._mm, (offset // PAGE) * _GEN.size)[0]
-        import numpy as np
-
-        root = np.frombuffer(self._mm, np.uint8, count=nbytes, offset=self.header + offset)
-        key = (self.name, offset)
-        with _lock:
+            key = (self.name, offset)
             _local_pins[key] = _local_pins.get(key, 0) + 1
+        root = np.frombuffer(self._mm, np.uint8, count=nbytes, offset=self.header + offset)
         # the root array dies only after every view and value built on it has died
-        weakref.finalize(root, self._release, offset, size).atexit = False
+        weakref.finalize(root, _defer, self._release, offset, size).atexit = False
         return Block(self, offset, nbytes, gen, memoryview(root))
 
     def _take(self, size: int) -> int | None:
@@ -196,25 +224,24 @@ class Arena:
 
     # ----------------------------------------------------------------- release
     def _release(self, offset: int, size: int) -> None:
+        # under _lock (see _defer)
         key = (self.name, offset)
-        with _lock:
-            left = _local_pins.get(key, 0) - 1
-            if left > 0:
-                _local_pins[key] = left
-            else:
-                _local_pins.pop(key, None)
-        with self._lock:
-            self.used -= size
-            if self.closed:
-                return
-            self._pending.append((offset, size))
-            self._reclaim()
-            if self._reserved - self.used > self.idle:
-                self._trim()
+        left = _local_pins.get(key, 0) - 1
+        if left > 0:
+            _local_pins[key] = left
+        else:
+            _local_pins.pop(key, None)
+        self.used -= size
+        if self.closed:
+            return
+        self._pending.append((offset, size))
+        self._reclaim()
+        if self._reserved - self.used > self.idle:
+            self._trim()
 
     def trim(self) -> int:
         """Give the pages of every free block back to the OS; returns the bytes freed."""
-        with self._lock:
+        with _locked():
             return 0 if self.closed else self._trim()
 
     def _trim(self) -> int:
@@ -229,7 +256,7 @@ class Arena:
         return freed
 
     def _reclaim(self) -> None:
-        """Free released blocks that no reader pins any more (under ``self._lock``)."""
+        """Free released blocks that no reader pins any more (under ``_lock``)."""
         still = []
         for offset, size in self._pending:
             if (self.name, offset) in _local_pins or not self._unpinned(offset, size):
@@ -253,24 +280,23 @@ class Arena:
 
     def reclaim(self) -> int:
         """Retry blocks whose readers have since let go; returns how many stay pinned."""
-        with self._lock:
+        with _locked():
             if self._pending and not self.closed:
                 self._reclaim()
             return len(self._pending)
 
     def stats(self) -> dict:
-        with self._lock:
+        with _locked():
             free = sum(self._free.values())
             return {"capacity": self.capacity, "used": self.used, "top": self._top, "free_below_top": free,
                     "pinned": len(self._pending), "reserved": self._reserved}
 
     def close(self) -> None:
         """Unlink the arena file. Views in this and other processes stay valid memory."""
-        with self._lock:
+        with _locked():
             if self.closed:
                 return
             self.closed = True
-        with _lock:
             _owned.pop(self.name, None)
         _unlink(self.name)
         try:
@@ -335,15 +361,14 @@ def attach(name: str, offset: int, nbytes: int, gen: int) -> memoryview:
         raise ValueError("arena descriptor fields must be integers")
     if offset < 0 or nbytes <= 0 or offset % PAGE:
         raise ValueError(f"bad arena block offset {offset} / size {nbytes}")
-    with _lock:
+    with _locked():
         owner = _owned.get(name)
+        m = _mapped.get(name)
     if owner is not None:
         return _attach_own(owner, offset, nbytes, gen)
-    with _lock:
-        m = _mapped.get(name)
     if m is None:
         m = _Mapping(name)
-        with _lock:
+        with _locked():
             other = _mapped.setdefault(name, m)
         if other is not m:  # another thread mapped it meanwhile
             os.close(m.fd)
@@ -352,18 +377,18 @@ def attach(name: str, offset: int, nbytes: int, gen: int) -> memoryview:
     start = m.header + offset
     if start + nbytes > len(m.mm):
         raise ValueError(f"arena block {offset}+{nbytes} lies outside {name}")
-    with _lock:
+    import numpy as np
+
+    with _locked():
         count = m.pins.get(offset, 0)
         if count == 0:
             fcntl.lockf(m.fd, fcntl.LOCK_SH, _round(nbytes), start)  # never blocks: owner only tries
         m.pins[offset] = count + 1
-    if _GEN.unpack_from(m.mm, (offset // PAGE) * _GEN.size)[0] != gen:
-        _unpin(m, offset, _round(nbytes), start)
-        raise FileNotFoundError(f"arena block {name}+{offset} was freed")
-    import numpy as np
-
+        if _GEN.unpack_from(m.mm, (offset // PAGE) * _GEN.size)[0] != gen:
+            _unpin(m, offset, _round(nbytes), start)
+            raise FileNotFoundError(f"arena block {name}+{offset} was freed")
     root = np.frombuffer(m.mm, np.uint8, count=nbytes, offset=start)
-    weakref.finalize(root, _unpin, m, offset, _round(nbytes), start).atexit = False
+    weakref.finalize(root, _defer, _unpin, m, offset, _round(nbytes), start).atexit = False
     return memoryview(root)
 
 
@@ -372,45 +397,46 @@ def _attach_own(arena: Arena, offset: int, nbytes: int, gen: int) -> memoryview:
     if start + nbytes > arena.header + arena.capacity:
         raise ValueError(f"arena block {offset}+{nbytes} lies outside {arena.name}")
     key = (arena.name, offset)
-    with _lock:
+    import numpy as np
+
+    with _locked():
         if key not in _local_pins or _GEN.unpack_from(arena._mm, (offset // PAGE) * _GEN.size)[0] != gen:
             raise FileNotFoundError(f"arena block {arena.name}+{offset} was freed")
         _local_pins[key] += 1
-    import numpy as np
-
     root = np.frombuffer(arena._mm, np.uint8, count=nbytes, offset=start)
     root.flags.writeable = False
-    weakref.finalize(root, _unpin_own, arena, offset).atexit = False
+    weakref.finalize(root, _defer, _unpin_own, arena, offset).atexit = False
     return memoryview(root)
 
 
 def _unpin_own(arena: Arena, offset: int) -> None:
+    # under _lock (see _defer)
     key = (arena.name, offset)
-    with _lock:
-        left = _local_pins.get(key, 0) - 1
-        if left > 0:
-            _local_pins[key] = left
-            return
-        _local_pins.pop(key, None)
-    arena.reclaim()
+    left = _local_pins.get(key, 0) - 1
+    if left > 0:
+        _local_pins[key] = left
+        return
+    _local_pins.pop(key, None)
+    if arena._pending and not arena.closed:
+        arena._reclaim()
 
 
 def _unpin(m: _Mapping, offset: int, size: int, start: int) -> None:
-    with _lock:
-        left = m.pins.get(offset, 0) - 1
-        if left > 0:
-            m.pins[offset] = left
-            return
-        m.pins.pop(offset, None)
-        try:
-            fcntl.lockf(m.fd, fcntl.LOCK_UN, size, start)
-        except OSError:  # the fd is gone with a mapping dropped at exit: nothing left to unpin
-            pass
+    # under _lock (see _defer)
+    left = m.pins.get(offset, 0) - 1
+    if left > 0:
+        m.pins[offset] = left
+        return
+    m.pins.pop(offset, None)
+    try:
+        fcntl.lockf(m.fd, fcntl.LOCK_UN, size, start)
+    except OSError:  # the fd is gone with a mapping dropped at exit: nothing left to unpin
+        pass
 
 
 def pinned(name: str) -> int:
     """Blocks of arena ``name`` this process views (tests and telemetry)."""
-    with _lock:
+    with _locked():
         m = _mapped.get(name)
         if m is not None:
             return len(m.pins)
@@ -420,7 +446,7 @@ def pinned(name: str) -> int:
 def trim() -> int:
     """Unmap arenas whose file is gone (owner closed or died) and that nothing here views."""
     dropped = 0
-    with _lock:
+    with _locked():
         for name, m in list(_mapped.items()):
             if m.pins or os.path.exists(os.path.join(SHM_DIR, name)):
                 continue
