@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from frisky import protocol
 from frisky.data.deps import substitute
 from frisky.data.serialize import format_exception
 from frisky.telemetry import recorder
@@ -65,6 +66,8 @@ class Executor:
     def _function(self, fid: bytes, blob: bytes):
         fn = self.functions.get(fid)
         if fn is None:
+            if not self.worker.codec.local and protocol.function_id(blob) != fid:
+                raise ValueError(f"function blob does not match its id {fid.hex()}: refused")
             fn = self.worker.codec.loads_function(blob)
             if self.worker.codec.local:
                 return fn  # a handle lookup is as cheap as a cache, and pins nothing

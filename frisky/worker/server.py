@@ -18,10 +18,10 @@ from typing import Any
 
 import zmq
 
-from frisky import config, protocol, shm
+from frisky import config, logs, protocol, shm
 from frisky.data import bufpool, compression, dataplane
 from frisky.data.serialize import PickleCodec
-from frisky.protocol import pack, unpack
+from frisky.protocol import pack
 from frisky.telemetry import now, recorder
 from frisky.worker.executor import Executor
 from frisky.worker.memory import MemoryManager
@@ -29,6 +29,8 @@ from frisky.worker.peers import Peers
 from frisky.worker.state import WorkerState
 from frisky.worker.store import Store, sizeof
 from frisky.zmq import sockets
+
+log = logs.logger("worker")
 
 _MISSING = object()
 
@@ -63,6 +65,7 @@ class Worker:
         if listen_address is None:
             host = config.get("host")
             listen_address = f"tcp://{host}:0"
+        self.dropped = logs.Dropped(log, "message")  # messages that did not parse, scheduler's or peers'
         self.peers = Peers(self, listen_address)
         self.address = self.peers.address
         if self.address.startswith("inproc://"):
@@ -120,10 +123,13 @@ class Worker:
         self.sock.send_multipart([protocol.header(protocol.HELLO_WORKER, info)])
         if not self.sock.poll(int(self.connect_timeout * 1000)):
             raise TimeoutError(f"no scheduler answered at {self.scheduler_address} within {self.connect_timeout}s")
-        msg = unpack(self.sock.recv_multipart()[0])
-        if msg[0] != protocol.WELCOME:
-            raise ConnectionError(f"unexpected answer from scheduler: {msg[0]!r}")
-        self.worker_id, self.cluster_id = msg[1], msg[2]
+        try:
+            msg = protocol.parse_to_worker(self.sock.recv_multipart())
+        except protocol.ProtocolError as e:
+            raise ConnectionError(f"a malformed answer from the scheduler: {e.why}") from None
+        if type(msg) is not protocol.Welcome:
+            raise ConnectionError(f"unexpected answer from scheduler: {type(msg).__name__}")
+        self.worker_id, self.cluster_id = msg.id, msg.cluster_id
 
     def run(self) -> None:
         """Register with the scheduler and serve until told to close or it goes silent."""
@@ -206,27 +212,34 @@ class Worker:
             frames = sockets.recv(self.sock)
             if frames is None:
                 return
-            msg = unpack(frames[0])
-            op = msg[0]
-            if op == protocol.COMPUTE:
-                self._compute(msg, frames)
-            elif op == protocol.FREE:
-                for k in msg[1]:
-                    self.free(k)
-            elif op == protocol.CANCEL:
-                dropped = self.state.cancel(msg[1])
-                if dropped:
-                    self._send(protocol.header(protocol.CANCELLED, dropped))
-            elif op == protocol.STORE:
-                self._store(msg, frames[1:])
-            elif op == protocol.CLOSE:
-                self._stop = True
-                return
+            try:
+                msg = protocol.parse_to_worker(frames)
+            except protocol.ProtocolError as e:
+                self.dropped("the scheduler", e.op, e.why)
+                continue
+            kind = type(msg)
+            try:
+                if kind is protocol.Compute:
+                    self._compute(msg)
+                elif kind is protocol.Free:
+                    for k in msg.keys:
+                        self.free(k)
+                elif kind is protocol.CancelTasks:
+                    dropped = self.state.cancel(msg.tids)
+                    if dropped:
+                        self._send(protocol.header(protocol.CANCELLED, dropped))
+                elif kind is protocol.Store:
+                    self._store(msg)
+                elif kind is protocol.Close:
+                    self._stop = True
+                    return
+            except Exception as e:  # noqa: BLE001 - our bug: the worker keeps serving
+                self.dropped("the scheduler", kind.__name__, f"{type(e).__name__}: {e}", exc_info=e)
 
-    def _compute(self, msg: list, frames: list) -> None:
-        _, tids, keys, fidx, fids, deps, where = msg
-        payloads, fn_blobs, inline = unpack(frames[1])
-        ctx = {"inline": inline, "decoded": {}, "fns": dict(zip(fids, fn_blobs))}
+    def _compute(self, msg: protocol.Compute) -> None:
+        tids, keys, fidx, fids, deps = msg.tids, msg.keys, msg.fidx, msg.fids, msg.deps
+        ctx = {"inline": msg.inline, "decoded": {}, "fns": dict(zip(fids, msg.fn_blobs))}
+        payloads = msg.payloads
         if type(fidx) is int:
             fid = fids[fidx]
             if deps is None:
@@ -236,7 +249,7 @@ class Worker:
         else:
             ds = deps if deps is not None else itertools.repeat(None)
             tasks = [(t, k, fids[i], p, d, ctx) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
-        ready, fetch = self.state.compute(tasks, where, self.has)
+        ready, fetch = self.state.compute(tasks, msg.where, self.has)
         if ready:
             self.executor.submit(ready)
         for address, dep_keys in fetch.items():
@@ -279,30 +292,50 @@ class Worker:
         if frames is not None:
             dataplane.release(frames, self.registry)
 
-    def _store(self, msg: list, frames: list) -> None:
-        _, tids, keys, descs_per_key = msg
+    def _store(self, msg: protocol.Store) -> None:
+        """Hold scattered values; one that cannot be decoded errs its task alone."""
+        frames = msg.frames
         pos = 0
-        nbytes = []
-        for k, descs in zip(keys, descs_per_key):
+        ok_tids, nbytes = [], []
+        err_tids, err_blobs, err_tbs = [], [], []
+        for tid, k, descs in zip(msg.tids, msg.keys, msg.descs):
             n = dataplane.count_frames(descs)
-            entries = dataplane.decode(descs, frames[pos:pos + n], segments=True)
+            part = frames[pos:pos + n]
             pos += n
-            size = dataplane.nbytes(entries)
-            if self.memory.over_target() and self.memory.put_frames(k, dataplane.views(entries), size):
-                nbytes.append(size)  # over target: straight to disk, never deserialized here
+            try:
+                size = self._store_one(k, descs, part)
+            except Exception as e:  # noqa: BLE001 - a bad pickle, segment or codec from the client
+                err_tids.append(tid)
+                err_blobs.append(self.codec.dumps_exception(e))
+                err_tbs.append(f"cannot store scattered {k!r}: {e!r}")
                 continue
-            for e in entries:
-                if isinstance(e, shm.Segment):
-                    self.registry.incref(e.name)  # ownership passes from the client to us
-            value = dataplane.loads(dataplane.views(entries))
-            if any(isinstance(e, shm.Segment) for e in entries):
-                shared = dataplane.Frames(entries)
-                shared.itemsizes = [1] * len(entries)
-                self.shared[k] = shared
-            size = sizeof(value)
-            self.store.put(k, value, size)
+            ok_tids.append(tid)
             nbytes.append(size)
-        self._send(protocol.header(protocol.FINISHED, tids, nbytes, []), pack([None] * len(tids)))
+        if ok_tids:
+            self._send(protocol.header(protocol.FINISHED, ok_tids, nbytes, []), pack([None] * len(ok_tids)))
+        if err_tids:
+            self._send(protocol.header(protocol.ERRED, err_tids, err_tbs), pack(err_blobs))
+
+    def _store_one(self, k: str, descs: list, frames: list) -> int:
+        own = f"{shm.PREFIX}{self.cluster_id}-"
+        for d in descs:
+            if d[0] == protocol.SHM and not d[1].startswith(own):
+                raise ValueError(f"segment {d[1]!r} is not of this cluster")  # we would own and unlink it
+        entries = dataplane.decode(descs, frames, segments=True)
+        size = dataplane.nbytes(entries)
+        if self.memory.over_target() and self.memory.put_frames(k, dataplane.views(entries), size):
+            return size  # over target: straight to disk, never deserialized here
+        value = dataplane.loads(dataplane.views(entries))
+        for e in entries:
+            if isinstance(e, shm.Segment):
+                self.registry.incref(e.name)  # ownership passes from the client to us
+        if any(isinstance(e, shm.Segment) for e in entries):
+            shared = dataplane.Frames(entries)
+            shared.itemsizes = [1] * len(entries)
+            self.shared[k] = shared
+        size = sizeof(value)
+        self.store.put(k, value, size)
+        return size
 
     def _report(self) -> None:
         """Send results the executor has handed back, batched into few messages."""
