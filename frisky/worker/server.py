@@ -127,6 +127,9 @@ class Worker:
             msg = protocol.parse_to_worker(self.sock.recv_multipart())
         except protocol.ProtocolError as e:
             raise ConnectionError(f"a malformed answer from the scheduler: {e.why}") from None
+        if type(msg) is protocol.Refused:
+            raise ConnectionRefusedError(f"the scheduler at {self.scheduler_address} refused worker "
+                                         f"{self.name!r}: {msg.reason}")
         if type(msg) is not protocol.Welcome:
             raise ConnectionError(f"unexpected answer from scheduler: {type(msg).__name__}")
         self.worker_id, self.cluster_id = msg.id, msg.cluster_id
