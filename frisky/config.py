@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "memory_terminate": 0.95,  # fraction: nanny restarts the worker
     "memory_monitor_interval": 0.1,
     "spill_directory": None,  # default: the system temp dir
+    "spill_retry_min": 0.1,  # seconds before retrying after a failed spill (disk full); doubles...
+    "spill_retry_max": 5.0,  # ...up to this, until a write succeeds
     # telemetry
     "telemetry_spans": 65536,  # ring size per process
 }
