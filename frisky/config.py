@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome
     "heartbeat_interval": 1.0,  # seconds between heartbeats, both ways
     "heartbeat_timeout": 15.0,  # silence after which a peer is considered dead
+    "reconnect_timeout": 3600.0,  # seconds a worker keeps trying to rejoin a scheduler that went away
     # data plane
     "inline_threshold": 4096,  # results smaller than this ride inside `finished`
     "shm_threshold": 64 * 1024,  # buffers at least this big go to shared memory
@@ -34,8 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "memory_target": 0.60,  # fraction of the limit: start spilling LRU values
     "memory_spill": 0.70,  # fraction of the limit measured as process RSS: spill more
     "memory_pause": 0.80,  # fraction: stop starting tasks
-    "memory_terminate": 0.95,  # fraction: nanny restarts the worker
+    "memory_terminate": 0.95,  # fraction of the limit measured as RSS: the nanny kills and restarts the worker
     "memory_monitor_interval": 0.1,
+    "nanny_memory_interval": 0.02,  # seconds between the nanny's RSS reads of each worker
+    "nanny_failed_starts": 5,  # deaths in a row before registering after which the nanny gives up
     "spill_directory": None,  # default: the system temp dir
     "spill_retry_min": 0.1,  # seconds before retrying after a failed spill (disk full); doubles...
     "spill_retry_max": 5.0,  # ...up to this, until a write succeeds

@@ -14,3 +14,15 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, belongs to someone else
         return True
     return True
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the process that started it dies."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: nothing to ask for
+        pass

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
 
         run(rest)
     elif cmd == "worker":
-        from frisky.worker.server import main as run
+        from frisky.cli.worker import main as run
 
         run(rest)
     elif cmd == "demo":

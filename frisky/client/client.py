@@ -15,6 +15,7 @@ import itertools
 import os
 import pickle
 import secrets
+import sys
 import threading
 import time
 import types
@@ -55,8 +56,10 @@ class Client(ClientIO):
     ``Client()`` with no address starts a private LocalCluster and closes it on close.
     """
 
+    asynchronous = False  # dask asks: this client blocks, it has no event loop
+
     def __init__(self, address: Any = None, *, timeout: float | None = None, name: str | None = None,
-                 **cluster_kwargs) -> None:
+                 set_as_default: bool = True, **cluster_kwargs) -> None:
         from frisky.deploy.cluster import LocalCluster
 
         self._owned_cluster = None
@@ -105,6 +108,11 @@ class Client(ClientIO):
         self._thread = threading.Thread(target=self._io_loop, name="frisky-client-io", daemon=True)
         self._thread.start()
         self.status = "running"
+        self._dask_config = None
+        if set_as_default:  # dask's default scheduler while open, as with dask.distributed
+            from frisky.client import dask as dask_glue
+
+            dask_glue.set_as_default(self)
 
     def _connect(self) -> None:
         self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name)])
@@ -351,6 +359,34 @@ class Client(ClientIO):
         self._outbox.append(frames)
         self.waker.wake()
 
+    def _send_frames(self, frames: list) -> None:
+        """Queue one raw message for the scheduler, in order with submissions (internal)."""
+        self._outbox.append(frames)
+        self.waker.wake()
+
+    # ------------------------------------------------------------------ dask
+    def get(self, dsk: Any, keys: Any, **kwargs) -> Any:
+        """Dask's scheduler interface: compute ``keys`` of graph ``dsk`` on the cluster.
+
+        ``dask.compute(x, scheduler=client.get)`` and ``dask.config.set(scheduler=client)``
+        use it; ``workers=``, ``retries=`` and ``priority=`` apply to every task.
+        """
+        from frisky.client import dask as dask_glue
+
+        return dask_glue.get(self, dsk, keys, **kwargs)
+
+    def compute(self, collections: Any, sync: bool = False, **kwargs) -> Any:
+        """Start computing dask collections; returns a future each (values with ``sync=True``)."""
+        from frisky.client import dask as dask_glue
+
+        return dask_glue.compute(self, collections, sync=sync, **kwargs)
+
+    def persist(self, collections: Any, **kwargs) -> Any:
+        """Compute dask collections in the background; returns them backed by futures."""
+        from frisky.client import dask as dask_glue
+
+        return dask_glue.persist(self, collections, **kwargs)
+
     # ------------------------------------------------------------- results
     def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Results of ``futures`` (a future, or lists/tuples/dicts/sets of them), same shape.
@@ -571,6 +607,8 @@ class Client(ClientIO):
             return
         self._closed = True
         self.status = "closed"
+        if "frisky.client.dask" in sys.modules:
+            sys.modules["frisky.client.dask"].unset_default(self)
         self.waker.wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)

@@ -45,6 +45,8 @@ class Future(concurrent.futures.Future):
     callback; until then completion and ``result()`` take a lock-free path.
     """
 
+    __dask_future__ = True  # dask's graphs take a future as a reference to its key
+
     def __init__(self, key: Any, wire_key: str, client) -> None:
         # no super().__init__(): _condition, _waiters and _done_callbacks come on first use
         self._state = _PENDING

@@ -1,13 +1,15 @@
 """LocalCluster: a scheduler and workers on this machine, as processes or threads.
 
 Processes talk over ``ipc://`` sockets in a private 0700 directory (or TCP when asked);
-a watcher thread sees a worker die the moment it does (pidfd) and starts a new one.
+this process supervises its workers itself (:mod:`frisky.deploy.nanny`: restarts, memory
+terminate, crash loops), one thread for all of them, which also notices the scheduler's exit.
 ``processes=False`` runs everything as threads over ``inproc://`` and passes objects
 by reference, never pickling them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -19,8 +21,11 @@ from typing import Any
 import zmq
 
 from frisky import config, protocol
+from frisky.deploy.nanny import Nanny, Supervisor, describe_exit
 from frisky.protocol import unpack
 from frisky.zmq import sockets
+
+logger = logging.getLogger("frisky.cluster")
 
 
 class LocalCluster:
@@ -67,11 +72,12 @@ class LocalCluster:
             self.memory_limit = config.parse_bytes(memory_limit, total)
         self.host = host or config.get("host")
         self.timeout = config.get("connect_timeout", timeout)
-        self.restart_workers = restart_workers
+        self._restart_workers = restart_workers
+        self._nannies: dict[str, Nanny] = {}
+        self._supervisor: Supervisor | None = None
         self.status = "starting"
         self._closed = False
         self._ipc_dir: str | None = None
-        self._procs: dict[str, subprocess.Popen] = {}
         self._scheduler_proc: subprocess.Popen | None = None
         self._threads: list = []
         self._lock = threading.Lock()
@@ -133,8 +139,11 @@ class LocalCluster:
         from frisky.deploy import zygote
 
         self.ctx = zmq.Context.instance()
+        sockets.sweep_ipc_dirs()  # of clusters whose owner and fork server were both killed
         self._ipc_dir = sockets.private_ipc_dir()
         self._zygote = zygote.get()
+        # should this process end without closing us, the fork server tidies up after it
+        self._zygote.tidy_up(self._ipc_dir, self.cluster_id)
         argv = ["scheduler", "--cluster-id", self.cluster_id, "--quiet"]
         if dashboard_address:
             argv += ["--dashboard-address", dashboard_address]
@@ -150,11 +159,11 @@ class LocalCluster:
             finally:
                 os.close(w)
             self.scheduler_address = self._read_address(r)
+        # one thread supervises every worker (and notices the scheduler's exit)
+        self._supervisor = Supervisor().start()
+        self._supervisor.watch(self._scheduler_proc, self._scheduler_exited)
         for i in range(self.n_workers):
             self._spawn_worker(str(i))
-        self._watch_read, self._watch_write = os.pipe()
-        self._watcher = threading.Thread(target=self._watch, name="frisky-cluster-watch", daemon=True)
-        self._watcher.start()
         self._wait_workers(self.n_workers)
 
     def _read_address(self, fd: int) -> str:
@@ -173,46 +182,46 @@ class LocalCluster:
             listen = f"ipc://{self._ipc_dir}/w-{name}"
         else:
             listen = f"tcp://{self.host}:0"
-        return ["worker", self.scheduler_address, "--name", name, "--nthreads", str(self.threads_per_worker),
+        return ["worker", self.scheduler_address, "--no-nanny", "--quiet", "--status-fd", "{fd0}",
+                "--name", name, "--nthreads", str(self.threads_per_worker),
                 "--memory-limit", str(self.memory_limit), "--listen-address", listen]
 
     def _spawn_worker(self, name: str) -> None:
-        proc = self._zygote.spawn(self._worker_argv(name))
+        argv = self._worker_argv(name)
+        nanny = Nanny(lambda fd: self._zygote.spawn(argv, fds=[fd]), name, self.memory_limit,
+                      restart=self._restart_workers, on_exit=self._worker_exited, supervisor=self._supervisor)
         with self._lock:
-            self._procs[name] = proc
+            self._nannies[name] = nanny
+        nanny.start()
 
-    def _watch(self) -> None:
-        """Notice dead worker processes at once (pidfd) and start replacements."""
-        watched: dict[int, tuple[str, subprocess.Popen]] = {}
-        while not self._closed:
-            with self._lock:
-                procs = list(self._procs.items())
-            known = {id(p) for _, p in watched.values()}
-            for name, proc in procs:
-                if id(proc) not in known:
-                    try:
-                        watched[os.pidfd_open(proc.pid)] = (name, proc)
-                    except OSError:  # already gone: reap it below
-                        watched[os.open("/dev/null", os.O_RDONLY)] = (name, proc)
-            ready, _, _ = select.select([self._watch_read, *watched], [], [])
-            if self._closed:
-                break
-            for fd in ready:
-                if fd == self._watch_read:
-                    continue
-                name, proc = watched.pop(fd)
-                os.close(fd)
-                proc.wait()
-                from frisky.shm import sweep_owner
+    def _worker_exited(self, nanny: Nanny, pid: int, reason: str) -> None:
+        from frisky.shm import sweep_owner
 
-                sweep_owner(self.cluster_id, proc.pid)
-                if not self._closed and self.restart_workers:
-                    try:
-                        self._spawn_worker(name)
-                    except OSError:  # the fork server is gone: this process is exiting
-                        return
-        for fd in watched:
-            os.close(fd)
+        sweep_owner(self.cluster_id, pid)
+
+    def _scheduler_exited(self, proc) -> None:
+        """The scheduler is gone: say so once, and start no more workers (they cannot join)."""
+        if self._closed:
+            return
+        self.status = "failed"
+        logger.error("frisky LocalCluster: the scheduler (pid %d) %s; stopping the workers, no more are started",
+                     proc.pid, describe_exit(proc.poll()))
+        with self._lock:
+            nannies = list(self._nannies.values())
+        for n in nannies:
+            n.shutdown()
+
+    @property
+    def restart_workers(self) -> bool:
+        """Whether workers that die are started again (their nannies restart them)."""
+        return self._restart_workers
+
+    @restart_workers.setter
+    def restart_workers(self, value: bool) -> None:
+        self._restart_workers = value
+        with self._lock:
+            for n in self._nannies.values():
+                n.restart = value
 
     def _wait_workers(self, n: int) -> None:
         if n == 0:
@@ -241,7 +250,7 @@ class LocalCluster:
         """Worker name -> process (or thread worker)."""
         if self.processes:
             with self._lock:
-                return dict(self._procs)
+                return {name: n.process for name, n in self._nannies.items()}
         return {w.name: w for w in self._threads}
 
     def close(self, timeout: float = 5.0) -> None:
@@ -274,31 +283,32 @@ class LocalCluster:
 
         sweep(self.cluster_id)
         spill.sweep()  # spill directories of workers that died without cleaning up
+        if getattr(self, "_zygote", None) is not None:
+            self._zygote.forget(self.cluster_id)
         self.status = "closed"
 
     def _close_processes(self, timeout: float) -> None:
-        if hasattr(self, "_watch_write"):
-            os.write(self._watch_write, b"x")
-            self._watcher.join(timeout)
-            os.close(self._watch_read)
-            os.close(self._watch_write)
+        # all at once: workers and scheduler stop in parallel
         with self._lock:
-            procs = list(self._procs.values())
-        if self._scheduler_proc is not None:
-            procs.append(self._scheduler_proc)
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            nannies = list(self._nannies.values())
+        for n in nannies:
+            n.shutdown()
+        sched = self._scheduler_proc
+        if sched is not None and sched.poll() is None:
+            sched.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for p in procs:
+        for n in nannies:
+            if not n.wait_stopped(max(0.0, deadline - time.monotonic())) and n.process is not None:
+                n.process.send_signal(signal.SIGKILL)
+                n.wait_stopped(2.0)
+        if sched is not None:
             try:
-                p.wait(max(0.0, deadline - time.monotonic()))
+                sched.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                sched.kill()
+                sched.wait()
+        if self._supervisor is not None:
+            self._supervisor.stop()
 
     def __enter__(self) -> LocalCluster:
         return self

@@ -6,8 +6,11 @@ thread, so forking it is safe (forking a process that holds a context deadlocks)
 
 Requests travel over a SOCK_SEQPACKET socketpair: a JSON command (argv, sys.path,
 cwd, environment) plus optional file descriptors; the answer is the child's pid. The
-zygote exits when its parent closes the socket (or dies); its children get SIGTERM
-when it does (PR_SET_PDEATHSIG).
+zygote exits when its parent closes the socket (or dies). It then stops its children
+(SIGTERM, SIGKILL after a few seconds; they also get SIGTERM should it die itself,
+PR_SET_PDEATHSIG) and removes what clusters left open by the parent leave behind: their
+ipc directories, shared memory and spill files, so that nothing outlives a user's
+process that exits without closing, or is killed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import threading
 from frisky.deploy import malloc_tuning
 
 _MAX_MSG = 1 << 20
+_TIDY_SECONDS = 3.0  # how long the fork server waits for its children to exit before SIGKILL
 
 
 class Process:
@@ -116,13 +120,35 @@ class Zygote:
             raise OSError("the Frisky fork server exited")
         return Process(json.loads(reply)["pid"])
 
+    def tidy_up(self, ipc_dir: str | None, cluster_id: str) -> None:
+        """Should this process end without closing its cluster (an exception, SIGTERM,
+        SIGKILL), the fork server stops the cluster's processes and removes its ipc
+        directory, shared memory and spill files once it sees this process gone."""
+        self._command({"op": "tidy", "dir": ipc_dir, "cluster": cluster_id})
+
+    def forget(self, cluster_id: str) -> None:
+        """The cluster closed itself: nothing left to tidy for it."""
+        try:
+            self._command({"op": "forget", "cluster": cluster_id})
+        except OSError:  # the fork server is gone already: nothing to forget
+            pass
+
+    def _command(self, cmd: dict) -> dict:
+        with self.lock:
+            self.sock.send(json.dumps(cmd).encode())
+            reply = self.sock.recv(_MAX_MSG)
+        if not reply:
+            raise OSError("the Frisky fork server exited")
+        return json.loads(reply)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def close(self) -> None:
         self.sock.close()
         try:
-            self.proc.wait(5)
+            # it may first stop the processes of clusters left open (a few seconds at most)
+            self.proc.wait(_TIDY_SECONDS + 5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -156,6 +182,13 @@ atexit.register(shutdown)
 passed_fds: list[int] = []  # in a forked child: the descriptors sent with its command
 
 
+_children: set[int] = set()  # in the fork server: children not reaped yet
+
+
+class _Stop(Exception):
+    """SIGTERM to the fork server: tidy up as if the parent had gone."""
+
+
 def _reap(*_) -> None:
     while True:
         try:
@@ -164,6 +197,48 @@ def _reap(*_) -> None:
             return
         if pid == 0:
             return
+        _children.discard(pid)
+
+
+def _stop(*_) -> None:
+    raise _Stop
+
+
+def _tidy(clusters: dict[str, str | None]) -> None:
+    """The parent is gone: stop every child, then remove what left-open clusters left."""
+    import time
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _reap()
+    for pid in list(_children):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            _children.discard(pid)
+    deadline = time.monotonic() + _TIDY_SECONDS
+    while _children and time.monotonic() < deadline:
+        _reap()
+        if _children:
+            time.sleep(0.01)  # polling waitpid: no pidfd needed, and this runs once, at the end
+    for pid in list(_children):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        _children.discard(pid)
+    if not clusters:
+        return
+    import shutil
+
+    from frisky import spill
+    from frisky.shm import sweep
+
+    for cluster_id, ipc_dir in clusters.items():
+        if ipc_dir:
+            shutil.rmtree(ipc_dir, ignore_errors=True)
+        sweep(cluster_id)
+    spill.sweep()  # spill directories of the workers stopped above
 
 
 def _child(sock: socket.socket, cmd: dict, fds: list[int]) -> None:
@@ -178,9 +253,9 @@ def _child(sock: socket.socket, cmd: dict, fds: list[int]) -> None:
     import random
 
     random.seed()
-    from frisky.worker.server import _die_with_parent
+    from frisky.procs import die_with_parent
 
-    _die_with_parent()
+    die_with_parent()
     code = 0
     try:
         from frisky.cli.main import main
@@ -219,22 +294,42 @@ def serve(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent; it closes us
-    while True:
-        try:
-            msg, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 8)
-        except InterruptedError:
-            continue
-        except OSError:
-            break
-        if not msg:
-            break
-        cmd = json.loads(msg)
-        pid = os.fork()
-        if pid == 0:
-            _child(sock, cmd, fds)
-        for f in fds:
-            os.close(f)
-        sock.send(json.dumps({"pid": pid}).encode())
+    signal.signal(signal.SIGTERM, _stop)
+    clusters: dict[str, str | None] = {}  # cluster id -> ipc dir, to tidy if the parent dies
+    try:
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 8)
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+            if not msg:
+                break
+            cmd = json.loads(msg)
+            op = cmd.get("op", "spawn")
+            if op == "tidy":
+                clusters[cmd["cluster"]] = cmd["dir"]
+                sock.send(b'{"ok": true}')
+                continue
+            if op == "forget":
+                clusters.pop(cmd["cluster"], None)
+                sock.send(b'{"ok": true}')
+                continue
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])  # reaped only once recorded
+            pid = os.fork()
+            if pid == 0:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+                _child(sock, cmd, fds)
+            _children.add(pid)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+            for f in fds:
+                os.close(f)
+            sock.send(json.dumps({"pid": pid}).encode())
+    except _Stop:
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # tidying up is not interrupted twice
+    _tidy(clusters)
     os._exit(0)
 
 

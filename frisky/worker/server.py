@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -258,6 +259,7 @@ class Worker:
         self.worker_id: int | None = None
         self.cluster_id: str | None = None
         self.started = threading.Event()
+        self.on_ready: Callable[[], None] | None = None  # called once registered (tells the nanny)
         self.error: BaseException | None = None
         recorder.source = self.name
 
@@ -300,6 +302,8 @@ class Worker:
             self.executor = Executor(self, self.nthreads)
             self._hello()
             self.started.set()
+            if self.on_ready is not None:
+                self.on_ready()
             self._loop()
         finally:
             self._shutdown()
@@ -655,50 +659,11 @@ def _rss() -> int:
         return 0
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM us when the process that started us dies."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # pragma: no cover - not Linux
-        pass
-
-
 def main(argv: list[str] | None = None) -> None:
-    """``frisky worker ADDRESS`` / ``python -m frisky.worker.server``."""
-    import argparse
-    import signal
+    """``python -m frisky.worker.server``: the same as ``frisky worker``."""
+    from frisky.cli.worker import main as run
 
-    parser = argparse.ArgumentParser(prog="frisky worker", description="Run a Frisky worker.")
-    parser.add_argument("address", help="scheduler address, e.g. tcp://127.0.0.1:8786")
-    parser.add_argument("--nthreads", type=int, default=1)
-    parser.add_argument("--memory-limit", default="auto", help='bytes, "4GiB", or a fraction of RAM')
-    parser.add_argument("--name", default=None)
-    parser.add_argument("--listen-address", default=None, help="address peers fetch data from")
-    parser.add_argument("--host", default=None, help="interface for the peer socket (default 127.0.0.1)")
-    parser.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.die_with_parent:
-        _die_with_parent()
-    from frisky.deploy import malloc_tuning
-
-    malloc_tuning.set_mmap_threshold()  # forked workers have it from the fork server; by hand too
-    sockets.check_address(args.address)
-    total = config.total_memory()
-    limit = config.parse_bytes(args.memory_limit, total)
-    listen = args.listen_address or (f"tcp://{args.host}:0" if args.host else None)
-    worker = Worker(args.address, name=args.name, nthreads=args.nthreads, memory_limit=limit or total,
-                    listen_address=listen)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    try:
-        worker.run()
-    except TimeoutError as e:
-        print(f"frisky worker: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(argv)
 
 
 if __name__ == "__main__":

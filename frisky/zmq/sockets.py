@@ -34,9 +34,39 @@ def unregister_inproc(address: str) -> None:
         _inproc_contexts.pop(address, None)
 
 
+IPC_PREFIX = "frisky-ipc-"
+
+
 def private_ipc_dir() -> str:
-    """A fresh 0700 directory for ``ipc://`` endpoints (removed by the cluster on close)."""
-    return tempfile.mkdtemp(prefix="frisky-ipc-")
+    """A fresh 0700 directory for ``ipc://`` endpoints (removed by the cluster on close).
+
+    Its name carries this process's pid, ``frisky-ipc-<pid>-<random>``, so that
+    :func:`sweep_ipc_dirs` can remove it should every process that knew of it be killed.
+    """
+    return tempfile.mkdtemp(prefix=f"{IPC_PREFIX}{os.getpid()}-")
+
+
+def sweep_ipc_dirs() -> int:
+    """Remove ipc directories whose owning process is gone; returns how many."""
+    from frisky.procs import pid_alive
+
+    root = tempfile.gettempdir()
+    removed = 0
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith(IPC_PREFIX):
+            continue
+        pid = name[len(IPC_PREFIX):].partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+            continue  # not ours to judge, or its owner lives
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += not os.path.exists(path)
+    return removed
 
 
 def remove_dir(path: str | None) -> None:

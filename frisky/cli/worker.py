@@ -1,0 +1,175 @@
+"""``frisky worker ADDRESS``: supervised worker processes, or one bare worker (``--no-nanny``).
+
+By default this process is a nanny (:mod:`frisky.deploy.nanny`) over ``--nworkers``
+worker processes forked from a fork server: it restarts one that dies, kills one whose
+memory passes ``memory_terminate`` of its limit, and gives up on a crash loop. With
+``--no-nanny`` this process is the worker itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+
+from frisky import config
+
+logger = logging.getLogger("frisky.worker")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="frisky worker", description="Run Frisky workers, each under a nanny.")
+    p.add_argument("address", help="scheduler address, e.g. tcp://127.0.0.1:8786")
+    p.add_argument("--nworkers", type=int, default=1, help="worker processes to start (default 1)")
+    p.add_argument("--nthreads", type=int, default=1, help="threads per worker")
+    p.add_argument("--memory-limit", default="auto",
+                   help='per worker: bytes, "4GiB", or a fraction of RAM (default: RAM / nworkers)')
+    p.add_argument("--name", default=None, help="worker name (NAME-0, NAME-1 ... with --nworkers > 1)")
+    p.add_argument("--listen-address", default=None, help="address peers fetch data from")
+    p.add_argument("--host", default=None, help="interface for the peer socket (default 127.0.0.1)")
+    p.add_argument("--no-nanny", dest="nanny", action="store_false",
+                   help="run one worker in this process, unsupervised")
+    p.add_argument("--quiet", action="store_true", help="do not print the worker's address when it starts")
+    p.add_argument("--status-fd", type=int, default=None, help=argparse.SUPPRESS)  # to the nanny
+    p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.nworkers < 1:
+        parser().error(f"--nworkers must be at least 1, not {args.nworkers}")
+    from frisky.zmq import sockets
+
+    try:
+        sockets.check_address(args.address)
+    except ValueError as e:
+        parser().error(str(e))
+    if not args.nanny:
+        if args.nworkers != 1:
+            parser().error("--no-nanny runs one worker: --nworkers does not apply")
+        run_worker(args)
+    else:
+        sys.exit(run_nanny(args))
+
+
+def _limit(args: argparse.Namespace) -> int:
+    total = config.total_memory()
+    if args.memory_limit in (None, "auto"):
+        return total // args.nworkers
+    return config.parse_bytes(args.memory_limit, total) or total
+
+
+class _Status:
+    """The worker's end of its nanny's status pipe (see :mod:`frisky.deploy.nanny`)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def say(self, line: str) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, (line + "\n").encode())
+        except OSError:  # the nanny is gone: nobody to tell, we exit with our parent anyway
+            self.fd = None
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """This process is one worker."""
+    from frisky.deploy import malloc_tuning
+    from frisky.procs import die_with_parent
+    from frisky.worker.server import Worker
+
+    if args.die_with_parent:
+        die_with_parent()
+    malloc_tuning.set_mmap_threshold()  # forked workers have it from the fork server; by hand too
+    status = _Status(args.status_fd)
+    listen = args.listen_address or (f"tcp://{args.host}:0" if args.host else None)
+    try:
+        worker = Worker(args.address, name=args.name, nthreads=args.nthreads, memory_limit=_limit(args),
+                        listen_address=listen)
+    except OSError as e:
+        status.say(f"fatal {e}")
+        print(f"frisky worker: {e}", file=sys.stderr)
+        sys.exit(2)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+
+    def ready() -> None:
+        status.say("ready")
+        if not args.quiet:
+            limit = worker.memory_limit or 0
+            print(f"frisky worker {worker.name} at {worker.address} (pid {os.getpid()}, {worker.nthreads} threads, "
+                  f"memory limit {limit / 2**20:.0f} MiB), scheduler {worker.scheduler_address}", flush=True)
+
+    worker.on_ready = ready
+    try:
+        worker.run()
+    except TimeoutError as e:
+        status.say(f"fatal {e}")
+        print(f"frisky worker: {e}", file=sys.stderr)
+        sys.exit(1)
+    status.say("stop")
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    base = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    if args.nworkers == 1:
+        return [base]
+    return [f"{base}-{i}" for i in range(args.nworkers)]
+
+
+def run_nanny(args: argparse.Namespace) -> int:
+    """This process supervises ``--nworkers`` workers; returns the exit status."""
+    from frisky.deploy import zygote
+    from frisky.deploy.nanny import Nanny, Supervisor
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if args.listen_address and args.nworkers > 1 and not args.listen_address.endswith(":0"):
+        parser().error("--listen-address names one address: with --nworkers > 1 give port 0 or --host")
+    limit = _limit(args)
+    common = ["--no-nanny", "--status-fd", "{fd0}", "--nthreads", str(args.nthreads), "--memory-limit", str(limit)]
+    if args.quiet:
+        common.append("--quiet")
+    if args.listen_address:
+        common += ["--listen-address", args.listen_address]
+    elif args.host:
+        common += ["--host", args.host]
+    fork = zygote.get()
+    supervisor = Supervisor().start()
+    nannies = []
+
+    def spawner(name: str):
+        argv = ["worker", args.address, "--name", name, *common]
+        return lambda fd: fork.spawn(argv, fds=[fd])
+
+    stopping = []
+
+    def stop(*_) -> None:
+        stopping.append(True)
+        for n in nannies:
+            n.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for name in _names(args):
+            nannies.append(Nanny(spawner(name), name, limit, supervisor=supervisor).start())
+        if stopping:  # a signal came while starting
+            stop()
+        for n in nannies:
+            n.wait_stopped()
+    finally:
+        for n in nannies:
+            n.shutdown()
+        for n in nannies:
+            n.stop(5.0)
+        supervisor.stop()
+        zygote.shutdown()
+    failed = [n for n in nannies if n.status == "failed"]
+    return 1 if failed else 0
