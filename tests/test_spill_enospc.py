@@ -68,6 +68,11 @@ def spill_metrics(cl) -> dict:
     return (w.get("metrics") or {}).get("memory") or {}
 
 
+def worker_pid(cl) -> int:
+    (w,) = cl.scheduler_info()["workers"].values()
+    return w["pid"]
+
+
 def wait_for(pred, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -90,6 +95,7 @@ def test_computed_values_spill_again_once_the_disk_has_room(small_disk, no_pause
         # 10 x 16 MiB = 160 MiB: over the 154 MiB spill target, so the worker tries to spill
         first = cl.map(chunk, range(10), [16] * 10)
         frisky.wait(first, timeout=60)
+        pid = worker_pid(cl)
         wait_for(lambda: spill_metrics(cl).get("spill_failures") or spill_metrics(cl).get("error"), 30,
                  "the worker to report the full disk")
         for i, f in enumerate(first):  # kept in memory, not lost (served even while paused)
@@ -105,17 +111,20 @@ def test_computed_values_spill_again_once_the_disk_has_room(small_disk, no_pause
                  30, "the worker to spill again")
         for i, f in enumerate(first):
             assert cl.submit(total, f, pure=False).result(timeout=60) == float(i) * (16 * MiB // 8)
+        assert worker_pid(cl) == pid, "the worker was restarted (out of memory): spilling never resumed"
 
 
 def test_scattered_data_is_never_lost_on_a_full_disk(small_disk, no_pause):
     filler = fill(small_disk)
-    limit = 160 * MiB
+    limit = 400 * MiB
     with frisky.LocalCluster(n_workers=1, memory_limit=limit) as c, c.get_client() as cl:
-        # 160 MiB scattered against a 96 MiB target: what comes after the target goes
-        # straight to disk, and the worker acknowledges it before the write fails...
-        arrays = [np.arange(4 * MiB // 8, dtype=np.float64) + i for i in range(40)]
+        # 280 MiB scattered against a 240 MiB target (and well under the 380 MiB at which the
+        # worker would be restarted): what comes after the target goes straight to disk, and
+        # the worker acknowledges it before the write fails...
+        arrays = [np.arange(4 * MiB // 8, dtype=np.float64) + i for i in range(70)]
         futs = cl.scatter(arrays, hash=False)
         frisky.wait(futs, timeout=60)
+        pid = worker_pid(cl)
         wait_for(lambda: spill_metrics(cl).get("spill_failures") or spill_metrics(cl).get("error"), 30,
                  "the worker to report the full disk")
         # ...so it must still have all of it, although the disk is full
@@ -127,3 +136,4 @@ def test_scattered_data_is_never_lost_on_a_full_disk(small_disk, no_pause):
         more = cl.scatter([a + 1000 for a in arrays[:8]], hash=False)
         for i, f in enumerate(more):
             assert np.array_equal(f.result(timeout=60), arrays[i] + 1000)
+        assert worker_pid(cl) == pid, "the worker was restarted: scattered data would be lost"

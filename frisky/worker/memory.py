@@ -242,7 +242,10 @@ class MemoryManager:
         # keep the value in memory; after a disk error retry with back-off (see _may_spill),
         # and pause while memory stays high (tasks that cannot start then fail with a clear
         # MemoryError once a retry has failed too)
-        if not isinstance(error, OSError) or getattr(error, "errno", None) == errno.ECANCELED:
+        if getattr(error, "errno", None) == errno.ECANCELED:  # deleted, or closing: nothing to do
+            log.debug("worker %s: spilling %r cancelled", self.worker.name, key)
+            return
+        if not isinstance(error, OSError):
             log.warning("worker %s: spilling %r failed: %r; kept in memory", self.worker.name, key, error)
             return
         if self.error is None:
