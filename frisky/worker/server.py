@@ -1,18 +1,13 @@
-"""A worker: a DEALER to the scheduler, a ROUTER for peers, and executor threads.
+"""A worker: a DEALER to the scheduler, a ROUTER for peers (:mod:`.peers`), and executor
+threads (:mod:`.executor`).
 
-The loop thread owns every socket. Executor threads run batches of tasks and hand
-results back through a deque and a :class:`~frisky.zmq.sockets.Waker`, reporting
-each as it is ready, so no result waits behind a long task. Calls of a function whose
-recent calls were all tiny run on the loop thread itself when nothing else is queued:
-two thread handoffs would cost more than the call.
+The loop thread owns every socket; executor threads hand results back to it.
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import os
-import queue
 import secrets
 import socket
 import sys
@@ -25,179 +20,17 @@ import zmq
 
 from frisky import config, protocol, shm
 from frisky.data import bufpool, compression, dataplane
-from frisky.data.deps import substitute
-from frisky.data.serialize import PickleCodec, format_exception
+from frisky.data.serialize import PickleCodec
 from frisky.protocol import pack, unpack
 from frisky.telemetry import now, recorder
+from frisky.worker.executor import Executor
 from frisky.worker.memory import MemoryManager
+from frisky.worker.peers import Peers
 from frisky.worker.state import WorkerState
 from frisky.worker.store import Store, sizeof
 from frisky.zmq import sockets
 
-
-class Executor:
-    """Threads that run batches of tasks and hand results back to the loop."""
-
-    def __init__(self, worker: Worker, nthreads: int) -> None:
-        self.worker = worker
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.done: collections.deque = collections.deque()
-        self.active = False  # a batch is running
-        self.functions: dict[bytes, Any] = {}
-        self.streak: dict[bytes, int] = {}  # fid -> calls in a row that took under _FAST_NS
-        self.threads = [
-            threading.Thread(target=self._run, name=f"frisky-exec-{i}", daemon=True) for i in range(nthreads)
-        ]
-        for t in self.threads:
-            t.start()
-
-    def submit(self, tasks: list) -> None:
-        """Run ``tasks``: here and now when they are known to be tiny (see :meth:`fast`),
-        else on the executor threads. Called on the loop thread."""
-        if self.fast(tasks):
-            self.run_batch(tasks, None)
-            return
-        n = len(self.threads)
-        if n == 1 or len(tasks) <= 1:
-            self.queue.put(tasks)
-            return
-        step = max(1, -(-len(tasks) // (n * 4)))
-        for i in range(0, len(tasks), step):
-            self.queue.put(tasks[i:i + step])
-
-    def stop(self) -> None:
-        for _ in self.threads:
-            self.queue.put(None)
-
-    def join(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-
-    def _function(self, fid: bytes, blob: bytes):
-        fn = self.functions.get(fid)
-        if fn is None:
-            fn = self.worker.codec.loads_function(blob)
-            if self.worker.codec.local:
-                return fn  # a handle lookup is as cheap as a cache, and pins nothing
-            if len(self.functions) > 1000:
-                self.functions.clear()
-            self.functions[fid] = fn
-        return fn
-
-    def _run(self) -> None:
-        while True:
-            batch = self.queue.get()
-            if batch is None:
-                return
-            self.run_batch(batch, self.worker.waker.wake)
-
-    def fast(self, tasks: list) -> bool:
-        """Whether ``tasks`` may run right here on the loop thread: nothing else is queued,
-        and each function's recent calls all took under ``_FAST_NS`` (a handoff to an executor
-        thread and back costs more than such a call)."""
-        if self.active or not self.queue.empty() or len(tasks) > _FAST_BATCH:
-            return False
-        streak = self.streak
-        for task in tasks:
-            if streak.get(task[2], 0) < _FAST_STREAK:
-                return False
-        return True
-
-    def run_batch(self, batch: list, wake) -> None:
-        """Run ``batch`` on this thread, appending each outcome to ``done``; ``wake`` (if any)
-        pokes the loop as results pile up."""
-        worker = self.worker
-        codec = worker.codec
-        cancelled = worker.state.cancelled
-        loads_args = codec.loads_args
-        dumps_value = codec.dumps_value
-        done = self.done
-        streak = self.streak
-        perf = time.perf_counter_ns
-        record = recorder.span
-        add = recorder.add
-        n_de = t_de = t_ser = 0
-        running = worker.memory.running
-        self.active = True  # the loop polls every millisecond meanwhile (see _loop)
-        last_wake = perf()
-        for task in batch:
-            # results go to the loop one by one; wake it at most every millisecond, and
-            # since it also looks every millisecond while we are active, no result
-            # waits behind a long task
-            if wake is not None and done and perf() - last_wake > 1_000_000:
-                wake()
-                last_wake = perf()
-            tid, key, fid, payload, deps, ctx = task
-            if tid in cancelled:
-                done.append((2, task))
-                continue
-            t0 = perf()
-            try:
-                if not running.is_set():  # over the pause threshold: wait for memory to fall
-                    worker.memory.wait_until_running()
-                fn = self._function(fid, ctx["fns"][fid])
-                args, kwargs = loads_args(payload)
-                if deps:
-                    args, kwargs = substitute(args, kwargs, self._dep_values(deps, ctx))
-                t1 = perf()
-                result = fn(*args, **kwargs)
-                t2 = perf()
-                streak[fid] = streak.get(fid, 0) + 1 if t2 - t1 < _FAST_NS else 0
-                if type(result) in _SMALL or sizeof(result) < worker.inline_threshold * 4:
-                    blob = dumps_value(result)
-                else:
-                    blob = None
-                if type(blob) is bytes:
-                    nbytes = len(blob)
-                else:
-                    nbytes = worker.keep(key, result)
-                    blob = None
-                t3 = perf()
-                # one raw span per call; (de)serialization is summed per batch
-                record("worker.exec.call", t1, key.partition("-")[0], t2)
-                n_de += 1
-                t_de += t1 - t0
-                t_ser += t3 - t2
-                done.append((0, task, nbytes, blob, (t2 - t1) / 1e9))
-            except BaseException as e:  # noqa: BLE001 - user code may raise anything
-                streak[fid] = 0
-                done.append((1, task, codec.dumps_exception(e), format_exception(e)))
-            # hold no reference to user objects while waiting for the next batch
-            fn = args = kwargs = result = blob = None
-        batch = task = ctx = payload = None
-        self.active = False
-        if wake is not None:
-            wake()
-        if n_de:
-            add("worker.deserialize", n_de, t_de)
-            add("worker.serialize", n_de, t_ser)
-
-    def _dep_values(self, deps: list[str], ctx: dict) -> dict[str, Any]:
-        worker = self.worker
-        inline = ctx["inline"]
-        decoded = ctx["decoded"]
-        values = {}
-        for k in deps:
-            if k in decoded:
-                values[k] = decoded[k]
-            elif k in inline:
-                values[k] = decoded[k] = worker.codec.loads_value(inline[k])
-            elif k in worker.state.fetched:
-                values[k] = worker.state.fetched[k]
-            else:
-                values[k] = worker.value(k)
-        return values
-
-
 _MISSING = object()
-# inline on the loop thread: a function whose last _FAST_STREAK calls each took under
-# _FAST_NS, in batches of at most _FAST_BATCH (a few ms at most, so peers and heartbeats
-# wait little; one that turns slow after such a streak still blocks the loop that once)
-_FAST_NS = 100_000
-_FAST_STREAK = 16
-_FAST_BATCH = 64
-_SMALL = frozenset({int, float, bool, type(None), complex})
 
 
 class Worker:
@@ -230,7 +63,8 @@ class Worker:
         if listen_address is None:
             host = config.get("host")
             listen_address = f"tcp://{host}:0"
-        self.peer_sock, self.address = sockets.router(self.ctx, listen_address)
+        self.peers = Peers(self, listen_address)
+        self.address = self.peers.address
         if self.address.startswith("inproc://"):
             sockets.register_inproc(self.address, self.ctx)
         ident = f"w-{self.name}-{os.getpid()}-{secrets.token_hex(3)}".encode()
@@ -250,10 +84,6 @@ class Worker:
         cap = config.get("transfer_bytes_in_flight")
         self.state.cap = min(cap, memory_limit // 4) if memory_limit else cap
         self.executor: Executor | None = None
-        self.peers: dict[str, zmq.Socket] = {}
-        self.peer_of_sock: dict[zmq.Socket, str] = {}
-        self.incoming: dict[zmq.Socket, tuple] = {}  # peer socket -> (streamed reply, start)
-        self._reqs = itertools.count(1)
         self._stop = False
         self._thread: threading.Thread | None = None
         self.worker_id: int | None = None
@@ -311,9 +141,10 @@ class Worker:
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        poller.register(self.peer_sock, zmq.POLLIN)
+        poller.register(self.peers.sock, zmq.POLLIN)
         poller.register(self.waker.rfd, zmq.POLLIN)
-        self._poller = poller
+        self.peers.poller = poller
+        peers = self.peers
         last_heard = time.monotonic()
         next_beat = last_heard + self.interval
         monitor = config.get("memory_monitor_interval")
@@ -328,12 +159,12 @@ class Worker:
                 if item is self.sock:
                     last_heard = time.monotonic()
                     self._read_scheduler()
-                elif item is self.peer_sock:
-                    self._serve_peers()
+                elif item is peers.sock:
+                    peers.serve()
                 elif item == self.waker.rfd:
                     self.waker.drain()
                 else:
-                    self._read_peer(item)
+                    peers.read(item)
             self._report()
             t = time.monotonic()
             if t >= next_check:
@@ -355,8 +186,7 @@ class Worker:
         except zmq.ZMQError:
             pass
         sockets.close_flushing(self.sock)  # the bye must arrive
-        for s in [self.peer_sock, *self.peers.values()]:
-            s.close(0)
+        self.peers.close()
         if self.address.startswith("inproc://"):
             sockets.unregister_inproc(self.address)
         elif self.address.startswith("ipc://"):
@@ -410,7 +240,7 @@ class Worker:
         if ready:
             self.executor.submit(ready)
         for address, dep_keys in fetch.items():
-            self._fetch(address, dep_keys)
+            self.peers.fetch(address, dep_keys)
 
     def keep(self, key: str, value: Any) -> int:
         """Hold a large result: its big buffers move into shared memory once, now. Returns nbytes."""
@@ -529,128 +359,6 @@ class Worker:
             pass
 
     # ------------------------------------------------------------ data plane
-    def _serve_peers(self) -> None:
-        for _ in range(1000):
-            frames = sockets.recv(self.peer_sock)
-            if frames is None:
-                return
-            ident = frames[0]
-            msg = unpack(frames[1])
-            if msg[0] != protocol.GET:
-                continue
-            t0 = now()
-            req, keys, same_host = msg[1], msg[2], msg[3]
-            compress = not same_host and config.get("compression") != "none"
-            # peers that can take it (workers; not clients) get large buffers streamed
-            streams = [] if compress and len(msg) > 4 and msg[4] else None
-            found, descs_all, missing, out = [], [], [], []
-            for k in keys:
-                frames = self.shared.get(k)
-                if frames is None:
-                    if k in self.store:
-                        frames = dataplane.dumps(self.store.get(k))
-                    elif k in self.state.fetched:
-                        frames = dataplane.dumps(self.state.fetched[k])
-                    elif self.memory.has(k):  # served from disk, not loaded back into the store
-                        frames = self._spilled_frames(k)
-                    if frames is None:
-                        missing.append(k)
-                        continue
-                descs, value_frames = dataplane.encode(frames, same_host, compress, streams)
-                found.append(k)
-                descs_all.append(descs)
-                out.extend(value_frames)
-            try:
-                self.peer_sock.send_multipart(
-                    [ident, protocol.header(protocol.DATA, req, found, descs_all, missing), *out], copy=False
-                )
-                if streams:
-                    self._stream(ident, streams)
-            except zmq.ZMQError:
-                pass
-            recorder.span("worker.transfer.send", t0)
-
-    def _spilled_frames(self, key: str) -> list | None:
-        """A spilled value's frames for a peer, mapped from disk; None if they cannot be read."""
-        try:
-            return self.memory.frames(key)
-        except (OSError, KeyError) as e:  # corrupt (SpillError), gone or unmappable: reported missing
-            print(f"frisky worker {self.name}: cannot serve spilled {key!r}: {e}", file=sys.stderr)
-            return None
-
-    def _stream(self, ident: bytes, streams: list) -> None:
-        """Send the chunks that follow a reply, each as soon as it is compressed."""
-        sock = self.peer_sock
-        for payload in dataplane.chunks(streams):
-            # without copying: ZeroMQ's I/O thread sends this chunk while we compress the next
-            sockets.send(sock, [ident, payload], copy=False)
-
-    def _fetch(self, address: str, keys: list[str]) -> None:
-        sock = self.peers.get(address)
-        if sock is None:
-            try:
-                sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.ctx, address)
-            except OSError:
-                for tid, miss in self.state.peer_lost(address):
-                    self._send(protocol.header(protocol.MISSING, tid, miss))
-                return
-            self.peers[address] = sock
-            self.peer_of_sock[sock] = address
-            self._poller.register(sock, zmq.POLLIN)
-        sock.send_multipart([protocol.header(protocol.GET, next(self._reqs), keys, _same_host(address), True)])
-
-    def _read_peer(self, sock: zmq.Socket) -> None:
-        address = self.peer_of_sock.get(sock)
-        while True:
-            frames = sockets.recv(sock, copy=False)
-            if frames is None:
-                return
-            incoming = self.incoming.get(sock)
-            if incoming is not None:  # the next chunk of a streamed reply
-                values, missing = self._chunk(sock, incoming, frames)
-                if values is None:
-                    continue
-            else:
-                t0 = now()
-                _, _req, keys, descs_all, missing = unpack(frames[0].buffer)
-                bufs = [f.buffer for f in frames[1:]]
-                if dataplane.streamed(descs_all):
-                    reply = dataplane.Incoming(keys, descs_all, bufs)
-                    if reply.remaining > 0:
-                        self.incoming[sock] = (reply, t0)
-                        continue
-                    values = reply.values()
-                else:
-                    values = dataplane.decode_values(keys, descs_all, bufs)
-                recorder.span("worker.transfer.recv", t0)
-            ready, report = self.state.got(values, missing, address)
-            if ready:
-                self.executor.submit(ready)
-            for tid, miss in report:
-                self._send(protocol.header(protocol.MISSING, tid, miss))
-            for peer, more in self.state.more_fetches().items():
-                self._fetch(peer, more)
-
-    def _chunk(self, sock: zmq.Socket, incoming: tuple, frames: list) -> tuple[dict | None, list]:
-        """Place one streamed chunk; the reply's values once it is complete."""
-        reply, t0 = incoming
-        try:
-            if not reply.feed(frames[-1].buffer):
-                return None, []
-            values, missing = reply.values(), []
-        except ValueError as e:  # a corrupt stream: its keys are missing, the tasks learn why
-            print(f"frisky worker {self.name}: dropped a corrupt transfer: {e}", file=sys.stderr)
-            values, missing = {}, list(reply.keys)
-        del self.incoming[sock]
-        recorder.span("worker.transfer.recv", t0)
-        return values, missing
-
-
-def _same_host(address: str) -> bool:
-    """Whether a peer at ``address`` shares this host's /dev/shm (ipc and inproc do)."""
-    return not address.startswith("tcp://")
-
-
 def _rss() -> int:
     try:
         with open("/proc/self/statm") as f:
