@@ -90,10 +90,11 @@ def no_pause(monkeypatch):
 
 def test_computed_values_spill_again_once_the_disk_has_room(small_disk, no_pause):
     filler = fill(small_disk)
-    limit = 256 * MiB
+    limit = 640 * MiB
     with frisky.LocalCluster(n_workers=1, memory_limit=limit) as c, c.get_client() as cl:
-        # 10 x 16 MiB = 160 MiB: over the 154 MiB spill target, so the worker tries to spill
-        first = cl.map(chunk, range(10), [16] * 10)
+        # 25 x 16 MiB = 400 MiB: over the 384 MiB spill target, so the worker tries to spill,
+        # and well under the 608 MiB at which its supervisor would restart it
+        first = cl.map(chunk, range(25), [16] * 25)
         frisky.wait(first, timeout=60)
         pid = worker_pid(cl)
         wait_for(lambda: spill_metrics(cl).get("spill_failures") or spill_metrics(cl).get("error"), 30,
@@ -116,12 +117,12 @@ def test_computed_values_spill_again_once_the_disk_has_room(small_disk, no_pause
 
 def test_scattered_data_is_never_lost_on_a_full_disk(small_disk, no_pause):
     filler = fill(small_disk)
-    limit = 400 * MiB
+    limit = 640 * MiB
     with frisky.LocalCluster(n_workers=1, memory_limit=limit) as c, c.get_client() as cl:
-        # 280 MiB scattered against a 240 MiB target (and well under the 380 MiB at which the
+        # 448 MiB scattered against a 384 MiB target (and well under the 608 MiB at which the
         # worker would be restarted): what comes after the target goes straight to disk, and
         # the worker acknowledges it before the write fails...
-        arrays = [np.arange(4 * MiB // 8, dtype=np.float64) + i for i in range(70)]
+        arrays = [np.arange(4 * MiB // 8, dtype=np.float64) + i for i in range(112)]
         futs = cl.scatter(arrays, hash=False)
         frisky.wait(futs, timeout=60)
         pid = worker_pid(cl)
