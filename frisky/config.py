@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "spill_directory": None,  # default: the system temp dir
     "spill_retry_min": 0.1,  # seconds before retrying after a failed spill (disk full); doubles...
     "spill_retry_max": 5.0,  # ...up to this, until a write succeeds
+    # checks
+    "validate": False,  # the scheduler checks every invariant after each batch of events (tests)
     # telemetry
     "telemetry_spans": 65536,  # ring size per process
 }
