@@ -3,7 +3,8 @@
 Two measures drive it, as in Dask: the bytes of values the store holds (cheap, exact for
 buffers) against ``memory_target``, and the process RSS (what the OS sees; estimates
 drift) against ``memory_spill`` and ``memory_pause`` — all fractions of the limit.
-``decide`` is pure; ``MemoryManager`` carries out what it says.
+The policy is :func:`frisky.worker.state.memory_plan` (pure); ``MemoryManager`` measures,
+carries out what it says, and keeps the books of what is on disk.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import errno
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from frisky import config
 from frisky.data import bufpool, dataplane
 from frisky.telemetry import count, now, recorder
+from frisky.worker.state import memory_plan, over
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +51,21 @@ def trim() -> None:
         pass
 
 
-def decide(managed: int, in_flight: int, process: int, limit: int, target: float, spill: float,
-           pause: float) -> tuple[int, bool]:
-    """(bytes to spill now, whether to pause), from memory measures and thresholds.
-
-    ``managed``: bytes of values held in memory; ``in_flight``: bytes already being spilled;
-    ``process``: RSS.
-    """
-    want = 0
-    if managed - in_flight > target * limit:
-        want = managed - in_flight - int(target * limit)
-    if process > spill * limit:
-        # RSS says more than the estimates: free at least the excess, if we hold that much
-        want = max(want, min(managed - in_flight, process - int(target * limit)))
-    # pause only while something can be freed, else a worker could wait forever
-    return max(0, want), process > pause * limit and (managed > 0 or in_flight > 0)
-
-
 class MemoryManager:
     """Keeps a worker under its memory limit by spilling values to one spill file."""
 
-    def __init__(self, worker, limit: int | None) -> None:
-        self.worker = worker
+    def __init__(self, limit: int | None, *, name: str, store, fetched, shared: dict, registry,
+                 wake: Callable[[], None]) -> None:
+        """``store``: the values it may spill (a :class:`~frisky.worker.store.Store`); ``fetched``:
+        values held for queued tasks (counted, never spilled); ``shared``: keys whose buffers
+        live in shared memory (released once on disk) from ``registry``; ``wake``: pokes the
+        worker's loop when a write ends."""
+        self.name = name
+        self.store = store
+        self.fetched = fetched
+        self.shared = shared
+        self.registry = registry
+        self.wake = wake
         self.limit = limit
         self.target = config.get("memory_target")
         self.spill_at = config.get("memory_spill")
@@ -94,7 +90,7 @@ class MemoryManager:
         """Spill or pause if needed. Cheap when under the limit; call it often."""
         if not self.limit:
             return
-        store = self.worker.store
+        store = self.store
         with self.lock:
             process = rss()
             if process > self.spill_at * self.limit and now() - self._last_collect > 50_000_000:
@@ -107,9 +103,8 @@ class MemoryManager:
                 trim()
                 self._last_collect = now()
                 process = rss()
-            want, pause = decide(store.nbytes + self.worker.state.fetched_bytes, sum(self.spilling.values()),
-                                 process, self.limit,
-                                 self.target, self.spill_at, self.pause_at)
+            want, pause = memory_plan(store.nbytes + self.fetched.nbytes, sum(self.spilling.values()),
+                                      process, self.limit, self.target, self.spill_at, self.pause_at)
             todo = self._choose(want) if want and self.error is None else []
             self._set_paused(pause or (self.error is not None and rss() > self.pause_at * self.limit))
         # outside the lock: put() may wait for the writer, whose completions take the lock
@@ -127,13 +122,12 @@ class MemoryManager:
     def _choose(self, want: int) -> list[tuple]:
         """Under the lock: pick least-recently-used values worth ``want`` bytes, mark them
         as being spilled, and return (key, buffers, item sizes) for each."""
-        worker = self.worker
-        store = worker.store
+        store = self.store
         if self.file is None:
             from frisky.spill import SpillError, SpillFile
 
             try:
-                self.file = SpillFile(name=f"{worker.name}", compression=None)
+                self.file = SpillFile(name=self.name, compression=None)
             except SpillError as e:
                 self._failed("(spill file)", e)
                 return []
@@ -144,7 +138,7 @@ class MemoryManager:
                 break
             if key in self.spilling:
                 continue
-            frames = worker.shared.get(key)
+            frames = self.shared.get(key)
             if frames is None:
                 frames = dataplane.dumps(store.data[key])
             nbytes = store.sizes.get(key, 0)
@@ -164,7 +158,7 @@ class MemoryManager:
                 return
             frames = self.freed.pop(key, None)
             if frames is not None:  # freed while being written: now nobody reads its buffers
-                dataplane.release(frames, self.worker.registry)
+                dataplane.release(frames, self.registry)
                 if error is None:
                     self.file.delete(key)
                 return
@@ -176,32 +170,32 @@ class MemoryManager:
             if direct:  # written straight from the network: nothing in memory to drop
                 self.spilled[key] = nbytes
                 return
-            if key not in self.worker.store:  # freed meanwhile
+            if key not in self.store:  # freed meanwhile
                 self.file.delete(key)
                 return
             self.spilled[key] = nbytes
-            self.worker.store.pop(key)
-            frames = self.worker.shared.pop(key, None)
+            self.store.pop(key)
+            frames = self.shared.pop(key, None)
             if frames is not None:
-                dataplane.release(frames, self.worker.registry)
+                dataplane.release(frames, self.registry)
             count("spill.bytes_spilled", nbytes)
-        self.worker.waker.wake()  # re-check: maybe resume
+        self.wake()  # re-check: maybe resume
 
     def _failed(self, key: str, error: BaseException) -> None:
         # keep the value in memory; after a disk error stop spilling, and pause while memory
         # stays high (tasks that cannot start then fail with a clear MemoryError)
         if not isinstance(error, OSError) or getattr(error, "errno", None) == errno.ECANCELED:
-            log.warning("worker %s: spilling %r failed: %r; kept in memory", self.worker.name, key, error)
+            log.warning("worker %s: spilling %r failed: %r; kept in memory", self.name, key, error)
             return
         if self.error is None:
-            log.error("worker %s cannot spill %r: %s; keeping values in memory", self.worker.name, key, error)
+            log.error("worker %s cannot spill %r: %s; keeping values in memory", self.name, key, error)
         self.error = error
 
     def forget(self, key: str) -> bool:
         """The value of ``key`` is freed. True if its buffers must stay until a write ends."""
         with self.lock:
             if key in self.spilling and key not in self.direct:
-                frames = self.worker.shared.pop(key, None)
+                frames = self.shared.pop(key, None)
                 if frames is not None:
                     self.freed[key] = frames
                 return True
@@ -210,17 +204,15 @@ class MemoryManager:
             return False
 
     def has(self, key: str) -> bool:
-        return key in self.spilled or (key in self.spilling and key not in self.worker.store)
+        return key in self.spilled or (key in self.spilling and key not in self.store)
 
     def headroom(self, adding: int) -> bool:
         """Whether ``adding`` more bytes keep held values under half the spill target."""
-        return not self.limit or (self.worker.store.nbytes + self.worker.state.fetched_bytes + adding
-                                  <= 0.5 * self.target * self.limit)
+        return not over(self.store.nbytes + self.fetched.nbytes + adding, self.limit, 0.5 * self.target)
 
     def over_target(self, adding: int = 0) -> bool:
         """Whether held values (plus ``adding`` more bytes) exceed the spill target."""
-        return bool(self.limit) and (self.worker.store.nbytes + self.worker.state.fetched_bytes + adding
-                                     > self.target * self.limit)
+        return over(self.store.nbytes + self.fetched.nbytes + adding, self.limit, self.target)
 
     def put_frames(self, key: str, frames: list, nbytes: int) -> bool:
         """Write an incoming value straight to disk (the worker is over its target).
@@ -232,7 +224,7 @@ class MemoryManager:
                 from frisky.spill import SpillError, SpillFile
 
                 try:
-                    self.file = SpillFile(name=f"{self.worker.name}", compression=None)
+                    self.file = SpillFile(name=self.name, compression=None)
                 except SpillError as e:
                     self._failed(key, e)
                     return False
@@ -250,8 +242,8 @@ class MemoryManager:
             value = dataplane.loads(frames)
             nbytes = self.spilled.get(key, 0)
             count("spill.bytes_unspilled", nbytes)
-            store = self.worker.store
-            if store.nbytes + self.worker.state.fetched_bytes + nbytes > self.target * self.limit:
+            store = self.store
+            if over(store.nbytes + self.fetched.nbytes + nbytes, self.limit, self.target):
                 return value  # no room: lend it to the task, keep the copy on disk
             del self.spilled[key]
             self.file.delete(key)
@@ -279,7 +271,7 @@ class MemoryManager:
             self.check()
             if self.error is not None and not self.running.is_set():
                 raise MemoryError(
-                    f"worker {self.worker.name} is above {self.pause_at:.0%} of its memory limit "
+                    f"worker {self.name} is above {self.pause_at:.0%} of its memory limit "
                     f"({self.limit} bytes) and cannot spill to disk: {self.error}")
 
     def close(self) -> None:

@@ -57,8 +57,8 @@ class Peers:
                 if frames is None:
                     if k in self.worker.store:
                         frames = dataplane.dumps(self.worker.store.get(k))
-                    elif k in self.worker.state.fetched:
-                        frames = dataplane.dumps(self.worker.state.fetched[k])
+                    elif k in self.worker.fetched:
+                        frames = dataplane.dumps(self.worker.fetched.get(k))
                     elif self.worker.memory.has(k):  # served from disk, not loaded back into the store
                         frames = self._spilled_frames(k)
                     if frames is None:
@@ -99,8 +99,7 @@ class Peers:
             try:
                 sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.worker.ctx, address)
             except OSError:
-                for tid, miss in self.worker.state.peer_lost(address):
-                    self.worker._send(protocol.header(protocol.MISSING, tid, miss))
+                self.worker.peer_lost(address)
                 return
             self.dealers[address] = sock
             self.peer_of_sock[sock] = address
@@ -131,13 +130,7 @@ class Peers:
                 else:
                     values = dataplane.decode_values(keys, descs_all, bufs)
                 recorder.span("worker.transfer.recv", t0)
-            ready, report = self.worker.state.got(values, missing, address)
-            if ready:
-                self.worker.executor.submit(ready)
-            for tid, miss in report:
-                self.worker._send(protocol.header(protocol.MISSING, tid, miss))
-            for peer, more in self.worker.state.more_fetches().items():
-                self.fetch(peer, more)
+            self.worker.received(values, missing, address)
 
     def _chunk(self, sock: zmq.Socket, incoming: tuple, frames: list) -> tuple[dict | None, list]:
         """Place one streamed chunk; the reply's values once it is complete."""

@@ -26,7 +26,17 @@ from frisky.telemetry import now, recorder
 from frisky.worker.executor import Executor
 from frisky.worker.memory import MemoryManager
 from frisky.worker.peers import Peers
-from frisky.worker.state import WorkerState
+from frisky.worker.state import (
+    Batch,
+    Execute,
+    Fetch,
+    Keep,
+    Release,
+    Skip,
+    Task,
+    Unskip,
+    WorkerState,
+)
 from frisky.worker.store import Store, sizeof
 from frisky.zmq import sockets
 
@@ -71,14 +81,18 @@ class Worker:
         self.sock = sockets.dealer(self.ctx, scheduler_address, ident)
         self.waker = sockets.Waker()
         self.state = WorkerState()
-        self.store = Store()
+        self.validate = config.get("validate")  # check the state machine after every event
+        self.store = Store()  # results and scattered values
+        self.fetched = Store()  # values fetched from peers, held while queued tasks need them
         self.registry = shm.Registry()  # segments this worker created or adopted
         self.shared: dict[str, dataplane.Frames] = {}  # key -> serialized form, with segments
         # shared memory needs every peer on this host: true for ipc, not for tcp
         self.use_shm = self.address.startswith("ipc://") and not self.codec.local
         if self.address.startswith("tcp://") and config.get("compression") != "none":
             compression.preload()  # peers will be sent compressed buffers
-        self.memory = MemoryManager(self, memory_limit if not self.codec.local else None)
+        self.memory = MemoryManager(memory_limit if not self.codec.local else None, name=self.name,
+                                    store=self.store, fetched=self.fetched, shared=self.shared,
+                                    registry=self.registry, wake=self.waker.wake)
         if memory_limit and not self.codec.local:
             bufpool.pool.limit = int(memory_limit * config.get("receive_pool"))
         cap = config.get("transfer_bytes_in_flight")
@@ -129,7 +143,8 @@ class Worker:
         """Register with the scheduler and serve until told to close or it goes silent."""
         try:
             # threads first: once the scheduler has a worker, it has all of the worker's threads
-            self.executor = Executor(self, self.nthreads)
+            self.executor = Executor(self.nthreads, self.codec, inline_threshold=self.inline_threshold,
+                                     keep=self.keep, value=self.value, memory=self.memory, wake=self.waker.wake)
             self._hello()
             self.started.set()
             if self.on_ready is not None:
@@ -214,9 +229,7 @@ class Worker:
                 for k in msg[1]:
                     self.free(k)
             elif op == protocol.CANCEL:
-                dropped = self.state.cancel(msg[1])
-                if dropped:
-                    self._send(protocol.header(protocol.CANCELLED, dropped))
+                self._do(self.state.cancel(msg[1]))
             elif op == protocol.STORE:
                 self._store(msg, frames[1:])
             elif op == protocol.CLOSE:
@@ -226,21 +239,47 @@ class Worker:
     def _compute(self, msg: list, frames: list) -> None:
         _, tids, keys, fidx, fids, deps, where = msg
         payloads, fn_blobs, inline = unpack(frames[1])
-        ctx = {"inline": inline, "decoded": {}, "fns": dict(zip(fids, fn_blobs))}
+        b = Batch(inline, dict(zip(fids, fn_blobs)))
         if type(fidx) is int:
             fid = fids[fidx]
             if deps is None:
-                tasks = [(t, k, fid, p, None, ctx) for t, k, p in zip(tids, keys, payloads)]
+                tasks = [Task(t, k, fid, p, None, b) for t, k, p in zip(tids, keys, payloads)]
             else:
-                tasks = [(t, k, fid, p, d, ctx) for t, k, p, d in zip(tids, keys, payloads, deps)]
+                tasks = [Task(t, k, fid, p, d, b) for t, k, p, d in zip(tids, keys, payloads, deps)]
         else:
             ds = deps if deps is not None else itertools.repeat(None)
-            tasks = [(t, k, fids[i], p, d, ctx) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
-        ready, fetch = self.state.compute(tasks, where, self.has)
-        if ready:
-            self.executor.submit(ready)
-        for address, dep_keys in fetch.items():
-            self.peers.fetch(address, dep_keys)
+            tasks = [Task(t, k, fids[i], p, d, b) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
+        self._do(self.state.compute(tasks, where, self.has))
+
+    def _do(self, instructions: list, values: dict | None = None) -> None:
+        """Carry out what the state machine says; ``values``: those a peer just sent."""
+        for ins in instructions:
+            kind = type(ins)
+            if kind is Execute:
+                self.executor.run(ins)
+            elif kind is Fetch:
+                self.peers.fetch(ins.address, ins.keys)
+            elif kind is Keep:
+                self.fetched.put(ins.key, values[ins.key], ins.nbytes)
+            elif kind is Release:
+                for k in ins.keys:
+                    self.fetched.pop(k)
+            elif kind is Skip:
+                self.executor.skip.update(ins.tids)
+            elif kind is Unskip:
+                self.executor.skip.difference_update(ins.tids)
+            else:  # a message for the scheduler
+                self._send(*ins.encode())
+        if self.validate:
+            self.state.validate()
+
+    def received(self, values: dict[str, Any], missing: list[str], address: str) -> None:
+        """A peer answered a fetch (called by :class:`~frisky.worker.peers.Peers`)."""
+        self._do(self.state.got(values, missing, address), values)
+
+    def peer_lost(self, address: str) -> None:
+        """The peer at ``address`` cannot be reached: its fetches failed."""
+        self._do(self.state.peer_lost(address))
 
     def keep(self, key: str, value: Any) -> int:
         """Hold a large result: its big buffers move into shared memory once, now. Returns nbytes."""
@@ -265,10 +304,12 @@ class Worker:
         return key in self.store or self.memory.has(key)
 
     def value(self, key: str) -> Any:
-        """The value of ``key``, read back from disk if it was spilled."""
+        """The value of ``key``: held, fetched from a peer, or read back from disk if it was spilled."""
         value = self.store.get(key, _MISSING)
         if value is _MISSING:
-            value = self.memory.unspill(key)
+            value = self.fetched.get(key, _MISSING)
+            if value is _MISSING:
+                value = self.memory.unspill(key)
         return value
 
     def free(self, key: str) -> None:
@@ -305,41 +346,16 @@ class Worker:
         self._send(protocol.header(protocol.FINISHED, tids, nbytes, []), pack([None] * len(tids)))
 
     def _report(self) -> None:
-        """Send results the executor has handed back, batched into few messages."""
-        done = self.executor.done if self.executor is not None else None
-        if not done:
+        """Feed the outcomes the executor handed back to the state machine, and send what it
+        says (batched into few messages)."""
+        executor = self.executor
+        if executor is None:
             return
-        ok_tids, ok_nbytes, ok_blobs = [], [], []
-        err_tids, err_blobs, err_tbs = [], [], []
-        cancelled = []
-        timings: dict[bytes, list] = {}
-        state = self.state
-        while done:
-            item = done.popleft()
-            kind, task = item[0], item[1]
-            state.done(task)
-            if kind == 0:
-                ok_tids.append(task[0])
-                ok_nbytes.append(item[2])
-                ok_blobs.append(item[3])
-                t = timings.get(task[2])
-                if t is None:
-                    timings[task[2]] = [task[2], 1, item[4]]
-                else:
-                    t[1] += 1
-                    t[2] += item[4]
-            elif kind == 1:
-                err_tids.append(task[0])
-                err_blobs.append(item[2])
-                err_tbs.append(item[3])
-            else:
-                cancelled.append(task[0])
-        if ok_tids:
-            self._send(protocol.header(protocol.FINISHED, ok_tids, ok_nbytes, list(timings.values())), pack(ok_blobs))
-        if err_tids:
-            self._send(protocol.header(protocol.ERRED, err_tids, err_tbs), pack(err_blobs))
-        if cancelled:
-            self._send(protocol.header(protocol.CANCELLED, cancelled))
+        here, done = executor.here, executor.done
+        if not here and not done:
+            return
+        pop_here, pop_done = here.popleft, done.popleft
+        self._do(self.state.finished([pop_here() for _ in range(len(here))], [pop_done() for _ in range(len(done))]))
 
     def _heartbeat(self) -> None:
         metrics = {
