@@ -11,44 +11,16 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from frisky import config
+from frisky import config, procs
 from frisky.data import bufpool, dataplane
 from frisky.telemetry import count, now, recorder
 from frisky.worker.state import memory_plan, over
 
 log = logging.getLogger(__name__)
-
-
-def rss() -> int:
-    """This process's resident memory in bytes (cheap: one read of /proc)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # pragma: no cover - not Linux
-        import psutil
-
-        return psutil.Process().memory_info().rss
-
-
-_libc = None
-
-
-def trim() -> None:
-    """Give freed heap memory back to the OS (glibc keeps it otherwise, and RSS lies)."""
-    global _libc
-    try:
-        if _libc is None:
-            import ctypes
-
-            _libc = ctypes.CDLL("libc.so.6")
-        _libc.malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
 
 
 class MemoryManager:
@@ -92,7 +64,7 @@ class MemoryManager:
             return
         store = self.store
         with self.lock:
-            process = rss()
+            process = procs.rss()
             if process > self.spill_at * self.limit and now() - self._last_collect > 50_000_000:
                 # idle receive buffers go before any value does
                 bufpool.pool.clear()
@@ -100,13 +72,13 @@ class MemoryManager:
                 import gc
 
                 gc.collect()
-                trim()
+                procs.malloc_trim()
                 self._last_collect = now()
-                process = rss()
+                process = procs.rss()
             want, pause = memory_plan(store.nbytes + self.fetched.nbytes, sum(self.spilling.values()),
                                       process, self.limit, self.target, self.spill_at, self.pause_at)
             todo = self._choose(want) if want and self.error is None else []
-            self._set_paused(pause or (self.error is not None and rss() > self.pause_at * self.limit))
+            self._set_paused(pause or (self.error is not None and procs.rss() > self.pause_at * self.limit))
         # outside the lock: put() may wait for the writer, whose completions take the lock
         for key, bufs, itemsizes in todo:
             self.file.put(key, bufs, itemsizes, self._written)
@@ -123,14 +95,8 @@ class MemoryManager:
         """Under the lock: pick least-recently-used values worth ``want`` bytes, mark them
         as being spilled, and return (key, buffers, item sizes) for each."""
         store = self.store
-        if self.file is None:
-            from frisky.spill import SpillError, SpillFile
-
-            try:
-                self.file = SpillFile(name=self.name, compression=None)
-            except SpillError as e:
-                self._failed("(spill file)", e)
-                return []
+        if not self._open("(spill file)"):
+            return []
         todo = []
         freed = 0
         for key in list(store.data):  # least recently used first
@@ -149,6 +115,19 @@ class MemoryManager:
             todo.append((key, bufs, getattr(frames, "itemsizes", None)))
             freed += nbytes
         return todo
+
+    def _open(self, key: str) -> bool:
+        """Under the lock: the spill file, created on first use; False if it cannot be
+        (reported as a failure to spill ``key``)."""
+        if self.file is None:
+            from frisky.spill import SpillError, SpillFile
+
+            try:
+                self.file = SpillFile(name=self.name, compression=None)
+            except SpillError as e:
+                self._failed(key, e)
+                return False
+        return True
 
     def _written(self, key: str, error: BaseException | None) -> None:
         """On the spill writer's thread: the value is on disk (or failed to get there)."""
@@ -220,14 +199,8 @@ class MemoryManager:
         with self.lock:
             if self.error is not None:
                 return False
-            if self.file is None:
-                from frisky.spill import SpillError, SpillFile
-
-                try:
-                    self.file = SpillFile(name=self.name, compression=None)
-                except SpillError as e:
-                    self._failed(key, e)
-                    return False
+            if not self._open(key):
+                return False
             self.spilling[key] = nbytes
             self.direct.add(key)
         self.file.put(key, frames, None, self._written)

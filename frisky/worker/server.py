@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from frisky import config, protocol, shm
+from frisky import config, procs, protocol, shm
 from frisky.data import bufpool, compression, dataplane
 from frisky.data.serialize import PickleCodec
 from frisky.protocol import pack, unpack
@@ -359,7 +359,7 @@ class Worker:
 
     def _heartbeat(self) -> None:
         metrics = {
-            "rss": _rss(),
+            "rss": procs.rss(),
             "memory_limit": self.memory_limit,
             "memory": self.memory.stats(),
             "nbytes": self.store.nbytes,
@@ -375,14 +375,6 @@ class Worker:
             pass
 
     # ------------------------------------------------------------ data plane
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # pragma: no cover - non-Linux
-        return 0
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m frisky.worker.server``: the same as ``frisky worker``."""
     from frisky.cli.worker import main as run
