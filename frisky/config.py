@@ -101,11 +101,52 @@ def parse_bytes(value: str | int | float | None, total: int | None = None) -> in
     return int(value)
 
 
-def total_memory() -> int:
-    """Physical memory of this host in bytes (without importing psutil)."""
+def total_memory(cgroup_root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int:
+    """Memory this process may use, in bytes: the host's physical memory, or less if a cgroup
+    (a container, a systemd slice) limits it — cgroups v2 ``memory.max`` and v1
+    ``memory.limit_in_bytes`` of this process's group and its ancestors, as dask's
+    ``distributed.system.memory_limit`` reads them. The roots are parameters for tests."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):  # pragma: no cover - non-POSIX
         import psutil
 
-        return psutil.virtual_memory().total
+        total = psutil.virtual_memory().total
+    limit = _cgroup_limit(cgroup_root, proc_cgroup)
+    return min(total, limit) if limit else total
+
+
+def _cgroup_limit(root: str, proc_cgroup: str) -> int | None:
+    """The smallest memory limit of the cgroups (v2 or v1) this process is in, if any."""
+    v2, v1 = "/", "/"
+    try:
+        with open(proc_cgroup) as f:
+            for line in f:
+                num, _, rest = line.strip().partition(":")
+                controllers, _, path = rest.partition(":")
+                if num == "0" and controllers == "":
+                    v2 = path or "/"
+                elif "memory" in controllers.split(","):
+                    v1 = path or "/"
+    except OSError:
+        pass  # no /proc (not Linux): only the roots below are looked at
+    found = [n for n in (_read_limits(root, v2, "memory.max"),
+                         _read_limits(os.path.join(root, "memory"), v1, "memory.limit_in_bytes")) if n]
+    return min(found) if found else None
+
+
+def _read_limits(base: str, path: str, name: str) -> int | None:
+    """The smallest positive number in ``name`` in ``base/path`` and each of its ancestors up to
+    ``base`` ("max", missing or unreadable files set no limit). Inside a container the group
+    path of the host may not exist under the container's mount: then only ``base`` counts."""
+    parts = [p for p in path.split("/") if p and p != ".."]
+    best = None
+    for i in range(len(parts), -1, -1):
+        try:
+            with open(os.path.join(base, *parts[:i], name)) as f:
+                n = int(f.read().strip())
+        except (OSError, ValueError):  # absent, or "max": no limit at this level
+            continue
+        if n > 0 and (best is None or n < best):
+            best = n
+    return best

@@ -134,7 +134,7 @@ def create(cluster_id: str, size: int) -> Segment:
 
 def write(cluster_id: str, data: Any) -> Segment:
     """Create a segment holding a copy of ``data`` (any buffer); records span ``shm.write``."""
-    from frisky.data.compression import byte_view
+    from frisky.data.buffers import byte_view
 
     t0 = now()
     src = byte_view(data)
