@@ -1,7 +1,9 @@
 """Every Frisky setting in one place: default, ``FRISKY_*`` environment variable, keyword.
 
 Read a setting with :func:`get`; a keyword argument passed by the caller wins over the
-environment, which wins over the default here.
+environment (``FRISKY_<NAME>``), which wins over the default here. Settings are read when
+a process starts or an object is created (a worker, a client, a spill file), never per
+message or per buffer. README.md's configuration table lists them all.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from typing import Any
 
 DEFAULTS: dict[str, Any] = {
     # networking
-    "scheduler_port": 8786,
-    "dashboard_port": 8787,
+    "scheduler_port": 8786,  # `frisky scheduler`'s default port
     "host": "127.0.0.1",
     "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome
     "heartbeat_interval": 1.0,  # seconds between heartbeats, both ways

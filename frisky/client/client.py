@@ -29,7 +29,7 @@ import zmq
 from frisky import config, protocol
 from frisky.client import map_job
 from frisky.client.future import Future, Remote, wait
-from frisky.client.io import _BATCH, ClientIO
+from frisky.client.io import ClientIO
 from frisky.client.map_job import MapJob
 from frisky.data import dataplane
 from frisky.data.deps import extract, has_futures
@@ -93,6 +93,7 @@ class Client(ClientIO):
         self._closed = False
         self._lost = False
         self._io_dozing = True  # the I/O thread sleeps until woken (see _release_later)
+        self._max_batch = config.get("max_batch")  # tasks in one submit message
         self.status = "connecting"
         self.waker = sockets.Waker()
         ident = f"c-{os.getpid()}-{self._prefix}".encode()
@@ -677,7 +678,7 @@ class _Batches:
             self.any_deps = True
         if len(self.wkeys) >= self.limit:
             self.flush()
-            self.limit = self.size or _BATCH
+            self.limit = self.size or self.client._max_batch
 
     def flush(self) -> None:
         if not self.wkeys:

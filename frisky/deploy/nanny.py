@@ -87,7 +87,7 @@ class Nanny:
         self.spawn = spawn
         self.name = name
         self.memory_limit = memory_limit
-        fraction = config.get("memory_terminate", memory_terminate)
+        self.terminate_fraction = fraction = config.get("memory_terminate", memory_terminate)
         self.terminate_at = int(memory_limit * fraction) if memory_limit and fraction else None
         self.restart = restart
         self.max_failed_starts = config.get("nanny_failed_starts", failed_starts)
@@ -219,7 +219,7 @@ class Nanny:
         used = procs.rss(proc.pid)
         if used is not None and used > self.terminate_at:
             self._killed_for = (f"its memory use {used / 2**20:.0f} MiB passed {self.terminate_at / 2**20:.0f} MiB "
-                                f"({config.get('memory_terminate'):.0%} of its {self.memory_limit / 2**20:.0f} MiB limit)")
+                                f"({self.terminate_fraction:.0%} of its {self.memory_limit / 2**20:.0f} MiB limit)")
             logger.warning("worker %s (pid %d): %s: killing it", self.name, proc.pid, self._killed_for)
             proc.send_signal(signal.SIGKILL)
 

@@ -31,6 +31,7 @@ class Peers:
         self.incoming: dict[zmq.Socket, tuple] = {}  # peer socket -> (streamed reply, start)
         self._reqs = itertools.count(1)
         self.poller: zmq.Poller | None = None  # the worker loop's, once it runs
+        self.compression = config.get("compression") != "none"  # for peers on other hosts
 
     def close(self) -> None:
         for s in [self.sock, *self.dealers.values()]:
@@ -48,7 +49,7 @@ class Peers:
                 continue
             t0 = now()
             req, keys, same_host = msg[1], msg[2], msg[3]
-            compress = not same_host and config.get("compression") != "none"
+            compress = not same_host and self.compression
             # peers that can take it (workers; not clients) get large buffers streamed
             streams = [] if compress and len(msg) > 4 and msg[4] else None
             found, descs_all, missing, out = [], [], [], []

@@ -67,6 +67,8 @@ class Worker:
         self.ctx = ctx or zmq.Context.instance()
         self.codec = codec or PickleCodec()
         self.inline_threshold = config.get("inline_threshold")
+        self.shm_threshold = config.get("shm_threshold")
+        self.monitor_interval = config.get("memory_monitor_interval")
         self.interval = config.get("heartbeat_interval", heartbeat_interval)
         self.timeout = config.get("heartbeat_timeout", heartbeat_timeout)
         self.connect_timeout = config.get("connect_timeout", connect_timeout)
@@ -162,7 +164,7 @@ class Worker:
         peers = self.peers
         last_heard = time.monotonic()
         next_beat = last_heard + self.interval
-        monitor = config.get("memory_monitor_interval")
+        monitor = self.monitor_interval
         next_check = last_heard + monitor
         executor = self.executor
         while not self._stop:
@@ -289,7 +291,7 @@ class Worker:
             t0 = now()
             frames = dataplane.dumps(value)
             if len(frames) > 1:
-                frames = dataplane.share(frames, self.cluster_id, self.registry)
+                frames = dataplane.share(frames, self.cluster_id, self.registry, self.shm_threshold)
                 if any(isinstance(f, shm.Segment) for f in frames):
                     value = dataplane.loads(dataplane.views(frames))  # views: the heap copy goes
                     self.shared[key] = frames

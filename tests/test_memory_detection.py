@@ -1,4 +1,4 @@
-"""Settings: memory detection under cgroup limits (a fake cgroup tree), parsing."""
+"""Memory detection under cgroup limits, on a fake cgroup tree."""
 
 from __future__ import annotations
 
