@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "max_tasks_per_thread": 20000,
     "max_batch": 10000,  # tasks in one `compute` or `submit` message
     "allowed_failures": 3,  # workers a task may kill before it errs with KilledWorker
+    "dask_order_limit": 20_000,  # dask graphs up to this many nodes follow dask.order; larger stream
     # memory
     "memory_target": 0.60,  # fraction of the limit: start spilling LRU values
     "memory_spill": 0.70,  # fraction of the limit measured as process RSS: spill more

@@ -3,7 +3,7 @@
 
 Systems: Frisky, dask.distributed, ``concurrent.futures.ProcessPoolExecutor`` and Ray
 (only if it is importable; otherwise it is skipped with a note, never estimated).
-Workloads (see ../shared/ANCHORS.md for how the peer figures there were taken):
+Workloads :
 
 - ``no-op tasks``: 2 worker processes, N no-op tasks, results gathered -> tasks/s.
   dask runs ~600 tasks/s here, so it gets a smaller N (shown in the table).
@@ -21,6 +21,9 @@ Workloads (see ../shared/ANCHORS.md for how the peer figures there were taken):
   ``transport="tcp"``; dask always does), for random (incompressible) floats and for
   ``arange`` floats (compressible), each system's compressible rate also given as a
   multiple of its own incompressible one.
+- ``dask array sum``, ``dask array x+x.T``, ``dask dataframe groupby``, ``dask delayed
+  tree``: dask collections on Frisky, dask's threaded scheduler and dask.distributed
+  (see ``peers_dask.py``).
 
 Every figure is the median of a few repeats; clusters and pools are started outside the
 timed regions, except in the start-up rows. The last column is the speed of the row
@@ -51,6 +54,8 @@ import sys
 import tempfile
 import time
 import warnings
+
+import peers_dask  # the dask-collection workloads, in their own module
 
 # ------------------------------------------------------------------ task functions
 # Module level in an importable module (this file is imported as ``compare_peers``
@@ -90,7 +95,7 @@ def consume(arr):
 
 MIB = 1 << 20
 WORKLOADS = ["no-op tasks", "tree reduction", "start-up in-process", "start-up 2 processes", "data",
-             "data over TCP"]
+             "data over TCP", *peers_dask.WORKLOADS]
 _offsets = iter(range(1, 1 << 30))
 
 
@@ -616,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dask(res, cfg)
     run_ppe(res, cfg)
     run_ray(res, cfg)
+    peers_dask.run(res, cfg, timed, log)
     res.ratios()
     meta["seconds"] = round(time.monotonic() - t0, 1)
     log(f"done in {meta['seconds']} s")

@@ -222,3 +222,35 @@ def test_a_client_made_before_dask_is_imported_becomes_its_scheduler(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "10"
+
+
+def test_a_graph_too_large_for_dask_order_streams_depth_first_with_the_same_results(client):
+    from operator import add
+
+    from frisky.client.dask import submit_graph
+
+    future = client.submit(lambda: 100)
+    dsk = {("leaf", i): (add, i, 1) for i in range(64)}
+    dsk["total"] = (sum, [("leaf", i) for i in range(64)])
+    dsk["with-future"] = (add, "total", future)
+    dsk["literal"] = "total"  # a key as a literal value is an alias
+    dsk["data"] = [1, 2, 3]
+    keys = ["with-future", "literal", "data", ("leaf", 3)]
+    exact = client.get(dsk, keys)
+    streamed = submit_graph(client, dsk, keys, order_limit=0)
+    assert client.gather([streamed[k] for k in keys]) == exact == [sum(range(1, 65)) + 100,
+                                                                  sum(range(1, 65)), [1, 2, 3], 4]
+
+
+def test_payload_is_the_pickle_of_its_index_and_dependency_references():
+    import pickle
+
+    from frisky.client.dask import payload
+    from frisky.data.deps import DepRef
+
+    for j in (0, 255, 256, 65535, 65536, 10**6):
+        for deps in (None, ["a"], ["('leaf', 1)", "é" * 200, "b"]):
+            got = pickle.loads(payload(j, deps))
+            assert got[0] == j
+            assert all(type(r) is DepRef for r in got[1:])
+            assert [r.key for r in got[1:]] == (deps or [])

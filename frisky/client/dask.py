@@ -26,9 +26,9 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from frisky import protocol
+from frisky import config, protocol
 from frisky.data.deps import DepRef
-from frisky.protocol import pack, wire_key
+from frisky.protocol import wire_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from frisky.client.client import Client
@@ -41,41 +41,49 @@ _generations = itertools.count(1)  # graphs submitted earlier run first, as in d
 class GraphBatch:
     """The nodes of one batch of a dask graph: on a worker, the function of its tasks.
 
-    Task ``i`` is called as ``batch(i, *values of its dependencies)``.
+    Task ``i`` is called as ``batch(i, *values of its dependencies)``. Nodes are dask
+    ``GraphNode``s, or legacy tuples that the worker converts as it runs them.
     """
 
-    __slots__ = ("nodes", "deps")
+    __slots__ = ("keys", "nodes", "deps")
 
-    def __init__(self, nodes: list, deps: list[tuple]) -> None:
+    def __init__(self, keys: list, nodes: list, deps: list[tuple]) -> None:
+        self.keys = keys
         self.nodes = nodes
         self.deps = deps
 
     def __reduce__(self):
-        return (GraphBatch, (self.nodes, self.deps))
+        return (GraphBatch, (self.keys, self.nodes, self.deps))
 
     def __call__(self, i: int, *values: Any) -> Any:
+        from dask._task_spec import GraphNode, convert_legacy_task
+
         deps = self.deps[i]
-        return self.nodes[i](dict(zip(deps, values)) if deps else {})
+        node = self.nodes[i]
+        if not isinstance(node, GraphNode):
+            node = convert_legacy_task(self.keys[i], node, frozenset(deps))
+            if not isinstance(node, GraphNode):
+                return node  # a literal value
+        return node(dict(zip(deps, values)) if deps else {})
 
 
 # ---------------------------------------------------------------- the graph
-def materialize(dsk: Any) -> tuple[dict, dict]:
-    """A graph of dask ``GraphNode``s from an expression, a high-level graph or a dict,
-    with the annotations the expression carries (``{kind: {key: value}}``)."""
-    from dask._task_spec import convert_legacy_graph
-
+def raw_graph(dsk: Any) -> tuple[dict, dict]:
+    """A dict of the graph's nodes (dask ``GraphNode``s or legacy tuples, as given) from an
+    expression, a high-level graph or a dict, and the annotations the expression carries
+    (``{kind: {key: value}}``)."""
     annotations: dict = {}
     if not isinstance(dsk, Mapping) and hasattr(dsk, "__dask_graph__"):  # an expression
         annotations = dict(dsk.__dask_annotations__() or {})
         dsk = dsk.__dask_graph__()
     if not isinstance(dsk, dict):
         dsk = dict(dsk)
-    return convert_legacy_graph(dsk), annotations
+    return dsk, annotations
 
 
 def cull(dsk: dict, keys) -> dict:
-    """The part of ``dsk`` that ``keys`` need; keys outside ``dsk`` are data the
-    cluster already holds (futures)."""
+    """The part of ``dsk`` (of ``GraphNode``s) that ``keys`` need; keys outside ``dsk``
+    are data the cluster already holds (futures)."""
     out: dict = {}
     work = list(keys)
     while work:
@@ -85,6 +93,120 @@ def cull(dsk: dict, keys) -> dict:
         node = out[k] = dsk[k]
         work.extend(node.dependencies)
     return out
+
+
+def legacy_deps(task: Any, graph: Mapping, out: list) -> list:
+    """Append to ``out`` the keys of ``graph`` (and of futures) that a legacy task refers
+    to, as ``convert_legacy_task`` finds them, without building task objects: a worker
+    does that, in parallel."""
+    t = type(task)
+    if t is tuple and task and callable(task[0]):
+        for a in task[1:]:
+            ta = type(a)
+            if ta is str or ta is int or ta is float:  # the common case, inline
+                if a in graph:
+                    out.append(a)
+            elif ta is not dict:
+                legacy_deps(a, graph, out)
+        return out
+    if t is str or t is int or t is float or t is tuple:
+        try:
+            if task in graph:
+                out.append(task)
+                return out
+        except TypeError:  # unhashable inside a tuple
+            pass
+    if t is tuple or t is list or t is set or t is frozenset:
+        for a in task:
+            legacy_deps(a, graph, out)
+    elif getattr(task, "__dask_future__", False):
+        out.append(_FutureRef(task.key))
+    return out
+
+
+class _FutureRef:
+    """A future met inside a legacy task: its key is a dependency held on the cluster."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+
+class _Walk:
+    """Per key of the graph: its dependencies and its wire key, found once."""
+
+    def __init__(self, graph: dict) -> None:
+        self.graph = graph
+        self.deps: dict = {}
+        self.nodes: dict = {}  # nodes converted here (those holding futures)
+
+    def visit(self, k: Any) -> tuple:
+        from dask._task_spec import GraphNode
+
+        node = self.graph[k]
+        if isinstance(node, GraphNode):
+            found: Any = node.dependencies
+        else:
+            found = legacy_deps(node, self.graph, [])
+            if any(type(x) is _FutureRef for x in found):
+                from dask._task_spec import convert_legacy_task
+
+                node = self.nodes[k] = convert_legacy_task(k, node, self.graph)
+                found = node.dependencies
+        d = self.deps[k] = tuple(dict.fromkeys(found)) if len(found) > 1 else tuple(found)
+        return d
+
+    def depth_first(self, keys: list) -> Iterator:
+        """The keys that ``keys`` need, each after its dependencies, depth first (the
+        order one thread would run them in, which keeps a reduction's live results few),
+        yielded as they are found so the first tasks leave before the graph is read."""
+        graph, seen, visit = self.graph, self.deps, self.visit
+        for root in keys:
+            if root in seen or root not in graph:
+                continue
+            stack = [(root, iter(visit(root)))]
+            while stack:
+                k, it = stack[-1]
+                for d in it:
+                    if d not in seen and d in graph:
+                        stack.append((d, iter(visit(d))))
+                        break
+                else:
+                    stack.pop()
+                    yield k
+
+
+_REF = b"\x8c\x10frisky.data.deps\x94\x8c\x06DepRef\x94\x93\x94"  # STACK_GLOBAL, memo 0-2
+
+
+def payload(j: int, wdeps: list[str] | None) -> bytes:
+    """``pickle.dumps((j, *map(DepRef, wdeps)), 5)``, written directly: pickling calls
+    ``DepRef.__reduce__`` in Python once a dependency, 2 of the 3 µs a task costs here."""
+    if not wdeps:
+        return _INDEX[j] if j < len(_INDEX) else pickle.dumps((j,), protocol=5)
+    out = [b"\x80\x05(", _int(j), _REF]
+    first = True
+    for w in wdeps:
+        b = w.encode()
+        if not first:
+            out.append(b"h\x02")  # BINGET 2: the DepRef class again
+        first = False
+        out.append((b"\x8c" + bytes((len(b),)) if len(b) < 256 else b"X" + len(b).to_bytes(4, "little")) + b)
+        out.append(b"\x85R")  # TUPLE1, REDUCE
+    out.append(b"t.")
+    return b"".join(out)
+
+
+def _int(j: int) -> bytes:
+    if j < 256:
+        return b"K" + bytes((j,))
+    if j < 65536:
+        return b"M" + j.to_bytes(2, "little")
+    return b"J" + j.to_bytes(4, "little", signed=True)
+
+
+_INDEX = [pickle.dumps((j,), protocol=5) for j in range(8192)]
 
 
 def _dumps(obj: Any) -> bytes:
@@ -106,95 +228,163 @@ def _option(value: Any, key: Any) -> Any:
 
 
 def submit_graph(client: Client, dsk: Any, keys: list, *, workers: Any = None, retries: int = 0,
-                 priority: int = 0) -> dict:
+                 priority: int = 0, order_limit: int | None = None) -> dict:
     """Submit the part of graph ``dsk`` that ``keys`` need; returns ``{key: Future}``.
 
+    Up to ``dask_order_limit`` nodes, tasks follow ``dask.order``; a larger graph would
+    spend longer in it than in running, so it streams out depth first as it is read.
     Annotations (``dask.annotate(workers=..., retries=..., priority=...)``) override the
     keyword arguments for the tasks they cover.
     """
     import dask
-    import dask.order
 
     client._check_open()
-    graph, annotations = materialize(dsk)
-    graph = cull(graph, keys)
+    graph, annotations = raw_graph(dsk)
     futures = {k: client._future(k, wire_key(k))[0] for k in keys}
-    if not graph:
-        return futures
-    order = dask.order.order(graph)
-    seq = sorted(graph, key=order.__getitem__)
-    glob = dask.get_annotations()
-    ann_workers = annotations.get("workers", {})
-    ann_retries = annotations.get("retries", {})
-    ann_priority = annotations.get("priority", {})
-    g_workers, g_retries, g_priority = glob.get("workers"), glob.get("retries"), glob.get("priority")
-    annotated = bool(ann_workers or ann_retries or ann_priority or g_workers or g_retries or g_priority)
-    base = -(next(_generations) << 32)  # earlier graphs first; within one, dask's order
-    wanted = set(keys)
-    # each intermediate key is released once its last dependent has been sent
-    pos = {k: i for i, k in enumerate(seq)}
-    last: dict = {}
-    for i, k in enumerate(seq):
-        for d in graph[k].dependencies:
-            if d in pos:
+    exact = len(graph) <= config.get("dask_order_limit", order_limit)
+    if exact:
+        import dask.order
+        from dask._task_spec import convert_legacy_graph
+
+        graph = cull(convert_legacy_graph(graph), keys)
+        if not graph:
+            return futures
+        walk = _Walk(graph)
+        for k, node in graph.items():
+            walk.deps[k] = tuple(node.dependencies)
+        order = dask.order.order(graph)
+        seq: Any = sorted(graph, key=order.__getitem__)
+    else:
+        walk = _Walk(graph)
+        seq = walk.depth_first(keys)
+    up = _Upload(client, walk, keys, annotations, dask.get_annotations(), workers, retries, priority)
+    if exact:
+        up.release_after_last_dependent(seq)
+    up.run(seq)
+    return futures
+
+
+class _Upload:
+    """Sends an ordered graph as ``submit`` messages, a batch at a time."""
+
+    def __init__(self, client: Client, walk: _Walk, keys: list, annotations: dict, glob: dict,
+                 workers: Any, retries: int, priority: int) -> None:
+        self.client = client
+        self.walk = walk
+        self.deps_of = walk.deps
+        self.wkeys: dict = {}
+        self.wanted = set(keys)
+        self.ann = (annotations.get("workers", {}), annotations.get("retries", {}),
+                    annotations.get("priority", {}))
+        self.glob = (glob.get("workers"), glob.get("retries"), glob.get("priority"))
+        self.annotated = any(self.ann) or any(v is not None for v in self.glob)
+        self.defaults = (workers, retries, priority)
+        self.base = -(next(_generations) << 32)  # earlier graphs first; within one, this order
+        self.release_at: dict[int, list[str]] | None = None  # position -> keys free after it
+        self.released: list[str] = []
+
+    def release_after_last_dependent(self, seq: list) -> None:
+        """Release each intermediate key in the message after its last dependent's, so its
+        data goes as soon as nothing needs it (needs the whole order up front)."""
+        last: dict = {}
+        deps_of = self.deps_of
+        for i, k in enumerate(seq):
+            for d in deps_of[k]:
                 last[d] = i
-    existing = client._futures
-    release_at: dict[int, list[str]] = {}
-    for k, i in last.items():
-        if k not in wanted:
-            wk = wire_key(k)
-            if wk not in existing:  # a key the user also holds a future for stays wanted
-                release_at.setdefault(i, []).append(wk)
-    codec = client.codec
-    start = 0
-    size = FIRST_BATCH
-    pending_release: list[str] = []
-    while start < len(seq):
-        chunk = seq[start:start + size]
+        existing = self.client._futures
+        at: dict[int, list[str]] = {}
+        for k, i in last.items():
+            if k not in self.wanted:
+                wk = wire_key(k)
+                if wk not in existing:  # a key the user also holds a future of stays wanted
+                    at.setdefault(i, []).append(wk)
+        self.release_at = at
+
+    def run(self, seq) -> None:
+        it = iter(seq)
+        pos = 0
+        size = FIRST_BATCH
+        while True:
+            chunk = list(itertools.islice(it, size))
+            if not chunk:
+                break
+            self._batch(chunk, pos)
+            pos += len(chunk)
+            size = BATCH
+        if self.release_at is None:  # streamed: every dependent is known only now
+            existing = self.client._futures
+            wkeys = self.wkeys
+            self.released = [wkeys[k] for k in self.deps_of if k not in self.wanted and wkeys[k] not in existing]
+        if self.released:
+            self.client._send_frames(protocol.Release(self.released).encode())
+
+    def _batch(self, chunk: list, start: int) -> None:
+        client = self.client
+        codec = client.codec
+        graph, converted, deps_of, wkeys = self.walk.graph, self.walk.nodes, self.deps_of, self.wkeys
         nodes = [graph[k] for k in chunk]
-        deps = [tuple(n.dependencies) for n in nodes]
-        batch = GraphBatch(nodes, deps)
+        if converted:
+            nodes = [converted.get(k, n) for k, n in zip(chunk, nodes)]
+        deps = [deps_of[k] for k in chunk]
+        batch = GraphBatch(chunk, nodes, deps)
         if codec.local:
-            fblob = codec.dumps_function(batch)
-            fid = fblob
+            fblob = fid = codec.dumps_function(batch)
         else:
             fblob = _dumps(batch)
             fid = hashlib.blake2b(fblob, digest_size=16).digest()
-        run: list = []  # consecutive tasks with the same restriction go in one message
-        run_workers = None
+        ann_workers, ann_retries, ann_priority = self.ann
+        g_workers, g_retries, g_priority = self.glob
+        workers, retries, priority = self.defaults
+        dumps = codec.dumps_args if codec.local else None
+        prio = self.base + 0xFFFFFFFF - start + (int(priority or 0) << 48)
+        restrict = _restriction(workers)
+        r = int(retries or 0)
+        run: list = []  # consecutive tasks with one restriction go in one message
+        run_workers = restrict
         for j, (k, d) in enumerate(zip(chunk, deps)):
-            wdeps = [wire_key(x) for x in d] if d else None
-            args = (j, *map(DepRef, wdeps)) if wdeps else (j,)
-            payload = codec.dumps_args(args, None) if codec.local else pickle.dumps(args, protocol=5)
-            prio = base + 0xFFFFFFFF - (start + j)
-            r = retries
-            w = workers
-            if annotated:
-                w = ann_workers.get(k, _option(g_workers, k) if g_workers is not None else w)
-                r = ann_retries.get(k, _option(g_retries, k) if g_retries is not None else r)
-                p = ann_priority.get(k, _option(g_priority, k) if g_priority is not None else priority)
-                prio += int(p or 0) << 48
+            wk = wkeys.get(k)
+            if wk is None:
+                wk = wkeys[k] = wire_key(k)
+            if d:
+                wdeps = []
+                for x in d:
+                    wx = wkeys.get(x)
+                    if wx is None:
+                        wx = wkeys[x] = wire_key(x)
+                    wdeps.append(wx)
+                payload_ = dumps((j, *map(DepRef, wdeps)), None) if dumps else payload(j, wdeps)
             else:
-                prio += priority << 48
-            w = _restriction(w)
-            if run and w != run_workers:
-                _send(client, run, fid, fblob, run_workers, pending_release)
-                pending_release = []
-                run = []
-            run_workers = w
-            run.append((wire_key(k), payload, wdeps, int(r or 0), prio))
+                wdeps = None
+                payload_ = dumps((j,), None) if dumps else payload(j, None)
+            if self.annotated:
+                w = ann_workers.get(k, _option(g_workers, k) if g_workers is not None else workers)
+                r = int(ann_retries.get(k, _option(g_retries, k) if g_retries is not None else retries) or 0)
+                p = ann_priority.get(k, _option(g_priority, k) if g_priority is not None else priority)
+                w = _restriction(w)
+                if run and w != run_workers:
+                    self._send(run, fid, fblob, run_workers)
+                    run = []
+                run_workers = w
+                run.append((wk, payload_, wdeps, r, self.base + 0xFFFFFFFF - start - j + (int(p or 0) << 48)))
+            else:
+                run.append((wk, payload_, wdeps, r, prio - j))
         if run:
-            _send(client, run, fid, fblob, run_workers, pending_release)
-        pending_release = []
-        for i in range(start, start + len(chunk)):
-            done = release_at.get(i)
-            if done:
-                pending_release.extend(done)
-        start += len(chunk)
-        size = BATCH
-    if pending_release:
-        client._send_frames([protocol.header(protocol.RELEASE, pending_release)])
-    return futures
+            self._send(run, fid, fblob, run_workers)
+        if self.release_at:
+            for i in range(start, start + len(chunk)):
+                done = self.release_at.get(i)
+                if done:
+                    self.released.extend(done)
+
+    def _send(self, run: list, fid: bytes, fblob: bytes, workers) -> None:
+        released, self.released = self.released, []
+        deps = [t[2] for t in run]
+        retries = [t[3] for t in run]
+        self.client._send_frames(protocol.Submit(
+            keys=[t[0] for t in run], fidx=0, fids=[fid], deps=deps if any(deps) else None,
+            retries=retries if any(retries) else 0, priority=[t[4] for t in run], workers=workers,
+            track=False, released=released or None, payloads=[t[1] for t in run], fn_blobs=[fblob],
+        ).encode())
 
 
 def _restriction(w: Any) -> list[str] | None:
@@ -203,19 +393,6 @@ def _restriction(w: Any) -> list[str] | None:
     if isinstance(w, str):
         return [w]
     return sorted(str(x) for x in w)
-
-
-def _send(client: Client, run: list, fid: bytes, fblob: bytes, workers, released: list[str]) -> None:
-    keys = [t[0] for t in run]
-    payloads = [t[1] for t in run]
-    deps = [t[2] for t in run]
-    retries = [t[3] for t in run]
-    prios = [t[4] for t in run]
-    client._send_frames([
-        protocol.header(protocol.SUBMIT, keys, 0, [fid], deps if any(deps) else None,
-                        retries if any(retries) else 0, prios, workers, False, released or None),
-        pack(payloads), fblob,
-    ])
 
 
 # ------------------------------------------------------------ the entry points
@@ -255,6 +432,7 @@ def compute(client: Client, collections: Any, *, sync: bool = False, optimize_gr
     by_key: dict = {}
     names: list = []
     if variables:
+        optimize_graph = optimize_graph and _worth_optimizing(variables)
         expr = FinalizeCompute(collections_to_expr(variables, optimize_graph, **kwargs)).optimize()
         names = list(flatten(expr.__dask_keys__()))
         by_key = submit_graph(client, expr, names, workers=workers, retries=retries, priority=priority)
@@ -263,6 +441,17 @@ def compute(client: Client, collections: Any, *, sync: bool = False, optimize_gr
     if sync:
         out = client.gather(out)
     return out[0] if singleton else out
+
+
+def _worth_optimizing(collections: list) -> bool:
+    """False when dask's optimization would only cull the graph, which the upload does
+    anyway as it walks it (on a million-task delayed graph, dask's cull takes longer than
+    running it here)."""
+    import dask
+    from dask.delayed import Delayed
+
+    return not (all(type(c) is Delayed for c in collections)
+                and not dask.config.get("optimization.fuse.delayed", False))
 
 
 def persist(client: Client, collections: Any, *, optimize_graph: bool = True, workers: Any = None,
@@ -277,6 +466,7 @@ def persist(client: Client, collections: Any, *, optimize_graph: bool = True, wo
         collections = [collections]
     if not all(map(dask.is_dask_collection, collections)):
         raise TypeError("persist() takes dask collections")
+    optimize_graph = optimize_graph and _worth_optimizing(collections)
     expr = collections_to_expr(collections, optimize_graph).optimize()
     keys = expr.__dask_keys__()
     futures = submit_graph(client, expr, list(flatten(keys)), workers=workers, retries=retries,

@@ -66,6 +66,32 @@ def is_plain(values, depth: int = 0) -> bool:
     return True
 
 
+def dumps_by_reference(obj: Any, buffer_callback=None) -> bytes:
+    """Plain pickle (protocol 5) when every class and function in ``obj`` can be imported by
+    name elsewhere, else cloudpickle, which pickles those by value: lambdas, local classes,
+    anything defined in ``__main__``. Plain pickle is several times faster on small values
+    (a NumPy scalar: 3 µs against 30 µs)."""
+    if buffer_callback is None:
+        try:
+            data = _DUMPS(obj, HIGHEST)
+        except Exception:  # noqa: BLE001 - e.g. a local class: cloudpickle handles it by value
+            return _cloudpickle().dumps(obj, protocol=HIGHEST)
+        if b"__main__" not in data:
+            return data
+        return _cloudpickle().dumps(obj, protocol=HIGHEST)
+    buffers: list = []
+    try:
+        data = _DUMPS(obj, HIGHEST, buffer_callback=buffers.append)
+    except Exception:  # noqa: BLE001 - as above
+        data = b"__main__"
+    if b"__main__" in data:
+        buffers.clear()
+        data = _cloudpickle().dumps(obj, protocol=HIGHEST, buffer_callback=buffers.append)
+    for b in buffers:
+        buffer_callback(b)
+    return data
+
+
 class RemoteTraceback(Exception):
     """Carries the traceback text of an exception raised on another process."""
 
@@ -132,13 +158,13 @@ class PickleCodec:
                 return data
             return [data]
         buffers: list = []
-        data = _cloudpickle().dumps(obj, protocol=HIGHEST, buffer_callback=buffers.append)
+        data = dumps_by_reference(obj, buffers.append)
         size = len(data)
         for b in buffers:
             size += b.raw().nbytes
         if size < self.inline_threshold:
             if buffers:
-                return _cloudpickle().dumps(obj, protocol=HIGHEST)
+                return dumps_by_reference(obj, None)
             return data
         return [data, *[b.raw() for b in buffers]]
 
