@@ -14,7 +14,7 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     # networking
     "scheduler_port": 8786,  # `frisky scheduler`'s default port
-    "host": "127.0.0.1",
+    "host": "127.0.0.1",  # interface TCP sockets bind to (scheduler, workers' data sockets)
     "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome
     "heartbeat_interval": 1.0,  # seconds between heartbeats, both ways
     "heartbeat_timeout": 15.0,  # silence after which a peer is considered dead
@@ -28,8 +28,8 @@ DEFAULTS: dict[str, Any] = {
     # scheduling
     "target_queue_seconds": 0.02,  # estimated work kept queued per worker thread
     "unknown_task_duration": 0.5,  # estimate for a function never seen before
-    "min_tasks_per_thread": 2,
-    "max_tasks_per_thread": 20000,
+    "min_tasks_per_thread": 2,  # tasks kept queued per worker thread, at least...
+    "max_tasks_per_thread": 20000,  # ...and at most, whatever the estimates say
     "max_batch": 10000,  # tasks in one `compute` or `submit` message
     "allowed_failures": 3,  # workers a task may kill before it errs with KilledWorker
     "dask_order_limit": 20_000,  # dask graphs up to this many nodes follow dask.order; larger stream
@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "memory_spill": 0.70,  # fraction of the limit measured as process RSS: spill more
     "memory_pause": 0.80,  # fraction: stop starting tasks
     "memory_terminate": 0.95,  # fraction of the limit measured as RSS: the nanny kills and restarts the worker
-    "memory_monitor_interval": 0.1,
+    "memory_monitor_interval": 0.1,  # seconds between a worker's memory checks (also after each result)
     "nanny_memory_interval": 0.02,  # seconds between the nanny's RSS reads of each worker
     "nanny_failed_starts": 5,  # deaths in a row before registering after which the nanny gives up
     "spill_directory": None,  # default: the system temp dir

@@ -213,6 +213,7 @@ class Worker:
                 pass
         self.waker.close()
         self.store.clear()
+        self.fetched.clear()
         self.shared.clear()
         self.registry.release_all()
         self.memory.close()
