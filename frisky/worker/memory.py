@@ -20,7 +20,7 @@ from frisky.data import bufpool, dataplane
 from frisky.telemetry import count, now, recorder
 from frisky.worker.state import memory_plan, over
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("frisky.worker")
 
 
 class MemoryManager:

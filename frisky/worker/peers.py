@@ -4,7 +4,7 @@ DEALERs that fetch dependencies from other workers (on the worker's loop thread)
 from __future__ import annotations
 
 import itertools
-import sys
+import logging
 from typing import TYPE_CHECKING
 
 import zmq
@@ -17,6 +17,8 @@ from frisky.zmq import sockets
 
 if TYPE_CHECKING:
     from frisky.worker.server import Worker
+
+log = logging.getLogger("frisky.worker")
 
 
 class Peers:
@@ -75,8 +77,8 @@ class Peers:
                 )
                 if streams:
                     self._stream(ident, streams)
-            except zmq.ZMQError:
-                pass
+            except zmq.ZMQError as e:  # the asker is gone (its socket closed): nobody to answer
+                log.debug("worker %s: reply to a peer dropped: %s", self.worker.name, e)
             recorder.span("worker.transfer.send", t0)
 
     def _spilled_frames(self, key: str) -> list | None:
@@ -84,7 +86,7 @@ class Peers:
         try:
             return self.worker.memory.frames(key)
         except (OSError, KeyError) as e:  # corrupt (SpillError), gone or unmappable: reported missing
-            print(f"frisky worker {self.worker.name}: cannot serve spilled {key!r}: {e}", file=sys.stderr)
+            log.warning("worker %s: cannot serve spilled %r: %s", self.worker.name, key, e)
             return None
 
     def _stream(self, ident: bytes, streams: list) -> None:
@@ -141,7 +143,7 @@ class Peers:
                 return None, []
             values, missing = reply.values(), []
         except ValueError as e:  # a corrupt stream: its keys are missing, the tasks learn why
-            print(f"frisky worker {self.worker.name}: dropped a corrupt transfer: {e}", file=sys.stderr)
+            log.warning("worker %s: dropped a corrupt transfer: %s", self.worker.name, e)
             values, missing = {}, list(reply.keys)
         del self.incoming[sock]
         recorder.span("worker.transfer.recv", t0)

@@ -7,10 +7,10 @@ The loop thread owns every socket; executor threads hand results back to it.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +39,8 @@ from frisky.worker.state import (
 )
 from frisky.worker.store import Store, sizeof
 from frisky.zmq import sockets
+
+log = logging.getLogger("frisky.worker")
 
 _MISSING = object()
 
@@ -189,7 +191,7 @@ class Worker:
                 next_check = t + monitor
             if t >= next_beat:
                 if t - last_heard > self.timeout:
-                    print(f"frisky worker {self.name}: scheduler silent for {self.timeout}s, closing", file=sys.stderr)
+                    log.warning("worker %s: scheduler silent for %ss, closing", self.name, self.timeout)
                     return
                 self._heartbeat()
                 next_beat = t + self.interval
@@ -200,8 +202,8 @@ class Worker:
             self.executor.join(2.0)
         try:
             self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError:  # cannot queue it: the scheduler learns from missed heartbeats instead
+            log.debug("worker %s: bye not sent", self.name, exc_info=True)
         sockets.close_flushing(self.sock)  # the bye must arrive
         self.peers.close()
         if self.address.startswith("inproc://"):
@@ -209,7 +211,7 @@ class Worker:
         elif self.address.startswith("ipc://"):
             try:
                 os.unlink(self.address[len("ipc://"):])
-            except OSError:
+            except OSError:  # gone already (its directory removed by the cluster): nothing to do
                 pass
         self.waker.close()
         self.store.clear()
@@ -374,8 +376,8 @@ class Worker:
     def _send(self, *frames) -> None:
         try:
             sockets.send(self.sock, frames)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError as e:  # socket closing or scheduler gone: the heartbeat check ends the loop
+            log.debug("worker %s: message to the scheduler dropped: %s", self.name, e)
 
     # ------------------------------------------------------------ data plane
 def main(argv: list[str] | None = None) -> None:
