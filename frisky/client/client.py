@@ -12,6 +12,7 @@ import collections
 import gc
 import hashlib
 import itertools
+import logging
 import os
 import pickle
 import secrets
@@ -38,6 +39,8 @@ from frisky.errors import ClientClosed, FriskyError, SchedulerGone
 from frisky.protocol import pack, wire_key
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
+
+log = logging.getLogger("frisky.client")
 
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
 _NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
@@ -695,8 +698,8 @@ class Client(ClientIO):
             self._thread.join(timeout)
         try:
             self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError:  # cannot queue it: the scheduler notices the missed heartbeats instead
+            log.debug("client bye not sent", exc_info=True)
         with self._lock:
             futures = [r() for r in self._futures.values()]
             self._futures.clear()

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from frisky import config, procs
 
-logger = logging.getLogger("frisky.nanny")
+logger = logging.getLogger("frisky.deploy")
 
 
 
@@ -385,7 +385,7 @@ class Supervisor:
                 if fd == self._wake_r:
                     try:
                         os.read(self._wake_r, 4096)
-                    except BlockingIOError:
+                    except BlockingIOError:  # drained already by an earlier wake-up
                         pass
                     continue
                 kind, what = fds[fd]

@@ -175,7 +175,7 @@ def unlink(name: str) -> None:
     """Remove segment ``name``; existing mappings stay valid. Missing is not an error."""
     try:
         os.unlink(_path(name))
-    except FileNotFoundError:
+    except FileNotFoundError:  # released or swept already: the result wanted
         pass
 
 

@@ -27,7 +27,7 @@ from frisky.spill.errors import SpillError
 from frisky.spill.index import Entry, FrameMeta
 from frisky.telemetry import now
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("frisky.spill")
 
 MIN_COMPRESS = 4096  # smaller frames cannot save a disk block: store them raw, skip sampling
 POOL_MIN = 256 << 10  # smaller chunks are encoded inline: a pool round trip would cost more
@@ -143,7 +143,7 @@ class Writer:
             try:
                 if not item.cancelled:
                     self._pack(item)
-            except _Cancelled:
+            except _Cancelled:  # the value was freed while queued: nothing to write or report
                 pass
             except BaseException as e:  # a codec failed: report it, keep the thread alive
                 log.exception("spill: encoding %r failed", item.key)
