@@ -100,6 +100,7 @@ class Client(ClientIO):
         self._lost = False
         self._io_dozing = True  # the I/O thread sleeps until woken (see _release_later)
         self._max_batch = config.get("max_batch")  # tasks in one submit message
+        self._shm_threshold = config.get("shm_threshold")  # scattered buffers this big go to shared memory
         self.status = "connecting"
         self.waker = sockets.Waker()
         ident = f"c-{os.getpid()}-{self._prefix}".encode()
@@ -616,7 +617,7 @@ class Client(ClientIO):
                 continue
             value_frames = dataplane.dumps(value)
             if same_host:  # written once into shared memory; the worker maps it
-                value_frames = dataplane.share(value_frames, self.cluster_id, _HANDOFF)
+                value_frames = dataplane.share(value_frames, self.cluster_id, _HANDOFF, self._shm_threshold)
             descs, out = dataplane.encode(value_frames, same_host, compress=not same_host)
             descs_all.append(descs)
             frames.extend(out)
