@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "nanny_failed_starts": 5,  # deaths in a row before registering after which the nanny gives up
     "spill_directory": None,  # default: the system temp dir
     # checks
-    "validate": False,  # the scheduler checks every invariant after each batch of events (tests)
+    "validate": False,  # the scheduler and workers check every state-machine invariant after each event (tests)
     # telemetry
     "telemetry_spans": 65536,  # ring size per process
 }
