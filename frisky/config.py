@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "nanny_memory_interval": 0.02,  # seconds between the nanny's RSS reads of each worker
     "nanny_failed_starts": 5,  # deaths in a row before registering after which the nanny gives up
     "spill_directory": None,  # default: the system temp dir
+    "spill_retry_min": 0.1,  # seconds before retrying after a failed spill (disk full); doubles...
+    "spill_retry_max": 5.0,  # ...up to this, until a write succeeds
     # checks
     "validate": False,  # the scheduler and workers check every state-machine invariant after each event (tests)
     # telemetry
