@@ -4,7 +4,7 @@ DEALERs that fetch dependencies from other workers (on the worker's loop thread)
 from __future__ import annotations
 
 import itertools
-import sys
+import logging
 from typing import TYPE_CHECKING
 
 import zmq
@@ -16,6 +16,8 @@ from frisky.zmq import sockets
 
 if TYPE_CHECKING:
     from frisky.worker.server import Worker
+
+log = logging.getLogger("frisky.worker")
 
 MAX_REQUEST = 64 << 20  # largest ``get`` request the data socket takes
 
@@ -34,6 +36,7 @@ class Peers:
         self.incoming: dict[zmq.Socket, tuple] = {}  # peer socket -> (streamed reply, start)
         self._reqs = itertools.count(1)
         self.poller: zmq.Poller | None = None  # the worker loop's, once it runs
+        self.compression = config.get("compression") != "none"  # for peers on other hosts
 
     def close(self) -> None:
         for s in [self.sock, *self.dealers.values()]:
@@ -61,7 +64,7 @@ class Peers:
         """Send the values ``msg`` asks for that this worker holds."""
         t0 = now()
         keys, same_host = msg.keys, msg.same_host
-        compress = not same_host and config.get("compression") != "none"
+        compress = not same_host and self.compression
         # peers that can take it (workers; not clients) get large buffers streamed
         streams = [] if compress and msg.stream else None
         found, descs_all, missing, out = [], [], [], []
@@ -70,8 +73,8 @@ class Peers:
             if frames is None:
                 if k in self.worker.store:
                     frames = dataplane.dumps(self.worker.store.get(k))
-                elif k in self.worker.state.fetched:
-                    frames = dataplane.dumps(self.worker.state.fetched[k])
+                elif k in self.worker.fetched:
+                    frames = dataplane.dumps(self.worker.fetched.get(k))
                 elif self.worker.memory.has(k):  # served from disk, not loaded back into the store
                     frames = self._spilled_frames(k)
                 if frames is None:
@@ -87,8 +90,8 @@ class Peers:
             )
             if streams:
                 self._stream(ident, streams)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError as e:  # the asker is gone (its socket closed): nobody to answer
+            log.debug("worker %s: reply to a peer dropped: %s", self.worker.name, e)
         recorder.span("worker.transfer.send", t0)
 
     def _spilled_frames(self, key: str) -> list | None:
@@ -96,7 +99,7 @@ class Peers:
         try:
             return self.worker.memory.frames(key)
         except (OSError, KeyError) as e:  # corrupt (SpillError), gone or unmappable: reported missing
-            print(f"frisky worker {self.worker.name}: cannot serve spilled {key!r}: {e}", file=sys.stderr)
+            log.warning("worker %s: cannot serve spilled %r: %s", self.worker.name, key, e)
             return None
 
     def _stream(self, ident: bytes, streams: list) -> None:
@@ -112,8 +115,7 @@ class Peers:
             try:
                 sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.worker.ctx, address)
             except OSError:
-                for tid, miss in self.worker.state.peer_lost(address):
-                    self.worker._send(protocol.header(protocol.MISSING, tid, miss))
+                self.worker.peer_lost(address)
                 return
             self.dealers[address] = sock
             self.peer_of_sock[sock] = address
@@ -137,20 +139,13 @@ class Peers:
                     msg = protocol.parse_data([f.buffer for f in frames])
                 except protocol.ProtocolError as e:  # what we asked of this peer is lost
                     self.worker.dropped(f"peer {address}", e.op, e.why)
-                    for tid, miss in self.worker.state.peer_lost(address):
-                        self.worker._send(protocol.header(protocol.MISSING, tid, miss))
+                    self.worker.peer_lost(address)
                     continue
                 values, missing = self._decode(msg, sock, t0, address)
                 if values is None:
                     continue
                 recorder.span("worker.transfer.recv", t0)
-            ready, report = self.worker.state.got(values, missing, address)
-            if ready:
-                self.worker.executor.submit(ready)
-            for tid, miss in report:
-                self.worker._send(protocol.header(protocol.MISSING, tid, miss))
-            for peer, more in self.worker.state.more_fetches().items():
-                self.fetch(peer, more)
+            self.worker.received(values, missing, address)
 
     def _decode(self, msg: protocol.Data, sock: zmq.Socket, t0: int, address: str) -> tuple[dict | None, list]:
         """The values of a ``data`` reply (None while its streamed chunks are still to come);

@@ -10,7 +10,6 @@ import itertools
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from frisky import config, logs, protocol, shm
+from frisky import config, logs, procs, protocol, shm
 from frisky.data import bufpool, compression, dataplane
 from frisky.data.serialize import PickleCodec
 from frisky.protocol import pack
@@ -26,7 +25,17 @@ from frisky.telemetry import now, recorder
 from frisky.worker.executor import Executor
 from frisky.worker.memory import MemoryManager
 from frisky.worker.peers import Peers
-from frisky.worker.state import WorkerState
+from frisky.worker.state import (
+    Batch,
+    Execute,
+    Fetch,
+    Keep,
+    Release,
+    Skip,
+    Task,
+    Unskip,
+    WorkerState,
+)
 from frisky.worker.store import Store, sizeof
 from frisky.zmq import sockets
 
@@ -59,6 +68,8 @@ class Worker:
         self.ctx = ctx or zmq.Context.instance()
         self.codec = codec or PickleCodec()
         self.inline_threshold = config.get("inline_threshold")
+        self.shm_threshold = config.get("shm_threshold")
+        self.monitor_interval = config.get("memory_monitor_interval")
         self.interval = config.get("heartbeat_interval", heartbeat_interval)
         self.timeout = config.get("heartbeat_timeout", heartbeat_timeout)
         self.connect_timeout = config.get("connect_timeout", connect_timeout)
@@ -74,14 +85,18 @@ class Worker:
         self.sock = sockets.dealer(self.ctx, scheduler_address, ident)
         self.waker = sockets.Waker()
         self.state = WorkerState()
-        self.store = Store()
+        self.validate = config.get("validate")  # check the state machine after every event
+        self.store = Store()  # results and scattered values
+        self.fetched = Store()  # values fetched from peers, held while queued tasks need them
         self.registry = shm.Registry()  # segments this worker created or adopted
         self.shared: dict[str, dataplane.Frames] = {}  # key -> serialized form, with segments
         # shared memory needs every peer on this host: true for ipc, not for tcp
         self.use_shm = self.address.startswith("ipc://") and not self.codec.local
         if self.address.startswith("tcp://") and config.get("compression") != "none":
             compression.preload()  # peers will be sent compressed buffers
-        self.memory = MemoryManager(self, memory_limit if not self.codec.local else None)
+        self.memory = MemoryManager(memory_limit if not self.codec.local else None, name=self.name,
+                                    store=self.store, fetched=self.fetched, shared=self.shared,
+                                    registry=self.registry, wake=self.waker.wake)
         if memory_limit and not self.codec.local:
             bufpool.pool.limit = int(memory_limit * config.get("receive_pool"))
         cap = config.get("transfer_bytes_in_flight")
@@ -138,7 +153,8 @@ class Worker:
         """Register with the scheduler and serve until told to close or it goes silent."""
         try:
             # threads first: once the scheduler has a worker, it has all of the worker's threads
-            self.executor = Executor(self, self.nthreads)
+            self.executor = Executor(self.nthreads, self.codec, inline_threshold=self.inline_threshold,
+                                     keep=self.keep, value=self.value, memory=self.memory, wake=self.waker.wake)
             self._hello()
             self.started.set()
             if self.on_ready is not None:
@@ -156,7 +172,7 @@ class Worker:
         peers = self.peers
         last_heard = time.monotonic()
         next_beat = last_heard + self.interval
-        monitor = config.get("memory_monitor_interval")
+        monitor = self.monitor_interval
         next_check = last_heard + monitor
         executor = self.executor
         while not self._stop:
@@ -181,7 +197,7 @@ class Worker:
                 next_check = t + monitor
             if t >= next_beat:
                 if t - last_heard > self.timeout:
-                    print(f"frisky worker {self.name}: scheduler silent for {self.timeout}s, closing", file=sys.stderr)
+                    log.warning("worker %s: scheduler silent for %ss, closing", self.name, self.timeout)
                     return
                 self._heartbeat()
                 next_beat = t + self.interval
@@ -192,8 +208,8 @@ class Worker:
             self.executor.join(2.0)
         try:
             self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError:  # cannot queue it: the scheduler learns from missed heartbeats instead
+            log.debug("worker %s: bye not sent", self.name, exc_info=True)
         sockets.close_flushing(self.sock)  # the bye must arrive
         self.peers.close()
         if self.address.startswith("inproc://"):
@@ -201,10 +217,11 @@ class Worker:
         elif self.address.startswith("ipc://"):
             try:
                 os.unlink(self.address[len("ipc://"):])
-            except OSError:
+            except OSError:  # gone already (its directory removed by the cluster): nothing to do
                 pass
         self.waker.close()
         self.store.clear()
+        self.fetched.clear()
         self.shared.clear()
         self.registry.release_all()
         self.memory.close()
@@ -228,9 +245,7 @@ class Worker:
                     for k in msg.keys:
                         self.free(k)
                 elif kind is protocol.CancelTasks:
-                    dropped = self.state.cancel(msg.tids)
-                    if dropped:
-                        self._send(protocol.header(protocol.CANCELLED, dropped))
+                    self._do(self.state.cancel(msg.tids))
                 elif kind is protocol.Store:
                     self._store(msg)
                 elif kind is protocol.Close:
@@ -241,22 +256,48 @@ class Worker:
 
     def _compute(self, msg: protocol.Compute) -> None:
         tids, keys, fidx, fids, deps = msg.tids, msg.keys, msg.fidx, msg.fids, msg.deps
-        ctx = {"inline": msg.inline, "decoded": {}, "fns": dict(zip(fids, msg.fn_blobs))}
+        b = Batch(msg.inline, dict(zip(fids, msg.fn_blobs)))
         payloads = msg.payloads
         if type(fidx) is int:
             fid = fids[fidx]
             if deps is None:
-                tasks = [(t, k, fid, p, None, ctx) for t, k, p in zip(tids, keys, payloads)]
+                tasks = [Task(t, k, fid, p, None, b) for t, k, p in zip(tids, keys, payloads)]
             else:
-                tasks = [(t, k, fid, p, d, ctx) for t, k, p, d in zip(tids, keys, payloads, deps)]
+                tasks = [Task(t, k, fid, p, d, b) for t, k, p, d in zip(tids, keys, payloads, deps)]
         else:
             ds = deps if deps is not None else itertools.repeat(None)
-            tasks = [(t, k, fids[i], p, d, ctx) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
-        ready, fetch = self.state.compute(tasks, msg.where, self.has)
-        if ready:
-            self.executor.submit(ready)
-        for address, dep_keys in fetch.items():
-            self.peers.fetch(address, dep_keys)
+            tasks = [Task(t, k, fids[i], p, d, b) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
+        self._do(self.state.compute(tasks, msg.where, self.has))
+
+    def _do(self, instructions: list, values: dict | None = None) -> None:
+        """Carry out what the state machine says; ``values``: those a peer just sent."""
+        for ins in instructions:
+            kind = type(ins)
+            if kind is Execute:
+                self.executor.run(ins)
+            elif kind is Fetch:
+                self.peers.fetch(ins.address, ins.keys)
+            elif kind is Keep:
+                self.fetched.put(ins.key, values[ins.key], ins.nbytes)
+            elif kind is Release:
+                for k in ins.keys:
+                    self.fetched.pop(k)
+            elif kind is Skip:
+                self.executor.skip.update(ins.tids)
+            elif kind is Unskip:
+                self.executor.skip.difference_update(ins.tids)
+            else:  # a message for the scheduler
+                self._send(*ins.encode())
+        if self.validate:
+            self.state.validate()
+
+    def received(self, values: dict[str, Any], missing: list[str], address: str) -> None:
+        """A peer answered a fetch (called by :class:`~frisky.worker.peers.Peers`)."""
+        self._do(self.state.got(values, missing, address), values)
+
+    def peer_lost(self, address: str) -> None:
+        """The peer at ``address`` cannot be reached: its fetches failed."""
+        self._do(self.state.peer_lost(address))
 
     def keep(self, key: str, value: Any) -> int:
         """Hold a large result: its big buffers move into shared memory once, now. Returns nbytes."""
@@ -266,7 +307,7 @@ class Worker:
             t0 = now()
             frames = dataplane.dumps(value)
             if len(frames) > 1:
-                frames = dataplane.share(frames, self.cluster_id, self.registry)
+                frames = dataplane.share(frames, self.cluster_id, self.registry, self.shm_threshold)
                 if any(isinstance(f, shm.Segment) for f in frames):
                     value = dataplane.loads(dataplane.views(frames))  # views: the heap copy goes
                     self.shared[key] = frames
@@ -281,10 +322,12 @@ class Worker:
         return key in self.store or self.memory.has(key)
 
     def value(self, key: str) -> Any:
-        """The value of ``key``, read back from disk if it was spilled."""
+        """The value of ``key``: held, fetched from a peer, or read back from disk if it was spilled."""
         value = self.store.get(key, _MISSING)
         if value is _MISSING:
-            value = self.memory.unspill(key)
+            value = self.fetched.get(key, _MISSING)
+            if value is _MISSING:
+                value = self.memory.unspill(key)
         return value
 
     def free(self, key: str) -> None:
@@ -341,45 +384,20 @@ class Worker:
         return size
 
     def _report(self) -> None:
-        """Send results the executor has handed back, batched into few messages."""
-        done = self.executor.done if self.executor is not None else None
-        if not done:
+        """Feed the outcomes the executor handed back to the state machine, and send what it
+        says (batched into few messages)."""
+        executor = self.executor
+        if executor is None:
             return
-        ok_tids, ok_nbytes, ok_blobs = [], [], []
-        err_tids, err_blobs, err_tbs = [], [], []
-        cancelled = []
-        timings: dict[bytes, list] = {}
-        state = self.state
-        while done:
-            item = done.popleft()
-            kind, task = item[0], item[1]
-            state.done(task)
-            if kind == 0:
-                ok_tids.append(task[0])
-                ok_nbytes.append(item[2])
-                ok_blobs.append(item[3])
-                t = timings.get(task[2])
-                if t is None:
-                    timings[task[2]] = [task[2], 1, item[4]]
-                else:
-                    t[1] += 1
-                    t[2] += item[4]
-            elif kind == 1:
-                err_tids.append(task[0])
-                err_blobs.append(item[2])
-                err_tbs.append(item[3])
-            else:
-                cancelled.append(task[0])
-        if ok_tids:
-            self._send(protocol.header(protocol.FINISHED, ok_tids, ok_nbytes, list(timings.values())), pack(ok_blobs))
-        if err_tids:
-            self._send(protocol.header(protocol.ERRED, err_tids, err_tbs), pack(err_blobs))
-        if cancelled:
-            self._send(protocol.header(protocol.CANCELLED, cancelled))
+        here, done = executor.here, executor.done
+        if not here and not done:
+            return
+        pop_here, pop_done = here.popleft, done.popleft
+        self._do(self.state.finished([pop_here() for _ in range(len(here))], [pop_done() for _ in range(len(done))]))
 
     def _heartbeat(self) -> None:
         metrics = {
-            "rss": _rss(),
+            "rss": procs.rss(),
             "memory_limit": self.memory_limit,
             "memory": self.memory.stats(),
             "nbytes": self.store.nbytes,
@@ -391,18 +409,10 @@ class Worker:
     def _send(self, *frames) -> None:
         try:
             sockets.send(self.sock, frames)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError as e:  # socket closing or scheduler gone: the heartbeat check ends the loop
+            log.debug("worker %s: message to the scheduler dropped: %s", self.name, e)
 
     # ------------------------------------------------------------ data plane
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # pragma: no cover - non-Linux
-        return 0
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m frisky.worker.server``: the same as ``frisky worker``."""
     from frisky.cli.worker import main as run
