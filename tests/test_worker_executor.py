@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
+from frisky import protocol
 from frisky.data.serialize import PickleCodec
 from frisky.worker.executor import Executor
 from frisky.worker.memory import MemoryManager
@@ -48,8 +49,9 @@ def executor(nthreads=2):
 
 
 def tasks_for(codec, fn, args, start=0):
-    fid = b"%016d" % id(fn)
-    b = Batch({}, {fid: codec.dumps_function(fn)})
+    blob = codec.dumps_function(fn)
+    fid = protocol.function_id(blob)  # workers check a blob against its id
+    b = Batch({}, {fid: blob})
     return [Task(start + i, f"{fn.__name__}-{i}", fid, codec.dumps_args((a,), None), None, b)
             for i, a in enumerate(args)]
 
