@@ -11,6 +11,7 @@ from typing import Any
 
 DEFAULTS: dict[str, Any] = {
     # networking
+    "scheduler": None,  # address or connection file a Client() without one joins (None: a LocalCluster)
     "scheduler_port": 8786,
     "dashboard_port": 8787,
     "host": "127.0.0.1",

@@ -9,6 +9,7 @@ USAGE = """usage: frisky COMMAND [ARGS]
 commands:
   scheduler   run a scheduler (frisky scheduler --help)
   worker      run a worker connected to a scheduler (frisky worker ADDRESS --help)
+  launch      start a cluster on many hosts over ssh (frisky launch --help)
   demo        start a local cluster and run a small mixed workload
 """
 
@@ -25,6 +26,10 @@ def main(argv: list[str] | None = None) -> None:
         run(rest)
     elif cmd == "worker":
         from frisky.cli.worker import main as run
+
+        run(rest)
+    elif cmd == "launch":
+        from frisky.deploy.launch.launcher import main as run
 
         run(rest)
     elif cmd == "demo":

@@ -32,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="interface for the peer socket (default 127.0.0.1)")
     p.add_argument("--no-nanny", dest="nanny", action="store_false",
                    help="run one worker in this process, unsupervised")
+    p.add_argument("--no-restart", dest="restart", action="store_false",
+                   help="supervise the workers but do not restart one that dies")
     p.add_argument("--quiet", action="store_true", help="do not print the worker's address when it starts")
     p.add_argument("--status-fd", type=int, default=None, help=argparse.SUPPRESS)  # to the nanny
     p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
@@ -159,7 +161,7 @@ def run_nanny(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         for name in _names(args):
-            nannies.append(Nanny(spawner(name), name, limit, supervisor=supervisor).start())
+            nannies.append(Nanny(spawner(name), name, limit, restart=args.restart, supervisor=supervisor).start())
         if stopping:  # a signal came while starting
             stop()
         for n in nannies:

@@ -34,6 +34,7 @@ from frisky.client.map_job import MapJob
 from frisky.data import dataplane
 from frisky.data.deps import extract, has_futures
 from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
+from frisky.deploy.launch import connection
 from frisky.errors import SchedulerGone
 from frisky.protocol import pack, unpack, wire_key
 from frisky.telemetry import now, recorder
@@ -64,6 +65,10 @@ class Client(ClientIO):
 
         self._owned_cluster = None
         self.cluster = None
+        if address is None:
+            address = config.get("scheduler")  # FRISKY_SCHEDULER: an address or a connection file
+        if connection.is_file_address(address):
+            address = connection.load(os.fspath(address))["scheduler"]
         if address is None:
             address = self._owned_cluster = LocalCluster(**cluster_kwargs)
         if isinstance(address, LocalCluster):
