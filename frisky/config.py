@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome
     "heartbeat_interval": 1.0,  # seconds between heartbeats, both ways
     "heartbeat_timeout": 15.0,  # silence after which a peer is considered dead
+    # largest frame a listening socket accepts (ZMQ_MAXMSGSIZE): a bigger one drops its sender's
+    # connection before any memory is reserved for it; submit/scatter frames pass the scheduler
+    "max_message_size": 1 << 30,
     "reconnect_timeout": 3600.0,  # seconds a worker keeps trying to rejoin a scheduler that went away
     # data plane
     "inline_threshold": 4096,  # results smaller than this ride inside `finished`

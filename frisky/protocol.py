@@ -12,8 +12,9 @@ Parsing checks the shape only; whether an id exists is the receiver's business.
 Anyone -> scheduler (answered on any socket, registered or not)
   hello-client  [op, name]                        -> welcome
   hello-worker  [op, info]                        info: {address, name, nthreads, memory_limit, pid, host}
-  where         [op, req, keys]                   -> reply [per key: inline blob | holder address | None]
-                                                  only for keys the asking client wants (see :class:`Where`)
+  where         [op, req, keys, token]            -> reply [per key: inline blob | holder address | None]
+                answered only for keys the asking client wants: asked on its registered socket,
+                or with the token of its welcome from another of its sockets; None otherwise
   info          [op, req]                         -> reply scheduler_info dict
   wait-workers  [op, req, n, timeout]             -> reply True once n workers joined, False at timeout
 
@@ -29,7 +30,7 @@ Client -> scheduler
   bye           [op]
 
 Scheduler -> client
-  welcome       [op, client_id, cluster_id, info]
+  welcome       [op, client_id, cluster_id, info, token]  token: names the client in its `where`s
   running       [op, keys]                        tasks handed to a worker (executor submits)
   results       [op, keys]                        + msgpack(per key: inline blob | holder address)
   erred         [op, keys, tracebacks]            + msgpack(per key: exception blob | [kind, text])
@@ -70,7 +71,7 @@ Data-plane descriptors (one per buffer of a value): [0] RAW (a frame follows),
 [1, name, nbytes] SHM (a segment to map), [2, codec, nbytes, itemsize] PACKED (a
 compressed frame follows), [3, codec, nbytes, itemsize] STREAMED (chunks follow the reply).
 
-Common fields: keys are str; tids, reqs and ids are non-negative ints; ``fidx`` is an
+Common fields: a fid is :func:`function_id` of its blob (receivers check); keys are str; tids, reqs and ids are non-negative ints; ``fidx`` is an
 int (one function for all tasks) or a per-task list of indices into ``fids``; ``deps``
 is None or per task None or a list of keys; ``retries``/``priority`` an int for the
 batch or a per-task list; ``workers`` None or a list of addresses or names; ``track``
@@ -79,6 +80,7 @@ asks for ``running``; ``released`` None or keys released just before these tasks
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from typing import Any, NamedTuple
@@ -157,6 +159,11 @@ def wire_key(key) -> str:
     if type(key) is str:
         return key
     return str(key)
+
+
+def function_id(blob: bytes) -> bytes:
+    """A function's id: the 16-byte BLAKE2b of its blob, so any receiver can check the pair."""
+    return hashlib.blake2b(blob, digest_size=16).digest()
 
 
 # ------------------------------------------------------------------ checks
@@ -444,12 +451,17 @@ class Bye(NamedTuple):
 
 # ------------------------------------------------------------------ scheduler -> client
 class Welcome(NamedTuple):
+    """``token`` (clients only): names this client in queries from its other sockets (``where``)."""
+
     id: int
     cluster_id: str
     info: dict
+    token: str | None = None
 
     def encode(self) -> list:
-        return [header(WELCOME, self.id, self.cluster_id, self.info)]
+        if self.token is None:
+            return [header(WELCOME, self.id, self.cluster_id, self.info)]
+        return [header(WELCOME, self.id, self.cluster_id, self.info, self.token)]
 
 
 class Running(NamedTuple):
@@ -749,8 +761,9 @@ def _p_worker_heartbeat(msg, frames) -> WorkerHeartbeat:
 
 
 def _p_welcome(msg, frames) -> Welcome:
-    _fields(msg, 3)
-    return Welcome(_id(msg[1], "id"), _str(msg[2], "cluster_id"), _dict(msg[3], "info"))
+    _fields(msg, 4, 3)
+    token = _str(msg[4], "token") if len(msg) > 4 else None
+    return Welcome(_id(msg[1], "id"), _str(msg[2], "cluster_id"), _dict(msg[3], "info"), token)
 
 
 def _p_running(msg, frames) -> Running:
@@ -888,6 +901,14 @@ DIRECTIONS = {
 }
 
 
+# ops whose message is the header alone
+_HEADER_ONLY = {
+    _p_hello_client, _p_hello_worker, _p_where, _p_info, _p_wait_workers, _p_release, _p_cancel,
+    _p_cancel_queued, _p_heartbeat, _p_bye, _p_cancelled, _p_missing, _p_worker_heartbeat, _p_welcome,
+    _p_running, _p_reply, _p_close, _p_free, _p_cancel_tasks, _p_get,
+}
+
+
 def _parse(table: dict, frames) -> Any:
     msg = _header(frames)
     op = msg[0]
@@ -895,6 +916,8 @@ def _parse(table: dict, frames) -> Any:
     if parser is None:
         raise ProtocolError(f"unknown op {op!r:.40}", None)
     try:
+        if len(frames) != 1 and parser in _HEADER_ONLY:
+            _fail(f"{op} is one frame, got {len(frames)}")
         return parser(msg, frames)
     except ProtocolError as e:
         e.op = op

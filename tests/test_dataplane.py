@@ -226,7 +226,7 @@ def test_producer_killed_while_streaming_over_tcp_leaves_a_right_answer():
     with frisky.LocalCluster(n_workers=2, transport="tcp") as c, c.get_client() as cl:
         x = cl.submit(random_floats, n, pure=False)
         frisky.wait([x], timeout=30)
-        holder = cl._query(protocol.WHERE, [x._wkey])[0]
+        holder = cl._query(protocol.WHERE, [x._wkey], cl._token)[0]
         workers = cl.scheduler_info()["workers"]
         other = next(a for a in workers if a != holder)
         y = cl.submit(checksum, x, workers=[other], pure=False)

@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
+from fakehosts import Launch, nothing_left, wait_clean
 
 from frisky.deploy.launch import hosts as hostspec
 from frisky.deploy.launch.testhosts import FakeHosts, unavailable
-from fakehosts import Launch, nothing_left, wait_clean
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 

@@ -35,8 +35,8 @@ from frisky.data import dataplane
 from frisky.data.deps import extract, has_futures
 from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
 from frisky.deploy.launch import connection
-from frisky.errors import SchedulerGone
-from frisky.protocol import pack, unpack, wire_key
+from frisky.errors import FriskyError, SchedulerGone
+from frisky.protocol import pack, wire_key
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
 
@@ -123,10 +123,14 @@ class Client(ClientIO):
         self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name)])
         if not self.sock.poll(int(self.timeout * 1000)):
             raise TimeoutError(f"no Frisky scheduler answered at {self.scheduler_address} within {self.timeout}s")
-        msg = unpack(self.sock.recv_multipart()[0])
-        if msg[0] != protocol.WELCOME:
-            raise ConnectionError(f"unexpected answer from {self.scheduler_address}: {msg[0]!r}")
-        self.id, self.cluster_id, self._welcome_info = msg[1], msg[2], msg[3]
+        try:
+            msg = protocol.parse_to_client(self.sock.recv_multipart())
+        except protocol.ProtocolError as e:
+            raise ConnectionError(f"a malformed answer from {self.scheduler_address}: {e.why}") from None
+        if type(msg) is not protocol.Welcome:
+            raise ConnectionError(f"unexpected answer from {self.scheduler_address}: {type(msg).__name__}")
+        self.id, self.cluster_id, self._welcome_info = msg.id, msg.cluster_id, msg.info
+        self._token = msg.token  # names us in queries from our other sockets (``where``)
 
     # ------------------------------------------------------------- submitting
     def _check_open(self) -> None:
@@ -146,7 +150,7 @@ class Client(ClientIO):
             # a handle per submission, released by the scheduler with its last task: never
             # cached, so nothing here keeps a function (or a bound method's object) alive
             return blob, blob
-        fid = hashlib.blake2b(blob, digest_size=16).digest()
+        fid = protocol.function_id(blob)
         if type(fn) is not types.MethodType:  # a bound method would pin its instance
             if len(self._fn_cache) > 256:
                 self._fn_cache.clear()
@@ -438,13 +442,13 @@ class Client(ClientIO):
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"could not fetch the result of {key!r} in time")
             # the holder lost it; the scheduler recomputes it: ask where it is now
-            where = self._query(protocol.WHERE, [wkey])[0]
+            where = self._query(protocol.WHERE, [wkey], self._token)[0]
             while where is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"result of {key!r} is being recomputed")
                 ev = threading.Event()
                 ev.wait(0.01)  # brief back-off while the scheduler recomputes
-                where = self._query(protocol.WHERE, [wkey])[0]
+                where = self._query(protocol.WHERE, [wkey], self._token)[0]
             if type(where) is not str:
                 return self.codec.loads_value(where)
             address = where
@@ -471,12 +475,20 @@ class Client(ClientIO):
             if not s.poll(max(1, int((deadline - time.monotonic()) * 1000))):
                 self._drop_thread_socket(address)
                 raise TimeoutError(f"worker {address} did not answer")
-            frames = s.recv_multipart(copy=False)
-            msg = unpack(frames[0].buffer)
-            if msg[1] != req:
+            frames = [f.buffer for f in s.recv_multipart(copy=False)]
+            try:
+                msg = protocol.parse_data(frames)
+            except protocol.ProtocolError as e:
+                self._drop_thread_socket(address)
+                raise FriskyError(f"a malformed reply from worker {address}: {e.why}") from None
+            if msg.req != req:
                 continue  # a late answer to an earlier, abandoned request
-            _, _, keys, descs_all, _missing = msg
-            out = dataplane.decode_values(keys, descs_all, [f.buffer for f in frames[1:]])
+            if any(d[0] == protocol.STREAMED for descs in msg.descs for d in descs):
+                raise FriskyError(f"worker {address} streamed a reply this client did not ask to stream")
+            try:
+                out = dataplane.decode_values(msg.keys, msg.descs, msg.frames)
+            except Exception as e:  # noqa: BLE001 - a bad pickle, segment or codec: this fetch fails
+                raise FriskyError(f"cannot decode the reply of worker {address}: {e!r}") from e
             recorder.span("client.gather", t0)
             return out
 
@@ -496,9 +508,12 @@ class Client(ClientIO):
             if not s.poll(max(1, int((deadline - time.monotonic()) * 1000))):
                 self._drop_thread_socket(self.scheduler_address)
                 raise TimeoutError(f"the scheduler at {self.scheduler_address} did not answer")
-            msg = unpack(s.recv_multipart()[0])
-            if msg[0] == protocol.REPLY and msg[1] == req:
-                return msg[2]
+            try:
+                msg = protocol.parse_to_client(s.recv_multipart())
+            except protocol.ProtocolError as e:
+                raise FriskyError(f"a malformed answer from the scheduler: {e.why}") from None
+            if type(msg) is protocol.Reply and msg.req == req:
+                return msg.value
 
     def scheduler_info(self) -> dict:
         """The scheduler's view: ``info["workers"]`` maps worker addresses to name, pid, nthreads…"""
@@ -586,6 +601,8 @@ class Client(ClientIO):
         if not slot[0].wait(self.timeout):
             self._requests.pop(req, None)
             return []
+        if isinstance(slot[1], BaseException):  # the reply did not parse
+            raise slot[1]
         return slot[1]
 
     def _cancel_keys(self, wkeys: list[str]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import zmq
 
-from frisky import config, protocol
+from frisky import config, logs, protocol
 from frisky.client.future import Future, Remote
 from frisky.client.map_job import Failed, MapJob
 from frisky.data.serialize import attach_traceback
@@ -23,6 +23,7 @@ from frisky.zmq import sockets
 
 _LAZY_FLUSH_MS = 5  # releases wait at most this long for a ride with other traffic
 _BATCH = 10000  # tasks in one submit message
+_dropped = logs.Dropped(logs.logger("client"), "message")
 
 
 class ClientIO:
@@ -132,25 +133,52 @@ class ClientIO:
             frames = sockets.recv(sock)
             if frames is None:
                 return True
-            msg = unpack(frames[0])
-            op = msg[0]
-            if op == protocol.RESULTS:
-                self._on_results(msg[1], unpack(frames[1]))
-            elif op == protocol.REPLY:
-                slot = self._requests.pop(msg[1], None)
-                if slot is not None:
-                    slot.append(msg[2])
-                    slot[0].set()
-            elif op == protocol.RUNNING:
-                for wkey in msg[1]:
-                    f = self._live(wkey)
-                    if f is not None and f._state == "PENDING":
-                        f.set_running_or_notify_cancel()
-            elif op == protocol.ERRED:
-                self._on_erred(msg[1], unpack(frames[1]), msg[2])
-            elif op == protocol.CLOSE:
-                return False
+            try:
+                msg = protocol.parse_to_client(frames)
+            except protocol.ProtocolError as e:
+                self._malformed(frames, e)
+                continue
+            kind = type(msg)
+            try:
+                if kind is protocol.Results:
+                    self._on_results(msg.keys, msg.values)
+                elif kind is protocol.Reply:
+                    slot = self._requests.pop(msg.req, None)
+                    if slot is not None:
+                        slot.append(msg.value)
+                        slot[0].set()
+                elif kind is protocol.Running:
+                    for wkey in msg.keys:
+                        f = self._live(wkey)
+                        if f is not None and f._state == "PENDING":
+                            f.set_running_or_notify_cancel()
+                elif kind is protocol.Erred:
+                    self._on_erred(msg.keys, msg.excs, msg.tracebacks)
+                elif kind is protocol.Close:
+                    return False
+            except Exception as e:  # noqa: BLE001 - our bug: the I/O thread must keep serving
+                _dropped("scheduler", type(msg).__name__, f"{type(e).__name__}: {e}", exc_info=e)
         return True
+
+    def _malformed(self, frames: list, e: protocol.ProtocolError) -> None:
+        """A message from the scheduler that does not parse: fail what it answers, if that
+        much can be read (the request, or the keys), and log it."""
+        _dropped("scheduler", e.op, e.why)
+        error = FriskyError(f"a malformed {e.op or 'message'} from the scheduler: {e.why}")
+        try:
+            head = unpack(frames[0])
+        except Exception:  # noqa: BLE001 - not even a header: nothing to fail
+            return
+        if type(head) is not list or len(head) < 2:
+            return
+        if e.op == protocol.REPLY and type(head[1]) is int:
+            slot = self._requests.pop(head[1], None)
+            if slot is not None:
+                slot.append(error)
+                slot[0].set()
+        elif e.op in (protocol.RESULTS, protocol.ERRED) and type(head[1]) is list:
+            keys = [k for k in head[1] if type(k) is str]
+            self._on_erred(keys, [["error", str(error)]] * len(keys), [""] * len(keys))
 
     def _live(self, wkey: str) -> Future | None:
         ref = self._futures.get(wkey)

@@ -7,19 +7,38 @@ payload frames pass through as opaque bytes.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import os
+import secrets
 import socket
 import threading
 import time
 
 import zmq
 
-from frisky import config, protocol
-from frisky.protocol import pack, unpack
+from frisky import config, logs, protocol
+from frisky.protocol import function_id, pack
 from frisky.scheduler.state import SchedulerState
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
+
+log = logs.logger("scheduler")
+MAX_WAITERS_PER_PEER = 64  # pending wait-workers requests one socket may have
+_OPS = {
+    protocol.Finished: protocol.FINISHED, protocol.Submit: protocol.SUBMIT, protocol.TaskErred: protocol.ERRED,
+    protocol.Cancelled: protocol.CANCELLED, protocol.Missing: protocol.MISSING,
+    protocol.WorkerHeartbeat: protocol.HEARTBEAT, protocol.Heartbeat: protocol.HEARTBEAT, protocol.Bye: protocol.BYE,
+    protocol.Release: protocol.RELEASE, protocol.Cancel: protocol.CANCEL, protocol.CancelQueued: protocol.CANCEL_QUEUED,
+    protocol.Scatter: protocol.SCATTER,
+}
+
+
+def _peer(ident: bytes, who) -> str:
+    """A peer as a log line names it."""
+    if who is None:
+        return f"unregistered peer {ident.hex()[:16]}"
+    return f"{who[0]} {who[1]} ({ident.hex()[:16]})"
 
 
 class SchedulerServer:
@@ -54,7 +73,15 @@ class SchedulerServer:
         self.client_ident: dict[int, bytes] = {}
         self.worker_ident: dict[int, bytes] = {}
         self.last_seen: dict[bytes, float] = {}
-        self._waiters: list[tuple] = []  # pending wait-workers requests
+        self._wait_n: list = []  # heap of (n, seq, [ident, req, pending]) for wait-workers
+        self._wait_t: list = []  # the same entries by deadline
+        self._wseq = itertools.count()
+        self._n_waiting = 0
+        self._waiting_per_peer: dict[bytes, int] = {}
+        self.tokens: dict[str, int] = {}
+        self.client_token: dict[int, str] = {}  # client token -> client id (queries from its other sockets)
+        self.dropped = logs.Dropped(log, "message")  # messages that did not parse, per op
+        self.errors = logs.Dropped(log, "message (internal error)")
         self.pidfds: dict[int, int] = {}  # fd -> worker index, for workers on this host
         self._cids = itertools.count(1)
         self._stop = False
@@ -102,11 +129,17 @@ class SchedulerServer:
                         self.waker.drain()
                     else:
                         self._worker_process_died(fd_or_sock)
-                self._send(self.state.flush())
+                try:
+                    self._send(self.state.flush())
+                except Exception as e:  # noqa: BLE001 - a bug must not end the cluster
+                    self._failed("flushing", e)
                 t = time.monotonic()
                 if t >= next_beat:
-                    self._heartbeat(t)
                     next_beat = t + self.interval
+                    try:
+                        self._heartbeat(t)
+                    except Exception as e:  # noqa: BLE001 - a bug must not end the cluster
+                        self._failed("the heartbeat", e)
         finally:
             self._shutdown()
 
@@ -127,75 +160,190 @@ class SchedulerServer:
     def _read_all(self) -> None:
         sock = self.sock
         recv = sockets.recv
+        idents = self.idents
         for _ in range(10000):
             frames = recv(sock)
             if frames is None:
                 return
             ident = frames[0]
+            who = idents.get(ident)
             try:
-                self._handle(ident, frames)
-            except Exception as e:  # a bad message must not take the scheduler down
-                import traceback
+                if who is not None and who[0] == "worker":
+                    msg = protocol.parse_from_worker(frames[1:])
+                else:
+                    msg = protocol.parse_from_client(frames[1:])
+                self._handle(ident, who, msg)
+            except protocol.ProtocolError as e:
+                self._drop(ident, who, e.op, e.why)
+            except Exception as e:  # noqa: BLE001 - our bug, not the peer's: keep serving the others
+                self._failed(f"handling a message from {_peer(ident, who)}", e)
 
-                traceback.print_exc()
-                kind = self.idents.get(ident)
-                if kind and kind[0] == "client":
-                    self._send_raw(ident, [protocol.header(protocol.REPLY, -1, f"scheduler error: {e!r}")])
+    def _drop(self, ident: bytes, who, op, why: str) -> None:
+        self.dropped(_peer(ident, who), op, why)
 
-    def _handle(self, ident: bytes, frames: list[bytes]) -> None:
-        msg = unpack(frames[1])
-        op = msg[0]
+    def _failed(self, doing: str, e: BaseException) -> None:
+        self.errors(doing, type(e).__name__, str(e)[:200], exc_info=e)
+
+    def _handle(self, ident: bytes, who, msg) -> None:
+        """Apply one parsed message: every check that can refuse it comes before any change."""
+        kind = type(msg)
         t0 = now()
-        who = self.idents.get(ident)
         state = self.state
-        if op == protocol.WHERE:
-            self._reply(ident, msg[1], state.where(msg[2]))
+        if kind is protocol.Finished:
+            self._check_tids(msg.tids)
+            timings = msg.timings
+            if timings:
+                functions = state.functions
+                timings = [t for t in timings if t[0] in functions]  # no growth from made-up fids
+            state.finished(who[1], msg.tids, msg.nbytes, msg.blobs, timings)
+        elif kind is protocol.Submit:
+            if who is None:
+                raise protocol.ProtocolError("submit before hello", protocol.SUBMIT)
+            self._check_submit(msg)
+            if msg.released:
+                state.release(who[1], msg.released)
+            state.submit(who[1], msg.keys, msg.fidx, msg.fids, msg.fn_blobs, msg.payloads, msg.deps, msg.retries,
+                         msg.priority, msg.workers, msg.track)
+        elif kind is protocol.Where:
+            self._reply(ident, msg.req, self._where(who, msg))
             return
-        if op == protocol.INFO:
-            self._reply(ident, msg[1], self.info())
+        elif kind is protocol.Info:
+            self._reply(ident, msg.req, self.info())
             return
-        if op == protocol.WAIT_WORKERS:
-            self._waiters.append((ident, msg[1], msg[2], time.monotonic() + msg[3]))
-            self._check_waiters()
+        elif kind is protocol.WaitWorkers:
+            self._wait_workers(ident, msg)
             return
-        if who is None:
-            if op == protocol.HELLO_CLIENT:
+        elif kind is protocol.HelloClient or kind is protocol.HelloWorker:
+            if who is not None:
+                raise protocol.ProtocolError("hello from a registered peer", protocol.HELLO_CLIENT)
+            if kind is protocol.HelloClient:
                 self._hello_client(ident, msg)
-            elif op == protocol.HELLO_WORKER:
-                self._hello_worker(ident, msg)
+            else:
+                self._hello_worker(ident, [protocol.HELLO_WORKER, msg.info])
             return
-        self.last_seen[ident] = time.monotonic()
-        kind, i = who
-        if kind == "worker":
-            if op == protocol.FINISHED:
-                state.finished(i, msg[1], msg[2], unpack(frames[2]), msg[3])
-            elif op == protocol.ERRED:
-                state.erred(i, msg[1], unpack(frames[2]), msg[2])
-            elif op == protocol.CANCELLED:
-                state.cancelled(i, msg[1])
-            elif op == protocol.MISSING:
-                state.missing(i, msg[1], msg[2])
-            elif op == protocol.HEARTBEAT:
-                state.heartbeat(i, msg[1])
-            elif op == protocol.BYE:
-                self._remove_worker(i)
+        elif who is None:
+            raise protocol.ProtocolError("not registered (no hello)", None)
         else:
-            if op == protocol.SUBMIT:
-                _, keys, fidx, fids, deps, retries, priority, workers, track, released = msg
-                if released:
-                    state.release(i, released)
-                state.submit(i, keys, fidx, fids, frames[3:], unpack(frames[2]), deps, retries, priority, workers,
-                             track)
-            elif op == protocol.RELEASE or op == protocol.CANCEL:
-                state.release(i, msg[1])
-            elif op == protocol.CANCEL_QUEUED:
-                self._send(state.flush())  # hand out what workers have room for first
-                self._reply(ident, msg[1], state.cancel_queued(i, msg[2]))
-            elif op == protocol.SCATTER:
-                self._scatter(i, msg, frames[2:])
-            elif op == protocol.BYE:
-                self._remove_client(ident, i)
-        recorder.span("scheduler.handle." + op, t0)
+            self._handle_other(ident, who, msg)
+        self.last_seen[ident] = time.monotonic()
+        recorder.span("scheduler.handle." + _OPS.get(kind, "other"), t0)
+
+    def _handle_other(self, ident: bytes, who, msg) -> None:
+        kind = type(msg)
+        state = self.state
+        i = who[1]
+        if who[0] == "worker":
+            if kind is protocol.TaskErred:
+                self._check_tids(msg.tids)
+                state.erred(i, msg.tids, msg.excs, msg.tracebacks)
+            elif kind is protocol.Cancelled:
+                self._check_tids(msg.tids)
+                state.cancelled(i, msg.tids)
+            elif kind is protocol.Missing:
+                self._check_tids([msg.tid])
+                state.missing(i, msg.tid, msg.keys)
+            elif kind is protocol.WorkerHeartbeat:
+                state.heartbeat(i, msg.metrics)
+            elif kind is protocol.Bye:
+                self._remove_worker(i)
+            return
+        if kind is protocol.Release or kind is protocol.Cancel:
+            state.release(i, msg.keys)
+        elif kind is protocol.CancelQueued:
+            self._send(state.flush())  # hand out what workers have room for first
+            self._reply(ident, msg.req, state.cancel_queued(i, msg.keys))
+        elif kind is protocol.Scatter:
+            self._scatter(i, msg)
+        elif kind is protocol.Bye:
+            self._remove_client(ident, i)
+
+    def _check_tids(self, tids: list) -> None:
+        if tids and max(tids) >= len(self.state.tkey):
+            raise protocol.ProtocolError("unknown tid", None)
+
+    def _check_submit(self, msg: protocol.Submit) -> None:
+        """What the parser cannot see: function ids are the hash of their blob, and a
+        dependency in the batch comes before its dependent (no cycles)."""
+        functions = self.state.functions
+        if self.table is None:  # (in-process the fid is the blob's handle itself)
+            for fid, blob in zip(msg.fids, msg.fn_blobs):
+                if fid not in functions and function_id(blob) != fid:
+                    raise protocol.ProtocolError("a function id is not its blob's hash", protocol.SUBMIT)
+        deps = msg.deps
+        if deps is not None and any(deps):
+            pos = {}
+            for i, k in enumerate(msg.keys):
+                pos.setdefault(k, i)
+            known = self.state.key_tid
+            for i, d in enumerate(deps):
+                if d:
+                    for k in d:
+                        j = pos.get(k)
+                        if j is not None and j >= i and k not in known:
+                            raise protocol.ProtocolError("a dependency comes after its dependent", protocol.SUBMIT)
+
+    def _where(self, who, msg: protocol.Where) -> list:
+        """Where the asking client's keys are; None for keys it does not want (or anonymous asks)."""
+        cid = who[1] if who is not None and who[0] == "client" else self.tokens.get(msg.token)
+        wants = self.state.clients.get(cid) if cid is not None else None
+        if not wants:
+            return [None] * len(msg.keys)
+        key_tid = self.state.key_tid
+        mine = [k if key_tid.get(k) in wants else None for k in msg.keys]
+        found = self.state.where([k for k in mine if k is not None])
+        it = iter(found)
+        return [None if k is None else next(it) for k in mine]
+
+    # wait-workers: heaps by n and by deadline, so each check costs O(answered), not O(waiting)
+    def _wait_workers(self, ident: bytes, msg: protocol.WaitWorkers) -> None:
+        pending = self._waiting_per_peer.get(ident, 0)
+        if pending >= MAX_WAITERS_PER_PEER:
+            self._drop(ident, self.idents.get(ident), protocol.WAIT_WORKERS,
+                       f"more than {MAX_WAITERS_PER_PEER} pending wait-workers")
+            self._reply(ident, msg.req, False)
+            return
+        if len(self.state.alive_workers()) >= msg.n:
+            self._reply(ident, msg.req, True)
+            return
+        self._waiting_per_peer[ident] = pending + 1
+        entry = [ident, msg.req, True]
+        seq = next(self._wseq)
+        heapq.heappush(self._wait_n, (msg.n, seq, entry))
+        heapq.heappush(self._wait_t, (time.monotonic() + min(msg.timeout, 1e9), seq, entry))
+        self._n_waiting += 1
+
+    def _answer_waiter(self, entry: list, value: bool) -> None:
+        entry[2] = False
+        self._n_waiting -= 1
+        ident = entry[0]
+        left = self._waiting_per_peer[ident] - 1
+        if left:
+            self._waiting_per_peer[ident] = left
+        else:
+            del self._waiting_per_peer[ident]
+        self._reply(ident, entry[1], value)
+
+    def _check_waiters(self, t: float | None = None) -> None:
+        """Answer ``wait-workers`` requests that are satisfied, or out of time."""
+        by_n, by_t = self._wait_n, self._wait_t
+        if by_n:
+            n_alive = len(self.state.alive_workers())
+            while by_n and by_n[0][0] <= n_alive:
+                entry = heapq.heappop(by_n)[2]
+                if entry[2]:
+                    self._answer_waiter(entry, True)
+        if t is not None:
+            while by_t and by_t[0][0] < t:
+                entry = heapq.heappop(by_t)[2]
+                if entry[2]:
+                    self._answer_waiter(entry, False)
+        # answered entries linger in the other heap: rebuild when they are most of it
+        if len(by_n) > 2 * self._n_waiting + 64:
+            self._wait_n = [e for e in by_n if e[2][2]]
+            heapq.heapify(self._wait_n)
+        if len(by_t) > 2 * self._n_waiting + 64:
+            self._wait_t = [e for e in by_t if e[2][2]]
+            heapq.heapify(self._wait_t)
 
     def _hello_client(self, ident: bytes, msg: list) -> None:
         cid = next(self._cids)
@@ -203,7 +351,10 @@ class SchedulerServer:
         self.last_seen[ident] = time.monotonic()
         self.client_ident[cid] = ident
         self.state.add_client(cid)
-        self._send_raw(ident, [protocol.header(protocol.WELCOME, cid, self.cluster_id, self.info())])
+        token = secrets.token_hex(16)
+        self.tokens[token] = cid
+        self.client_token[cid] = token
+        self._send_raw(ident, protocol.Welcome(cid, self.cluster_id, self.info(), token).encode())
 
     def _hello_worker(self, ident: bytes, msg: list) -> None:
         info = msg[1]
@@ -223,37 +374,22 @@ class SchedulerServer:
         self._send_raw(ident, [protocol.header(protocol.WELCOME, w, self.cluster_id, {})])
         self._check_waiters()
 
-    def _check_waiters(self, t: float | None = None) -> None:
-        """Answer ``wait-workers`` requests that are satisfied, or out of time."""
-        if not self._waiters:
-            return
-        n_alive = len(self.state.alive_workers())
-        keep = []
-        for ident, req, n, deadline in self._waiters:
-            if n_alive >= n:
-                self._reply(ident, req, True)
-            elif t is not None and t > deadline:
-                self._reply(ident, req, False)
-            else:
-                keep.append((ident, req, n, deadline))
-        self._waiters = keep
-
-    def _scatter(self, cid: int, msg: list, frames: list) -> None:
-        _, keys, descs_all, workers = msg
+    def _scatter(self, cid: int, msg: protocol.Scatter) -> None:
+        keys, frames = msg.keys, msg.frames
         inline = []
         spans = {}
         pos = 0
-        for key, descs in zip(keys, descs_all):
+        for key, descs in zip(keys, msg.descs):
             if descs is None:  # one small frame: the scheduler keeps it
                 inline.append(frames[pos])
                 pos += 1
                 continue
-            n = sum(1 for d in descs if d[0] != 1)  # shared-memory descriptors carry no frame
+            n = sum(1 for d in descs if d[0] != protocol.SHM)  # shared-memory descriptors carry no frame
             inline.append(None)
             spans[key] = (descs, frames[pos:pos + n])
             pos += n
         per_worker: dict[int, list[int]] = {}
-        for tid, w in self.state.scatter(cid, keys, inline, workers):
+        for tid, w in self.state.scatter(cid, keys, inline, msg.workers):
             per_worker.setdefault(w, []).append(tid)
         for w, tids in per_worker.items():
             skeys = [self.state.tkey[t] for t in tids]
@@ -268,6 +404,7 @@ class SchedulerServer:
     def _remove_client(self, ident: bytes, cid: int) -> None:
         self.idents.pop(ident, None)
         self.client_ident.pop(cid, None)
+        self.tokens.pop(self.client_token.pop(cid, ""), None)
         self.last_seen.pop(ident, None)
         self.state.remove_client(cid)
 
@@ -350,6 +487,8 @@ class SchedulerServer:
         info = self.state.info()
         info["address"] = self.address
         info["cluster_id"] = self.cluster_id
+        info["dropped_messages"] = self.dropped.count
+        info["internal_errors"] = self.errors.count
         return info
 
     def info(self) -> dict:

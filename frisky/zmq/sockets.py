@@ -10,6 +10,9 @@ import threading
 import zmq
 from zmq.backend import Socket as _CSocket
 
+from frisky import config
+from frisky.zmq import zap
+
 _inproc_contexts: dict[str, zmq.Context] = {}
 _lock = threading.Lock()
 
@@ -82,10 +85,17 @@ def _tune(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
-def router(ctx: zmq.Context, address: str) -> tuple[zmq.Socket, str]:
-    """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a port); returns it and its address."""
+def router(ctx: zmq.Context, address: str, max_message_size: int | None = None) -> tuple[zmq.Socket, str]:
+    """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a port); returns it and its address.
+
+    It refuses frames over ``max_message_size`` (default: the ``max_message_size`` setting)
+    before allocating them, and peers that do not speak ZMTP 3 (see :mod:`frisky.zmq.zap`).
+    """
     sock = _tune(ctx.socket(zmq.ROUTER))
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, config.get("max_message_size", max_message_size))
+    if not address.startswith("inproc://"):
+        zap.protect(sock)
     if address.startswith("tcp://") and address.endswith(":0"):
         address = address[:-2] + ":*"
     try:
