@@ -6,6 +6,7 @@ environment, which wins over the default here.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -76,32 +77,80 @@ _UNITS = {
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
     "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
 }
+MIN_MEMORY_LIMIT = 2**20  # a worker below this could not hold its own buffers
 
 
 def parse_bytes(value: str | int | float | None, total: int | None = None) -> int | None:
-    """Parse ``"4GiB"``, ``"500MB"``, ``1234`` or a fraction of ``total`` (``0.5``) into bytes."""
+    """Parse a size: ``1234``, ``"4GiB"``, ``"500MB"``, ``"1.5GiB"``; with ``total``, also a
+    fraction of it (``0.5`` or ``"0.5"``, in (0, 1]) or a percentage (``"50%"``).
+
+    ``None``, ``""``, ``"none"`` and ``"auto"`` give None. Anything else that is not a whole
+    number of bytes (``1.5``, ``"lots"``, ``-3``, ``True``) raises ValueError saying why.
+    """
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"not a size: {value!r} (give bytes, a string like '4GiB', or a fraction)")
     if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if text in ("", "none", "0", "auto"):
-            return None if text != "0" else 0
+        text = value.strip().lower().replace(" ", "").replace("_", "")
+        if text in ("", "none", "auto"):
+            return None
+        if text.endswith("%"):
+            try:
+                percent = float(text[:-1])
+            except ValueError:
+                raise ValueError(f"cannot parse size {value!r}") from None
+            return _fraction(percent / 100, total, value)
         num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(num):] or "b"
-        if unit not in _UNITS:
-            raise ValueError(f"unknown size unit in {value!r}")
+        unit = text[len(num):]
+        if unit and unit not in _UNITS:
+            raise ValueError(f"unknown size unit {unit!r} in {value!r} (use B, kB, MB, GB, KiB, MiB, GiB…)")
         try:
             number = float(num)
         except ValueError:
-            raise ValueError(f"cannot parse size {value!r}") from None
-        return int(number * _UNITS[unit])
-    if isinstance(value, float) and 0 < value <= 1:
-        if total is None:
-            raise ValueError("a fractional size needs a total")
-        return int(value * total)
+            raise ValueError(f"cannot parse size {value!r} (give bytes, a string like '4GiB', "
+                             "or a fraction like '0.5')") from None
+        if not unit:
+            value = number if "." in num or "e" in num else int(num)
+        else:
+            if not math.isfinite(number) or number < 0:
+                raise ValueError(f"size must be a finite, non-negative amount: {value!r}")
+            return int(number * _UNITS[unit])
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"size must be finite: {value!r}")
+        if 0 < value <= 1:
+            return _fraction(value, total, value)
+        if not value.is_integer():
+            raise ValueError(f"a size is a whole number of bytes or a fraction in (0, 1], not {value!r}")
+        value = int(value)
     if value < 0:
         raise ValueError(f"size must not be negative: {value!r}")
     return int(value)
+
+
+def _fraction(fraction: float, total: int | None, raw: Any) -> int:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"a fraction of memory must be in (0, 1], not {raw!r}")
+    if total is None:
+        raise ValueError(f"a fractional size ({raw!r}) needs a total")
+    return int(fraction * total)
+
+
+def parse_memory_limit(value: str | int | float | None, total: int) -> int | None:
+    """A worker's memory limit in bytes: bytes, ``"4GiB"``, or a fraction of ``total`` in
+    (0, 1] as float or string; None for ``None``/``"auto"`` (the caller's default).
+
+    Refuses anything else, and limits below 1 MiB, with a ValueError naming the value.
+    """
+    try:
+        limit = parse_bytes(value, total)
+    except ValueError as e:
+        raise ValueError(f"memory_limit: {e}") from None
+    if limit is not None and limit < MIN_MEMORY_LIMIT:
+        raise ValueError(f"memory_limit {value!r} is {limit} bytes, below the minimum of 1 MiB "
+                         "(give bytes, a string like '4GiB', or a fraction of RAM like 0.5)")
+    return limit
 
 
 def total_memory() -> int:

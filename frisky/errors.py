@@ -19,4 +19,8 @@ class SchedulerGone(FriskyError, ConnectionError):
     """The scheduler closed or stopped answering."""
 
 
+class ClientClosed(FriskyError, RuntimeError):
+    """The client was closed: it submits nothing and fetches nothing any more."""
+
+
 _ERROR_KINDS = {"killed": KilledWorker, "lost": DataLost}

@@ -58,17 +58,22 @@ def frame_groupby(scale: int):
     return ts.groupby("name").x.mean(), None
 
 
+_trees = iter(range(1, 1 << 30))
+
+
 def delayed_tree(n_leaves: int, path: str):
-    """One dask.delayed object whose graph is a pairwise tree over ``n_leaves`` leaves."""
+    """One dask.delayed object whose graph is a pairwise tree over ``n_leaves`` leaves
+    (keys new at each call, so nothing is reused from an earlier run)."""
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
-    dsk: dict = {("leaf", i): (stamp_leaf, i, path) for i in range(n_leaves)}
-    layer = [("leaf", i) for i in range(n_leaves)]
+    leaf, node = f"leaf-{next(_trees)}", f"node-{next(_trees)}"
+    dsk: dict = {(leaf, i): (stamp_leaf, i, path) for i in range(n_leaves)}
+    layer = [(leaf, i) for i in range(n_leaves)]
     level = 0
     while len(layer) > 1:
         level += 1
-        nxt = [("node", level, i) for i in range(0, len(layer) - 1, 2)]
+        nxt = [(node, level, i) for i in range(0, len(layer) - 1, 2)]
         for k, i in zip(nxt, range(0, len(layer) - 1, 2)):
             dsk[k] = (add, layer[i], layer[i + 1])
         if len(layer) % 2:
@@ -130,6 +135,8 @@ def _collections(res, wanted, system, scale, repeats, timed, compute, ref=False,
 
 
 def _tree(res, system, client_compute, n_leaves, stamp, repeats, timed, ref=False, note="") -> None:
+    small, _, small_want = delayed_tree(100, stamp)
+    assert client_compute(small) == small_want  # warm: workers import dask's modules, untimed
     root, n_tasks, want = delayed_tree(n_leaves, stamp)
     firsts: list[float] = []
 

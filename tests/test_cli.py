@@ -102,3 +102,54 @@ def test_dashboard_serves_cluster_state_as_json():
         with urllib.request.urlopen(info["dashboard"] + "/json/info", timeout=10) as r:
             data = json.loads(r.read())
         assert data["cluster_id"] == c.cluster_id
+
+
+def _frisky(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "frisky.cli.main", *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["scheduler", "--port", "80000"], "outside 0-65535"),
+    (["scheduler", "--port", "-1"], "outside 0-65535"),
+    (["scheduler", "--address", "tcp://nohost"], "tcp://host:port"),
+    (["scheduler", "--host", "999.1.1.1", "--port", "0"], "cannot listen"),
+    (["worker", "nowhere"], "not a scheduler address"),
+    (["worker", "tcp://127.0.0.1:1", "--memory-limit", "lots"], "lots"),
+    (["worker", "tcp://127.0.0.1:1", "--memory-limit", "10"], "below the minimum"),
+    (["worker", "tcp://127.0.0.1:1", "--memory-limit", "1.5"], "fraction"),
+    (["worker", "tcp://127.0.0.1:1", "--nthreads", "0"], "at least 1"),
+    (["worker", "tcp://127.0.0.1:1", "--listen-address", "tcp://127.0.0.1:99999"], "0-65535"),
+    (["demo", "--workers", "0"], "at least 1"),
+    (["demo", "--tasks", "many"], "not a whole number"),
+    (["nope"], "unknown command"),
+])
+def test_argument_errors_are_one_line_and_status_2(argv, says):
+    out = _frisky(*argv)
+    assert out.returncode == 2, out
+    assert says in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_port_in_use_is_one_line_and_status_2():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        for argv in (["scheduler", "--port", str(port)],
+                     ["worker", "tcp://127.0.0.1:1", "--listen-address", f"tcp://127.0.0.1:{port}"]):
+            out = _frisky(*argv)
+            assert out.returncode == 2, out
+            assert "Address already in use" in out.stderr
+            assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_version_and_help_list_each_command_on_one_line():
+    import frisky
+
+    out = _frisky("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"frisky {frisky.__version__}"
+    lines = _frisky("--help").stdout.splitlines()
+    for cmd in ("scheduler", "worker", "demo"):
+        assert len([line for line in lines if line.strip().startswith(cmd + " ")]) == 1, lines

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 
@@ -27,10 +26,11 @@ def _rate(n: int, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     import frisky
+    from frisky.cli import args as cli
 
-    parser = argparse.ArgumentParser(prog="frisky demo", description=main.__doc__ or __doc__)
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
-    parser.add_argument("--tasks", type=int, default=100_000, help="tasks in the map step")
+    parser = cli.Parser(prog="frisky demo", description=__doc__)
+    parser.add_argument("--workers", type=cli.positive_int, default=None, help="worker processes (default: cores)")
+    parser.add_argument("--tasks", type=cli.positive_int, default=100_000, help="tasks in the map step")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()

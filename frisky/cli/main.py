@@ -4,41 +4,45 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: frisky COMMAND [ARGS]
+USAGE = """usage: frisky [--version] COMMAND [ARGS]
 
 commands:
   scheduler   run a scheduler (frisky scheduler --help)
+<<<<<<< HEAD
   worker      run a worker connected to a scheduler (frisky worker ADDRESS --help)
   launch      start a cluster on many hosts over ssh (frisky launch --help)
   demo        start a local cluster and run a small mixed workload
+=======
+  worker      run a worker connected to a scheduler (frisky worker --help)
+  demo        start a local cluster and run a small mixed workload (frisky demo --help)
+>>>>>>> main
 """
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(USAGE, end="")
+        return
+    if argv[0] in ("-V", "--version"):
+        from frisky import __version__
+
+        print(f"frisky {__version__}")
         return
     cmd, rest = argv[0], argv[1:]
     if cmd == "scheduler":
         from frisky.scheduler.server import main as run
-
-        run(rest)
     elif cmd == "worker":
         from frisky.cli.worker import main as run
-
-        run(rest)
     elif cmd == "launch":
         from frisky.deploy.launch.launcher import main as run
-
-        run(rest)
     elif cmd == "demo":
         from frisky.cli.demo import main as run
-
-        run(rest)
     else:
-        print(f"frisky: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
-        sys.exit(2)
+        from frisky.cli.args import fail
+
+        fail("frisky", f"unknown command {cmd!r} (commands: scheduler, worker, launch, demo; see frisky --help)")
+    run(rest)
 
 
 if __name__ == "__main__":

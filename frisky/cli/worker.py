@@ -18,17 +18,20 @@ import sys
 from frisky import config
 
 logger = logging.getLogger("frisky.worker")
+_CANNOT_LISTEN = "cannot listen at"  # a worker's fatal word for a bad or busy listen address
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="frisky worker", description="Run Frisky workers, each under a nanny.")
-    p.add_argument("address", help="scheduler address, e.g. tcp://127.0.0.1:8786")
-    p.add_argument("--nworkers", type=int, default=1, help="worker processes to start (default 1)")
-    p.add_argument("--nthreads", type=int, default=1, help="threads per worker")
-    p.add_argument("--memory-limit", default="auto",
-                   help='per worker: bytes, "4GiB", or a fraction of RAM (default: RAM / nworkers)')
+    from frisky.cli import args as cli
+
+    p = cli.Parser(prog="frisky worker", description="Run Frisky workers, each under a nanny.")
+    p.add_argument("address", type=cli.address, help="scheduler address, e.g. tcp://127.0.0.1:8786")
+    p.add_argument("--nworkers", type=cli.positive_int, default=1, help="worker processes to start (default 1)")
+    p.add_argument("--nthreads", type=cli.positive_int, default=1, help="threads per worker")
+    p.add_argument("--memory-limit", type=cli.memory_limit, default=None,
+                   help='per worker: bytes, "4GiB", or a fraction of RAM like 0.5 (default: RAM / nworkers)')
     p.add_argument("--name", default=None, help="worker name (NAME-0, NAME-1 ... with --nworkers > 1)")
-    p.add_argument("--listen-address", default=None, help="address peers fetch data from")
+    p.add_argument("--listen-address", type=cli.address, default=None, help="address peers fetch data from")
     p.add_argument("--host", default=None, help="interface for the peer socket (default 127.0.0.1)")
     p.add_argument("--no-nanny", dest="nanny", action="store_false",
                    help="run one worker in this process, unsupervised")
@@ -42,14 +45,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    if args.nworkers < 1:
-        parser().error(f"--nworkers must be at least 1, not {args.nworkers}")
-    from frisky.zmq import sockets
-
-    try:
-        sockets.check_address(args.address)
-    except ValueError as e:
-        parser().error(str(e))
     if not args.nanny:
         if args.nworkers != 1:
             parser().error("--no-nanny runs one worker: --nworkers does not apply")
@@ -59,10 +54,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _limit(args: argparse.Namespace) -> int:
-    total = config.total_memory()
-    if args.memory_limit in (None, "auto"):
-        return total // args.nworkers
-    return config.parse_bytes(args.memory_limit, total) or total
+    if args.memory_limit is None:  # "auto": checked and parsed by the argument's type
+        return config.total_memory() // args.nworkers
+    return args.memory_limit
 
 
 class _Status:
@@ -82,6 +76,9 @@ class _Status:
 
 def run_worker(args: argparse.Namespace) -> None:
     """This process is one worker."""
+    import zmq
+
+    from frisky.cli import args as cli
     from frisky.deploy import malloc_tuning
     from frisky.procs import die_with_parent
     from frisky.worker.server import Worker
@@ -94,10 +91,12 @@ def run_worker(args: argparse.Namespace) -> None:
     try:
         worker = Worker(args.address, name=args.name, nthreads=args.nthreads, memory_limit=_limit(args),
                         listen_address=listen)
-    except OSError as e:
-        status.say(f"fatal {e}")
-        print(f"frisky worker: {e}", file=sys.stderr)
-        sys.exit(2)
+    except (OSError, ValueError, zmq.ZMQError) as e:  # a bad host, a port in use: one line, status 2
+        why = f"{_CANNOT_LISTEN} {listen or 'a free local port'}: {e}"
+        if status.fd is not None:  # supervised: the nanny reports it, in one line
+            status.say(f"fatal {why}")
+            sys.exit(cli.EXIT_USAGE)
+        cli.fail("frisky worker", why)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
 
@@ -174,4 +173,6 @@ def run_nanny(args: argparse.Namespace) -> int:
         supervisor.stop()
         zygote.shutdown()
     failed = [n for n in nannies if n.status == "failed"]
+    if any(_CANNOT_LISTEN in (n.error or "") for n in failed):
+        return 2  # a port in use, a refused name: the command line's to fix, as with a bad argument
     return 1 if failed else 0

@@ -28,19 +28,21 @@ import zmq
 
 from frisky import config, protocol
 from frisky.client import map_job
-from frisky.client.future import Future, Remote, wait
+from frisky.client.future import _DONE_STATES, Future, Remote, wait
 from frisky.client.io import _BATCH, ClientIO
 from frisky.client.map_job import MapJob
 from frisky.data import dataplane
 from frisky.data.deps import extract, has_futures
 from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
 from frisky.deploy.launch import connection
-from frisky.errors import FriskyError, SchedulerGone
+from frisky.errors import ClientClosed, FriskyError, SchedulerGone
 from frisky.protocol import pack, wire_key
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
 
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
+_NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
+_HOLDER_RECHECK = 0.5  # seconds between asking whether a worker slow to answer still holds a value
 _JOB_PENDING = map_job._PENDING
 
 
@@ -95,6 +97,7 @@ class Client(ClientIO):
         self._local = threading.local()
         self._thread_sockets: list[zmq.Socket] = []
         self._requests: dict[int, list] = {}  # req id -> [event, reply], answered via the I/O thread
+        self._news: dict[str, list] = {}  # key being re-fetched -> [event, outcome] (see _await_news)
         self._closed = False
         self._lost = False
         self._io_dozing = True  # the I/O thread sleeps until woken (see _release_later)
@@ -135,7 +138,7 @@ class Client(ClientIO):
     # ------------------------------------------------------------- submitting
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this Client is closed")
+            raise ClientClosed("this Client is closed")
         if self._lost:
             raise SchedulerGone(f"the scheduler at {self.scheduler_address} is gone")
 
@@ -402,6 +405,8 @@ class Client(ClientIO):
 
         ``errors="skip"`` leaves out failed futures from lists instead of raising.
         """
+        if self._closed:
+            raise ClientClosed("this Client is closed: gather() can no longer fetch results")
         flat: list[Future] = []
         _collect(futures, flat)
         paused = _pause_gc()
@@ -420,38 +425,82 @@ class Client(ClientIO):
                 by_addr.setdefault(f._result.address, []).append(f)
         for address, fs in by_addr.items():
             try:
-                values = self._get_from(address, [f._wkey for f in fs], self.timeout)
-            except (TimeoutError, OSError):
-                continue  # result() will find the data again
+                values = self._get_from(address, [f._wkey for f in fs], self.timeout,
+                                        still_holder=lambda a=address, k=fs[0]._wkey: self._holder(k) == a)
+            except (TimeoutError, OSError, zmq.ZMQError):
+                continue  # result() will find the data again, or say why not
             for f in fs:
                 if f._wkey in values:
                     f._result = values[f._wkey]
 
     def _fetch_remote(self, wkey: str, key: Any, remote: Remote, timeout: float | None) -> Any:
-        """The value of ``wkey`` held by a worker (``remote``), wherever it is by now."""
+        """The value of ``wkey`` held by a worker (``remote``), wherever it is by now.
+
+        Every wait ends: a closed client raises at once, a lost scheduler raises, and a value
+        its holder lost is awaited on the scheduler's news of it (recomputed or failed),
+        never polled in a loop; ``timeout`` bounds the whole call.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         address = remote.address
         while True:
+            self._check_fetchable(key, address)
+            if remote.error is not None:
+                raise remote.error
             left = self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                values = self._get_from(address, [wkey], min(left, self.timeout))
+                values = self._get_from(address, [wkey], min(left, self.timeout),
+                                        still_holder=lambda a=address: self._holder(wkey) == a)
                 if wkey in values:
                     return values[wkey]
-            except (TimeoutError, OSError):
-                pass
+            except (TimeoutError, OSError, zmq.ZMQError):
+                self._check_fetchable(key, address)  # closed meanwhile: say so, not "timed out"
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"could not fetch the result of {key!r} in time")
-            # the holder lost it; the scheduler recomputes it: ask where it is now
-            where = self._query(protocol.WHERE, [wkey], self._token)[0]
-            while where is None:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"result of {key!r} is being recomputed")
-                ev = threading.Event()
-                ev.wait(0.01)  # brief back-off while the scheduler recomputes
-                where = self._query(protocol.WHERE, [wkey], self._token)[0]
+                raise TimeoutError(f"could not fetch the result of {key!r} from {address} within {timeout}s")
+            # the holder lost it or died: the scheduler knows where it is now, or recomputes it
+            where = self._where_now(wkey, key, remote, deadline)
             if type(where) is not str:
                 return self.codec.loads_value(where)
             address = where
+
+    def _holder(self, wkey: str) -> Any:
+        """What the scheduler says of ``wkey`` now: a holder's address, an inline blob, or None."""
+        return self._query(protocol.WHERE, [wkey], self._token)[0]
+
+    def _check_fetchable(self, key: Any, address: str) -> None:
+        if self._closed:
+            raise ClientClosed(f"this Client is closed: the result of {key!r} on {address} "
+                               "can no longer be fetched")
+
+    def _where_now(self, wkey: str, key: Any, remote: Remote, deadline: float | None) -> Any:
+        """Where ``wkey``'s value is now (an address or an inline blob); waits for the
+        scheduler's news while it is recomputed, and raises the task's error if it failed."""
+        slot: list = [threading.Event()]
+        self._news[wkey] = slot  # before asking: news arriving meanwhile is not missed
+        try:
+            while True:
+                if self._lost:
+                    raise SchedulerGone(f"the scheduler at {self.scheduler_address} is gone; "
+                                        f"the result of {key!r} is lost")
+                if remote.error is not None:  # reported before this wait began
+                    raise remote.error
+                where = self._holder(wkey)
+                if where is not None:
+                    return where
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"the result of {key!r} was lost by its worker and was not "
+                                       "recomputed in time")
+                # news comes with the key's results or error; ask again now and then in case
+                # it came before this wait began
+                if slot[0].wait(_NEWS_RECHECK if left is None else min(left, _NEWS_RECHECK)):
+                    self._check_fetchable(key, "the cluster")
+                    outcome = slot[1]
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    return outcome
+        finally:
+            if self._news.get(wkey) is slot:
+                del self._news[wkey]
 
     def _thread_socket(self, address: str) -> zmq.Socket:
         socks = getattr(self._local, "socks", None)
@@ -465,14 +514,22 @@ class Client(ClientIO):
                 self._thread_sockets.append(s)
         return s
 
-    def _get_from(self, address: str, wkeys: list[str], timeout: float) -> dict[str, Any]:
+    def _get_from(self, address: str, wkeys: list[str], timeout: float,
+                  still_holder: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Values of ``wkeys`` from the worker at ``address``. A slow answer is waited for
+        while ``still_holder()`` says the scheduler still lists that worker as the holder;
+        one the scheduler has declared dead is abandoned at once."""
         s = self._thread_socket(address)
         req = next(self._counter)
         t0 = now()
         s.send_multipart([protocol.header(protocol.GET, req, wkeys, not address.startswith("tcp://"))])
         deadline = time.monotonic() + timeout
         while True:
-            if not s.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+            left = deadline - time.monotonic()
+            wait = left if still_holder is None else min(left, _HOLDER_RECHECK)
+            if not s.poll(max(1, int(wait * 1000))):
+                if time.monotonic() < deadline and still_holder is not None and still_holder():
+                    continue
                 self._drop_thread_socket(address)
                 raise TimeoutError(f"worker {address} did not answer")
             frames = [f.buffer for f in s.recv_multipart(copy=False)]
@@ -613,6 +670,12 @@ class Client(ClientIO):
         self._outbox.append([protocol.header(protocol.CANCEL, wkeys)])
         self.waker.wake()
 
+    def _keep_until_done(self, f: Future) -> None:
+        """Hold ``f`` until it completes (the I/O thread lets go after completing it)."""
+        self._held[f._wkey] = f
+        if f._state in _DONE_STATES:  # completed meanwhile: the I/O thread may have let go already
+            self._held.pop(f._wkey, None)
+
     def _release_later(self, wkey: str) -> None:
         # called from Future.__del__: only append and poke the I/O thread. Releases share
         # the outbox with submissions so one never overtakes a submission queued before it.
@@ -649,6 +712,7 @@ class Client(ClientIO):
                 f._client = None
                 f.cancel()
         self._held.clear()
+        self._tell_news_all(ClientClosed("this Client is closed"))
         for job in list(self._jobs.values()):
             job.fail(CancelledError())
         self._jobs.clear()

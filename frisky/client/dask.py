@@ -19,7 +19,6 @@ their data goes once nothing needs it.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import pickle
 import sys
@@ -315,8 +314,9 @@ class _Upload:
             existing = self.client._futures
             wkeys = self.wkeys
             self.released = [wkeys[k] for k in self.deps_of if k not in self.wanted and wkeys[k] not in existing]
-        if self.released:
-            self.client._send_frames(protocol.Release(self.released).encode())
+        released = self.released
+        for i in range(0, len(released), BATCH):  # bounded messages: the scheduler stays responsive
+            self.client._send_frames(protocol.Release(released[i:i + BATCH]).encode())
 
     def _batch(self, chunk: list, start: int) -> None:
         client = self.client
@@ -331,7 +331,7 @@ class _Upload:
             fblob = fid = codec.dumps_function(batch)
         else:
             fblob = _dumps(batch)
-            fid = hashlib.blake2b(fblob, digest_size=16).digest()
+            fid = protocol.function_id(fblob)
         ann_workers, ann_retries, ann_priority = self.ann
         g_workers, g_retries, g_priority = self.glob
         workers, retries, priority = self.defaults

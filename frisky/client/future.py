@@ -21,12 +21,14 @@ __all__ = ["Future", "wait", "as_completed", "ALL_COMPLETED", "FIRST_COMPLETED",
 
 
 class Remote:
-    """A result held by the worker at ``address``."""
+    """A result held by the worker at ``address``; ``error`` once the scheduler reported it
+    lost for good (set by the client's I/O thread)."""
 
-    __slots__ = ("address",)
+    __slots__ = ("address", "error")
 
     def __init__(self, address: str) -> None:
         self.address = address
+        self.error: BaseException | None = None
 
 
 _PENDING = "PENDING"
@@ -94,7 +96,15 @@ class Future(concurrent.futures.Future):
             super().set_exception(exception)
 
     def add_done_callback(self, fn) -> None:
-        """As :meth:`concurrent.futures.Future.add_done_callback`, without making a condition."""
+        """As :meth:`concurrent.futures.Future.add_done_callback`, without making a condition.
+
+        A pending future with a callback is kept alive by its client until it completes,
+        so the callback runs even if the caller drops the future (as with the stdlib).
+        """
+        if self._state not in _DONE_STATES:
+            client = self._client
+            if client is not None:
+                client._keep_until_done(self)
         if "_cond" not in self.__dict__:
             with _birth:
                 if "_cond" not in self.__dict__:

@@ -186,8 +186,8 @@ class ClientIO:
 
     def _on_results(self, keys: list[str], blobs: list) -> None:
         loads = self.codec.loads_value
-        if self._held:
-            self._unhold(keys)
+        if self._news:
+            self._tell_news(keys, blobs)
         jobs = self._jobs
         touched: set[MapJob] | None = None
         for wkey, blob in zip(keys, blobs):
@@ -208,8 +208,10 @@ class ClientIO:
             if f is None:
                 continue
             if type(blob) is str:
-                if f.done():
-                    continue  # recomputed elsewhere; result() asks the scheduler where
+                if f.done():  # recomputed elsewhere: a later fetch goes there first
+                    if type(f._result) is Remote:
+                        f._result.address = blob
+                    continue
                 value = Remote(blob)
             else:
                 try:
@@ -218,6 +220,8 @@ class ClientIO:
                     _set(f, exc=e)
                     continue
             _set(f, value)
+        if self._held:  # after completing them: a held future may be the only reference
+            self._unhold(keys)
         if touched:
             self._jobs_touched(touched)
 
@@ -228,20 +232,18 @@ class ClientIO:
                 self._job_maybe_done(job)
 
     def _unhold(self, keys: list[str]) -> None:
-        # the caller still has the futures of these keys while it sets them
         pop = self._held.pop
         for k in keys:
             pop(k, None)
 
     def _on_erred(self, keys: list[str], excs: list, tbs: list[str]) -> None:
-        if self._held:
-            self._unhold(keys)
         touched: set[MapJob] = set()
+        news = self._news
         for wkey, blob, tb in zip(keys, excs, tbs):
             head, _, index = wkey.rpartition(".")
             job = self._jobs.get(head)
             f = self._live(wkey) if job is None else None
-            if job is None and f is None:
+            if job is None and f is None and wkey not in news:
                 continue
             if type(blob) is list:
                 kind, text = blob
@@ -252,13 +254,35 @@ class ClientIO:
                 except Exception as e:  # noqa: BLE001 - table entry gone
                     exc = FriskyError(f"task {wkey!r} failed: {e!r}")
                 attach_traceback(exc, tb)
+            if news:
+                self._tell_news([wkey], [exc])
             if job is not None:
                 job.put(int(index, 16), Failed(exc))
                 touched.add(job)
-            else:
+            elif f is not None:
+                if type(f._result) is Remote:  # its value was lost for good: a fetch says so
+                    f._result.error = exc
                 _set(f, exc=exc)
+        if self._held:  # after completing them: a held future may be the only reference
+            self._unhold(keys)
         if touched:
             self._jobs_touched(touched)
+
+    def _tell_news(self, keys: list[str], outcomes: list) -> None:
+        """Wake fetches waiting for a lost value to be recomputed: an inline blob, a holder's
+        address or an exception per key."""
+        news = self._news
+        for wkey, outcome in zip(keys, outcomes):
+            slot = news.get(wkey)
+            if slot is not None and len(slot) == 1:
+                slot.append(outcome)
+                slot[0].set()
+
+    def _tell_news_all(self, exc: BaseException) -> None:
+        for slot in list(self._news.values()):
+            if len(slot) == 1:
+                slot.append(exc)
+                slot[0].set()
 
     def _scheduler_lost(self, why: str) -> None:
         self._lost = True
@@ -269,6 +293,7 @@ class ClientIO:
             if f is not None and not f.done():
                 _set(f, exc=SchedulerGone(f"{why}; the result of {f.key!r} is lost"))
         self._held.clear()
+        self._tell_news_all(SchedulerGone(f"{why}; a result being recomputed is lost"))
         for job in list(self._jobs.values()):
             job.fail(SchedulerGone(f"{why}; the results of a map are lost"))
 

@@ -26,6 +26,7 @@ from frisky.protocol import unpack
 from frisky.zmq import sockets
 
 logger = logging.getLogger("frisky.cluster")
+_TRANSPORTS = {True: ("ipc", "tcp"), False: ("inproc", "tcp")}  # by processes=
 
 
 class LocalCluster:
@@ -65,11 +66,12 @@ class LocalCluster:
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
         self.processes = processes
+        if transport is not None and transport not in _TRANSPORTS[bool(processes)]:
+            raise ValueError(f"transport must be one of {', '.join(_TRANSPORTS[bool(processes)])} "
+                             f"with processes={bool(processes)}, not {transport!r}")
         total = config.total_memory()
-        if memory_limit in (None, "auto"):
-            self.memory_limit = total // max(1, n_workers)
-        else:
-            self.memory_limit = config.parse_bytes(memory_limit, total)
+        limit = config.parse_memory_limit(memory_limit, total)
+        self.memory_limit = total // max(1, n_workers) if limit is None else limit
         self.host = host or config.get("host")
         self.timeout = config.get("connect_timeout", timeout)
         self._restart_workers = restart_workers

@@ -515,17 +515,24 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import signal
 
-    parser = argparse.ArgumentParser(prog="frisky scheduler", description="Run a Frisky scheduler.")
+    from frisky.cli import args as cli
+
+    parser = cli.Parser(prog="frisky scheduler", description="Run a Frisky scheduler.")
     parser.add_argument("--host", default=config.get("host"), help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=config.get("scheduler_port"))
-    parser.add_argument("--address", default=None, help="full address to bind instead (tcp/ipc)")
+    parser.add_argument("--port", type=cli.port, default=config.get("scheduler_port"),
+                        help="TCP port, 0 for any free one (default 8786)")
+    parser.add_argument("--address", type=cli.address, default=None, help="full address to bind instead (tcp/ipc)")
     parser.add_argument("--dashboard-address", default=None, help="host:port for the dashboard, e.g. :8787")
     parser.add_argument("--cluster-id", default=None)
     parser.add_argument("--announce-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="do not print the address")
     args = parser.parse_args(argv)
     address = args.address or f"tcp://{args.host}:{args.port}"
-    server = SchedulerServer(address, cluster_id=args.cluster_id, dashboard_address=args.dashboard_address)
+    try:
+        sockets.check_address(address)
+        server = SchedulerServer(address, cluster_id=args.cluster_id, dashboard_address=args.dashboard_address)
+    except (ValueError, OSError, zmq.ZMQError) as e:  # a bad host, a port in use: one line, status 2
+        cli.fail(parser.prog, f"cannot listen at {address}: {e}")
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     if not args.quiet:

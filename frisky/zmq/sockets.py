@@ -167,9 +167,17 @@ def check_address(address: str) -> None:
     """Raise ``ValueError`` for an address ZeroMQ cannot use."""
     if not isinstance(address, str) or "://" not in address:
         raise ValueError(f"not a scheduler address: {address!r} (expected tcp://host:port, ipc://path or inproc://name)")
-    scheme = address.split("://", 1)[0]
+    scheme, rest = address.split("://", 1)
     if scheme not in ("tcp", "ipc", "inproc"):
         raise ValueError(f"unsupported transport {scheme!r} in {address!r}")
+    if scheme == "tcp":
+        host, sep, port = rest.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"not a tcp address: {address!r} (expected tcp://host:port)")
+        if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
+            raise ValueError(f"port {port!r} in {address!r} is not a number in 0-65535")
+    elif not rest:
+        raise ValueError(f"{scheme} address {address!r} names nothing")
 
 
 class Waker:
