@@ -1,4 +1,4 @@
-"""The ``frisky`` command: ``scheduler``, ``worker``, ``demo``."""
+"""The ``frisky`` command: ``scheduler``, ``worker``, ``launch``, ``demo``."""
 
 from __future__ import annotations
 
@@ -8,14 +8,9 @@ USAGE = """usage: frisky [--version] COMMAND [ARGS]
 
 commands:
   scheduler   run a scheduler (frisky scheduler --help)
-<<<<<<< HEAD
-  worker      run a worker connected to a scheduler (frisky worker ADDRESS --help)
-  launch      start a cluster on many hosts over ssh (frisky launch --help)
-  demo        start a local cluster and run a small mixed workload
-=======
   worker      run a worker connected to a scheduler (frisky worker --help)
+  launch      start a cluster on many hosts over ssh (frisky launch --help)
   demo        start a local cluster and run a small mixed workload (frisky demo --help)
->>>>>>> main
 """
 
 
