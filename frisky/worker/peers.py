@@ -25,7 +25,7 @@ class Peers:
 
     def __init__(self, worker: Worker, listen_address: str) -> None:
         self.worker = worker
-        self.sock, self.address = sockets.router(worker.ctx, listen_address)
+        self.sock, self.address = sockets.router(worker.ctx, listen_address, keys=worker.keys)
         self.dealers: dict[str, zmq.Socket] = {}
         self.peer_of_sock: dict[zmq.Socket, str] = {}
         self.incoming: dict[zmq.Socket, tuple] = {}  # peer socket -> (streamed reply, start)
@@ -97,7 +97,8 @@ class Peers:
         sock = self.dealers.get(address)
         if sock is None:
             try:
-                sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.worker.ctx, address)
+                sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.worker.ctx,
+                                      address, keys=self.worker.keys)
             except OSError:
                 for tid, miss in self.worker.state.peer_lost(address):
                     self.worker._send(protocol.header(protocol.MISSING, tid, miss))

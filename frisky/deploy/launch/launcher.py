@@ -52,6 +52,7 @@ class Launcher:
         env: dict[str, str] | None = None,
         allow_partial: bool = False,
         restart: bool = True,
+        insecure: bool = False,
         connection_file: str | None = connection.DEFAULT,
         timeout: float = 60.0,
         heartbeat_interval: float = 1.0,
@@ -71,6 +72,12 @@ class Launcher:
         self.env = dict(env or {})
         self.allow_partial = allow_partial
         self.restart = restart
+        self.insecure = insecure
+        self.keys = self.client_keys = None
+        if not insecure:  # fresh per-cluster keys; they travel to the hosts on the sessions' stdin
+            from frisky.zmq import curve
+
+            self.keys, self.client_keys = curve.generate()
         self.connection_file = connection_file
         self.timeout = timeout
         self.heartbeat_interval = heartbeat_interval
@@ -107,7 +114,7 @@ class Launcher:
         if spec == self.scheduler_host and spec not in self.hosts:
             workers = 0  # a --scheduler host outside the host list runs the scheduler only
         return {"workers": workers, "nthreads": self.nthreads, "memory_limit": self.memory_limit,
-                "restart": self.restart}
+                "restart": self.restart, "keys": self.keys.to_json() if self.keys else None}
 
     def start(self) -> None:
         """Start every host; raise :class:`LaunchError` if the cluster cannot be used."""
@@ -134,7 +141,8 @@ class Launcher:
             self.stop()
             raise LaunchError(self._failures())
         if self.connection_file:
-            connection.write(self.connection_file, self.scheduler_address, dashboard=self.dashboard)
+            connection.write(self.connection_file, self.scheduler_address, dashboard=self.dashboard,
+                             keys=self.client_keys.to_json() if self.client_keys else None)
             self._wrote_file = True
         self.say(f"scheduler {self.scheduler_address}")
         if self.dashboard:
@@ -176,7 +184,9 @@ class Launcher:
                 self._host_up(spec, event["workers"])
                 pending.discard(spec)
             elif kind in ("error", "closed") and spec in pending:
-                why = event.get("message") if kind == "error" else session.error()
+                why = session.error()
+                if kind == "error":  # the agent's words, and its processes' last ones if any
+                    why = event.get("message") + (f": {why}" if session.stderr else "")
                 self.failed[spec] = why
                 pending.discard(spec)
                 self.say(f"{spec}: FAILED: {why}")
@@ -311,7 +321,7 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str], Launcher]:
         hosts, scheduler=sched, workers_per_host=args.workers_per_host, nthreads=args.nthreads,
         memory_limit=args.memory_limit, spill_dir=args.spill_dir, python=args.python, ssh=args.ssh,
         port=args.port, dashboard_port=args.dashboard_port, env=env, allow_partial=args.allow_partial,
-        restart=args.restart, connection_file=args.connection_file, timeout=args.timeout, verbose=args.verbose)
+        restart=args.restart, insecure=args.insecure, connection_file=args.connection_file, timeout=args.timeout, verbose=args.verbose)
     return args, command, launcher
 
 

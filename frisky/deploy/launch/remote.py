@@ -133,8 +133,21 @@ class Agent:
     def _frisky(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "frisky.cli.main", *args]
 
+    def _keys(self, role: dict) -> list[str]:
+        """``--keys DIR`` for the cluster's keys, written 0600 into our private work directory
+        (never on a command line); ``--insecure`` without keys."""
+        if not role.get("keys"):
+            return ["--insecure"]
+        from frisky.zmq import curve
+
+        directory = os.path.join(self.workdir, "keys")
+        if not os.path.isdir(directory):
+            curve.write(directory, curve.load(role["keys"], serving=True), None)
+        return ["--keys", directory]
+
     def start_scheduler(self, role: dict) -> str | None:
-        argv = self._frisky("scheduler", "--host", self.address, "--port", str(role.get("port", 0)))
+        argv = self._frisky("scheduler", "--host", self.address, "--port", str(role.get("port", 0)),
+                            *self._keys(role))
         dport = role.get("dashboard_port")
         if dport is not None:
             argv += ["--dashboard-address", f"{self.address}:{dport}"]
@@ -163,6 +176,8 @@ class Agent:
                 argv += ["--" + flag.replace("_", "-"), str(role[flag])]
         if not role.get("restart", True):
             argv.append("--no-restart")
+        if role.get("keys"):
+            argv += self._keys(role)
         argv += role.get("worker_args", [])
         proc = self._spawn(argv)
         threading.Thread(target=self._read_workers, args=(proc,), daemon=True).start()
