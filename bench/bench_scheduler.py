@@ -21,6 +21,7 @@ import tracemalloc
 import pytest
 
 from frisky.data.serialize import PickleCodec
+from frisky.scheduler.instructions import Compute, Erred, Results
 from frisky.scheduler.state import SchedulerState
 
 # pyproject's 60 s test timeout is too short for a few rounds on a busy machine
@@ -96,23 +97,23 @@ class SimCluster:
         state = self.state
         out = state.flush()
         for ins in out:
-            op = ins[0]
-            if op == "compute":
-                w, tids, fids = ins[1], ins[2], ins[5]
+            kind = type(ins)
+            if kind is Compute:
+                w, tids, fids = ins.worker, ins.tids, ins.fids
                 n = len(tids)
                 self.n_computed += n
                 timings = [(fids[0], n, n * 1e-6)] if len(fids) == 1 else None
                 state.finished(w, tids, [1] * n, [b"x"] * n, timings)
-            elif op == "results":
-                keys = ins[2]
+            elif kind is Results:
+                keys = ins.keys
                 self.n_results += len(keys)
                 if self.held:
                     held = self.held
                     self.arrived.update(k for k in keys if k in held)
                     keys = [k for k in keys if k not in held]
-                state.release(ins[1], keys)
-            elif op == "erred":
-                raise AssertionError(f"tasks erred: {ins[2][:3]} {ins[3][:3]}")
+                state.release(ins.client, keys)
+            elif kind is Erred:
+                raise AssertionError(f"tasks erred: {ins.keys[:3]} {ins.excs[:3]}")
         return len(out)
 
     def drain(self, expect_results: int) -> None:
@@ -240,7 +241,7 @@ s.add_client(CID)
 submit_pending(s, n)
 gc.collect()
 after = p.memory_info().rss
-assert len(s.key_tid) == n and len(s.ready) == n
+assert len(s.key_tid) == n and len(s.queues.common) == n
 print(json.dumps({"rss_delta": after - before}))
 """
 

@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "nanny_memory_interval": 0.02,  # seconds between the nanny's RSS reads of each worker
     "nanny_failed_starts": 5,  # deaths in a row before registering after which the nanny gives up
     "spill_directory": None,  # default: the system temp dir
+    # checks
+    "validate": False,  # the scheduler checks every invariant after each batch of events (tests)
     # telemetry
     "telemetry_spans": 65536,  # ring size per process
 }

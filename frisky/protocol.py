@@ -49,6 +49,7 @@ Worker -> scheduler
 
 Scheduler -> worker
   welcome       [op, worker_id, cluster_id, info]
+  refused       [op, reason]                     registration refused: a live worker holds that address or name
   compute       [op, tids, keys, fidx, fids, deps, where]
                 + msgpack([payloads, function blobs, {dep key: inline blob}])
                 where: {dep key: [holder address, nbytes]}
@@ -101,6 +102,7 @@ WAIT_WORKERS = "wait-workers"
 HEARTBEAT = "heartbeat"
 BYE = "bye"
 WELCOME = "welcome"
+REFUSED = "refused"
 RUNNING = "running"
 RESULTS = "results"
 ERRED = "erred"
@@ -464,6 +466,15 @@ class Welcome(NamedTuple):
         return [header(WELCOME, self.id, self.cluster_id, self.info, self.token)]
 
 
+class Refused(NamedTuple):
+    """A worker's registration is refused; ``reason`` says why."""
+
+    reason: str
+
+    def encode(self) -> list:
+        return [header(REFUSED, self.reason)]
+
+
 class Running(NamedTuple):
     keys: list
 
@@ -766,6 +777,11 @@ def _p_welcome(msg, frames) -> Welcome:
     return Welcome(_id(msg[1], "id"), _str(msg[2], "cluster_id"), _dict(msg[3], "info"), token)
 
 
+def _p_refused(msg, frames) -> Refused:
+    _fields(msg, 1)
+    return Refused(_str(msg[1], "reason"))
+
+
 def _p_running(msg, frames) -> Running:
     _fields(msg, 1)
     return Running(_keys(msg[1]))
@@ -887,8 +903,8 @@ _TO_CLIENT = {
     HEARTBEAT: _p_heartbeat, CLOSE: _p_close,
 }
 _TO_WORKER = {
-    WELCOME: _p_welcome, COMPUTE: _p_compute, STORE: _p_store, FREE: _p_free, CANCEL: _p_cancel_tasks,
-    HEARTBEAT: _p_heartbeat, CLOSE: _p_close,
+    WELCOME: _p_welcome, REFUSED: _p_refused, COMPUTE: _p_compute, STORE: _p_store, FREE: _p_free,
+    CANCEL: _p_cancel_tasks, HEARTBEAT: _p_heartbeat, CLOSE: _p_close,
 }
 _TO_PEER = {GET: _p_get}
 _FROM_PEER = {DATA: _p_data}
@@ -905,7 +921,7 @@ DIRECTIONS = {
 _HEADER_ONLY = {
     _p_hello_client, _p_hello_worker, _p_where, _p_info, _p_wait_workers, _p_release, _p_cancel,
     _p_cancel_queued, _p_heartbeat, _p_bye, _p_cancelled, _p_missing, _p_worker_heartbeat, _p_welcome,
-    _p_running, _p_reply, _p_close, _p_free, _p_cancel_tasks, _p_get,
+    _p_running, _p_reply, _p_close, _p_free, _p_cancel_tasks, _p_get, _p_refused,
 }
 
 

@@ -13,7 +13,10 @@ import tempfile
 import psutil
 import pytest
 
-import frisky
+# every scheduler the tests start checks its invariants after each batch of events
+os.environ.setdefault("FRISKY_VALIDATE", "1")
+
+import frisky  # noqa: E402
 
 # A private temp dir for this run (inherited by every process it starts), so the leak
 # check sees only this run's files; segments are told apart by the owner pid in the name.

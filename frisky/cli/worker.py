@@ -124,7 +124,7 @@ def run_worker(args: argparse.Namespace) -> None:
     worker.on_ready = ready
     try:
         worker.run()
-    except TimeoutError as e:
+    except (TimeoutError, ConnectionRefusedError) as e:  # no scheduler, or it refused us: one line
         status.say(f"fatal {e}")
         print(f"frisky worker: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,108 +1,117 @@
-"""Placement of ready tasks on workers, and the instructions :meth:`flush` returns.
+"""Placement: which ready task goes to which worker, and the ``Compute`` instructions.
 
-A mixin of :class:`~frisky.scheduler.state.SchedulerState`: data locality first, then
-least load, each worker's queue sized by per-function duration estimates.
+Data locality first (a task waits in the queue of the worker holding its largest input),
+then least load; each worker's queue is sized by per-function duration estimates.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from typing import Any
 
-from frisky.scheduler.task_states import (
-    ERRED,
-    MEMORY,
-    PROCESSING,
-    QUEUED,
-)
-from frisky.scheduler.worker_events import WorkerInfo, allowed
+from frisky import config
+from frisky.scheduler.instructions import Compute
+from frisky.scheduler.ready import ReadyQueues
+from frisky.scheduler.task_states import QUEUED
+from frisky.scheduler.tasks import TaskTable
+from frisky.scheduler.transitions import Transitions
+from frisky.scheduler.workers import WorkerInfo, Workers, allowed
 
 
 class Placement:
-    """Which ready task goes to which worker, and the messages that say so."""
+    def __init__(self, tasks: TaskTable, workers: Workers, queues: ReadyQueues, transitions: Transitions) -> None:
+        self.tasks = tasks
+        self.workers = workers
+        self.queues = queues
+        self.transitions = transitions
+        self.target = config.get("target_queue_seconds")
+        self.unknown = config.get("unknown_task_duration")
+        self.min_per_thread = config.get("min_tasks_per_thread")
+        self.max_per_thread = config.get("max_tasks_per_thread")
+        self.max_batch = config.get("max_batch")
 
     def _capacity(self, wi: WorkerInfo) -> tuple[int, float]:
         """(tasks that may still be sent, seconds of work that may still be queued)."""
         n = wi.nthreads
         return n * self.max_per_thread - len(wi.processing), n * self.target - wi.load
 
-    def _take(self, wi: WorkerInfo, limit: int, out: list[int]) -> int:
-        """Move up to ``limit`` ready tasks to ``wi``, within its capacity; returns how many."""
-        tstate = self.tstate
-        dur = self.duration
+    def _take(self, wi: WorkerInfo, limit: int, out: list[int], shared: bool) -> int:
+        """Move up to ``limit`` ready tasks to ``wi`` within its capacity, from its own
+        queue, then (``shared``) the urgent, priority and common ones; returns how many."""
+        t = self.tasks
+        tstate, tfid, trestrict = t.tstate, t.tfid, t.trestrict
+        queues = self.queues
+        dur = t.duration
         unknown = self.unknown
-        tfid = self.tfid
-        tproc = self.tproc
-        tpending = self.tpending
-        processing = wi.processing
-        w = wi.idx
         nthreads = wi.nthreads
         min_tasks = nthreads * self.min_per_thread
-        tracked = self.tracked
-        trestrict = self.trestrict
         room_n, room_s = self._capacity(wi)
-        taken = 0
-        load = 0.0
-        for src in (wi.ready, None, self.ready):
-            while taken < limit and room_n > 0 and (room_s > 0 or len(processing) < min_tasks):
+        n_proc = len(wi.processing)
+        took: list[int] = []
+        ests: list[float] = []
+        stale = 0
+        sources = (wi.ready, queues.urgent, None, queues.common) if shared else (wi.ready,)
+        for src in sources:
+            while len(took) < limit and room_n > 0 and (room_s > 0 or n_proc < min_tasks):
                 if src is None:
-                    if not self.ready_prio:
+                    if not queues.prio:
                         break
-                    tid = heapq.heappop(self.ready_prio)[2]
+                    tid = heapq.heappop(queues.prio)[2]
                 else:
                     if not src:
                         break
                     tid = src.popleft()
                 if tstate[tid] != QUEUED:
+                    stale += 1
                     continue
                 r = trestrict[tid]
-                if r is not None and not allowed(wi, r):
-                    # belongs to a worker that has not joined yet
-                    self._deferred.append(tid)
+                if r is not None and not allowed(wi, r):  # the old entry of a reused row
+                    stale += 1
                     continue
                 est = dur.get(tfid[tid])
                 if est is None:
                     est = unknown
-                    if room_s <= 0 and len(processing) >= nthreads:
+                    if room_s <= 0 and n_proc >= nthreads:
                         # never seen finishing: one per thread until it has, so a long task
                         # keeps no queue behind it (and a cancel finds the rest here)
                         if src is None:
-                            heapq.heappush(self.ready_prio, (-self.tprio[tid], 0, tid))
+                            heapq.heappush(queues.prio, (-t.tprio[tid], 0, tid))
                         else:
                             src.appendleft(tid)
                         break
-                tstate[tid] = PROCESSING
-                tproc[tid] = w
-                tpending[tid] += 1
-                processing[tid] = est
-                load += est
+                took.append(tid)
+                ests.append(est)
                 room_s -= est
                 room_n -= 1
-                taken += 1
-                out.append(tid)
-                if tracked and tid in tracked:
-                    tracked.discard(tid)
-                    for c in self._wanters(tid):
-                        self._running.setdefault(c, []).append(tid)
-        wi.load += load
-        self.n_processing += taken
-        return taken
+                n_proc += 1
+        if took and len(set(took)) < len(took):  # a task queued twice (it left and came back)
+            seen: set = set()
+            firsts = [i for i, x in enumerate(took) if not (x in seen or seen.add(x))]
+            stale += len(took) - len(firsts)
+            took = [took[i] for i in firsts]
+            ests = [ests[i] for i in firsts]
+        queues.stale -= stale
+        if took:
+            self.transitions.start(wi, took, ests)
+            out.extend(took)
+        return len(took)
 
-    def _dispatch(self) -> dict[int, list[int]]:
+    def dispatch(self) -> dict[int, list[int]]:
+        """Hand ready tasks to workers with room: worker -> tids."""
         plan: dict[int, list[int]] = {}
-        workers = [w for w in self.workers if w is not None and w.alive]
-        if not workers or not (self.ready or self.ready_prio or any(wi.ready for wi in workers)):
+        workers = self.workers.alive
+        queues = self.queues
+        if not workers:
             return plan
-        self._deferred = []
+        local = [wi for wi in workers if wi.ready]
+        if not (local or queues.common or queues.prio or queues.urgent):
+            return plan
         # first, work that belongs to a particular worker
-        for wi in workers:
-            if wi.ready:
-                out = plan.setdefault(wi.idx, [])
-                self._take_local(wi, out)
+        for wi in local:
+            self._take(wi, 1 << 62, plan.setdefault(wi.idx, []), False)
         # then share the common queues evenly among workers with room
         for _ in range(2):
-            backlog = len(self.ready) + len(self.ready_prio)
+            backlog = len(queues.common) + len(queues.prio) + len(queues.urgent)
             if not backlog:
                 break
             free = [wi for wi in workers if self._has_room(wi)]
@@ -111,22 +120,13 @@ class Placement:
             free.sort(key=lambda wi: wi.load)
             share = max(1, -(-backlog // len(free)))
             for wi in free:
-                self._take(wi, share, plan.setdefault(wi.idx, []))
+                self._take(wi, share, plan.setdefault(wi.idx, []), True)
         # idle workers steal locality-bound work from saturated ones
-        for wi in workers:
-            if len(wi.processing) < wi.nthreads:
-                self._steal(wi, workers, plan)
-        if self._deferred:
-            self.ready.extend(self._deferred)
+        if local:
+            for wi in workers:
+                if len(wi.processing) < wi.nthreads:
+                    self._steal(wi, workers, plan)
         return {w: tids for w, tids in plan.items() if tids}
-
-    def _take_local(self, wi: WorkerInfo, out: list[int]) -> None:
-        saved_ready, saved_prio = self.ready, self.ready_prio
-        self.ready, self.ready_prio = deque(), []
-        try:
-            self._take(wi, 1 << 62, out)
-        finally:
-            self.ready, self.ready_prio = saved_ready, saved_prio
 
     def _has_room(self, wi: WorkerInfo) -> bool:
         room_n, room_s = self._capacity(wi)
@@ -136,95 +136,42 @@ class Placement:
         victim = max(workers, key=lambda v: len(v.ready))
         if victim is thief or len(victim.ready) < 2 or self._has_room(victim):
             return
-        moved = deque()
+        tstate, trestrict = self.tasks.tstate, self.tasks.trestrict
+        kept = []
+        stale = 0
         for _ in range(len(victim.ready) // 2):
             tid = victim.ready.pop()
-            if self.tstate[tid] != QUEUED:
+            if tstate[tid] != QUEUED:
+                stale += 1
                 continue
-            if self.trestrict[tid] is not None:
-                moved.appendleft(tid)
+            if trestrict[tid] is not None:
+                kept.append(tid)
                 continue
             thief.ready.appendleft(tid)
-        victim.ready.extend(moved)
-        self._take_local(thief, plan.setdefault(thief.idx, []))
+        self.queues.stale -= stale
+        victim.ready.extend(reversed(kept))
+        self._take(thief, 1 << 62, plan.setdefault(thief.idx, []), False)
 
-    # ------------------------------------------------------------------ output
-    def flush(self) -> list[tuple]:
-        """Decide what runs where, and return every instruction for the server to send."""
-        out = self._out
-        self._out = []
-        for w, tids in self._dispatch().items():
-            for i in range(0, len(tids), self.max_batch):
-                out.append(self._compute_instruction(w, tids[i:i + self.max_batch]))
-        tstate = self.tstate
-        if self._running:
-            for cid, tids in self._running.items():
-                keys = [self.tkey[t] for t in tids if tstate[t] == PROCESSING]
-                if keys:
-                    out.append(("running", cid, keys))
-            self._running = {}
-        if self._results:
-            for cid, tids in self._results.items():
-                if cid not in self.clients:
-                    continue
-                tkey, twhere, tblob = self.tkey, self.twhere, self.tblob
-                tids = [t for t in tids if tstate[t] == MEMORY]
-                keys = list(map(tkey.__getitem__, tids))
-                blobs = list(map(tblob.__getitem__, tids))
-                for i, t in enumerate(tids):
-                    if twhere[t] >= 0:  # held by a worker: the client fetches it there
-                        blobs[i] = self.workers[twhere[t]].address
-                if keys:
-                    out.append(("results", cid, keys, blobs))
-            self._results = {}
-        if self._erred:
-            for cid, tids in self._erred.items():
-                if cid not in self.clients:
-                    continue
-                keys, excs, tbs = [], [], []
-                for tid in tids:
-                    if tstate[tid] != ERRED:
-                        continue
-                    keys.append(self.tkey[tid])
-                    exc, tb = self.tblob[tid]
-                    excs.append(exc)
-                    tbs.append(tb)
-                if keys:
-                    out.append(("erred", cid, keys, excs, tbs))
-            self._erred = {}
-        if self._free:
-            for w, keys in self._free.items():
-                if self.workers[w].alive:
-                    out.append(("free", w, keys))
-            self._free = {}
-        if self._cancel:
-            for w, tids in self._cancel.items():
-                if self.workers[w].alive:
-                    out.append(("cancel", w, tids))
-            self._cancel = {}
-        if self._released_blobs:
-            out.append(("release-blobs", self._released_blobs))
-            self._released_blobs = []
-        return out
-
-    def _compute_instruction(self, w: int, tids: list[int]) -> tuple:
-        tkey = self.tkey
+    def compute(self, w: int, tids: list[int]) -> Compute:
+        """The instruction that sends ``tids`` to worker ``w``."""
+        t = self.tasks
+        tkey = t.tkey
         keys = list(map(tkey.__getitem__, tids))
-        fn_of = list(map(self.tfid.__getitem__, tids))
+        fn_of = list(map(t.tfid.__getitem__, tids))
         fids = list(dict.fromkeys(fn_of))
         if len(fids) == 1:
             fidx: Any = 0
         else:
             fid_index = {f: i for i, f in enumerate(fids)}
             fidx = [fid_index[f] for f in fn_of]
-        fn_blobs = [self.functions[f][0] for f in fids]
-        payloads = list(map(self.tpayload.__getitem__, tids))
+        fn_blobs = [t.functions[f][0] for f in fids]
+        payloads = list(map(t.tpayload.__getitem__, tids))
         deps = None
         where: dict[str, list] = {}  # dep key -> [holder address, nbytes]
         inline: dict[str, bytes] = {}
-        tdeps, twhere, tblob = self.tdeps, self.twhere, self.tblob
-        for n, t in enumerate(tids):
-            dt = tdeps[t]
+        tdeps, twhere, tblob = t.tdeps, t.twhere, t.tblob
+        for n, tid in enumerate(tids):
+            dt = tdeps[tid]
             if dt is None:
                 continue
             if deps is None:
@@ -237,7 +184,6 @@ class Placement:
                 if h < 0:
                     inline[k] = tblob[d]
                 elif h != w:
-                    where[k] = [self.workers[h].address, self.tnbytes[d]]
+                    where[k] = [self.workers[h].address, t.tnbytes[d]]
             deps[n] = dk
-        return ("compute", w, tids, keys, fidx, fids, deps, where, payloads, fn_blobs, inline)
-
+        return Compute(w, tids, keys, fidx, fids, deps, where, payloads, fn_blobs, inline)

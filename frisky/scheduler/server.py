@@ -19,7 +19,17 @@ import zmq
 
 from frisky import config, logs, protocol
 from frisky.protocol import function_id, pack
+from frisky.scheduler.instructions import (
+    Cancel,
+    Compute,
+    Erred,
+    Free,
+    ReleaseBlobs,
+    Results,
+    Running,
+)
 from frisky.scheduler.state import SchedulerState
+from frisky.scheduler.workers import Refused
 from frisky.telemetry import now, recorder
 from frisky.zmq import curve, sockets, zap
 
@@ -381,7 +391,12 @@ class SchedulerServer:
 
     def _hello_worker(self, ident: bytes, msg: list) -> None:
         info = msg[1]
-        w = self.state.add_worker(info)
+        try:
+            w = self.state.add_worker(info)
+        except Refused as e:
+            log.warning("worker %s (%s) refused: %s", info.get("name"), info.get("address"), e)
+            self._send_raw(ident, [protocol.header(protocol.REFUSED, str(e))])
+            return
         self.idents[ident] = ("worker", w)
         self.last_seen[ident] = time.monotonic()
         self.worker_ident[w] = ident
@@ -389,11 +404,13 @@ class SchedulerServer:
         if pid and info.get("host") == self.host and hasattr(os, "pidfd_open"):
             try:
                 fd = os.pidfd_open(pid)
-            except OSError:
+            except OSError:  # already gone, or not ours to watch: the heartbeat covers it
                 fd = None
             if fd is not None:
                 self.pidfds[fd] = w
                 self._poller.register(fd, zmq.POLLIN)
+        wi = self.state.workers[w]
+        log.info("worker %s (%s) joined", wi.name, wi.address)
         self._send_raw(ident, [protocol.header(protocol.WELCOME, w, self.cluster_id, {})])
         self._check_waiters()
 
@@ -431,7 +448,7 @@ class SchedulerServer:
         self.last_seen.pop(ident, None)
         self.state.remove_client(cid)
 
-    def _remove_worker(self, w: int) -> None:
+    def _remove_worker(self, w: int, reason: str = "said bye") -> None:
         ident = self.worker_ident.pop(w, None)
         if ident is not None:
             self.idents.pop(ident, None)
@@ -441,12 +458,14 @@ class SchedulerServer:
                 self._poller.unregister(fd)
                 os.close(fd)
                 del self.pidfds[fd]
-        self.state.remove_worker(w)
+        if self.state.remove_worker(w):
+            wi = self.state.workers[w]
+            log.info("worker %s (%s) died: %s", wi.name, wi.address, reason)
 
     def _worker_process_died(self, fd: int) -> None:
         w = self.pidfds.get(fd)
         if w is not None:
-            self._remove_worker(w)
+            self._remove_worker(w, "process exited")
 
     def _heartbeat(self, t: float) -> None:
         self._check_waiters(t)
@@ -459,7 +478,7 @@ class SchedulerServer:
                 continue
             if t - last > self.timeout:
                 if who[0] == "worker":
-                    self._remove_worker(who[1])
+                    self._remove_worker(who[1], f"heartbeat timeout ({t - last:.0f} s silent)")
                 else:
                     self._remove_client(ident, who[1])
                 continue
@@ -475,41 +494,44 @@ class SchedulerServer:
     def _reply(self, ident: bytes, req: int, value) -> None:
         self._send_raw(ident, [protocol.header(protocol.REPLY, req, value)])
 
-    def _send(self, instructions: list[tuple]) -> None:
+    def _send(self, instructions: list) -> None:
+        """Send each instruction of :meth:`SchedulerState.flush` as its message."""
         send = self._send_raw
         for ins in instructions:
-            op = ins[0]
-            if op == "compute":
-                _, w, tids, keys, fidx, fids, deps, where, payloads, fn_blobs, inline = ins
-                send(self.worker_ident[w], [
-                    protocol.header(protocol.COMPUTE, tids, keys, fidx, fids, deps, where),
-                    pack([payloads, fn_blobs, inline]),
+            kind = type(ins)
+            if kind is Compute:
+                send(self.worker_ident[ins.worker], [
+                    protocol.header(protocol.COMPUTE, ins.tids, ins.keys, ins.fidx, ins.fids, ins.deps, ins.where),
+                    pack([ins.payloads, ins.fn_blobs, ins.inline]),
                 ])
-            elif op == "running":
-                ident = self.client_ident.get(ins[1])
+            elif kind is Results:
+                ident = self.client_ident.get(ins.client)
                 if ident is not None:
-                    send(ident, [protocol.header(protocol.RUNNING, ins[2])])
-            elif op == "results":
-                ident = self.client_ident.get(ins[1])
+                    send(ident, [protocol.header(protocol.RESULTS, ins.keys), pack(ins.blobs)])
+            elif kind is Running:
+                ident = self.client_ident.get(ins.client)
                 if ident is not None:
-                    send(ident, [protocol.header(protocol.RESULTS, ins[2]), pack(ins[3])])
-            elif op == "erred":
-                ident = self.client_ident.get(ins[1])
+                    send(ident, [protocol.header(protocol.RUNNING, ins.keys)])
+            elif kind is Erred:
+                ident = self.client_ident.get(ins.client)
                 if ident is not None:
-                    send(ident, [protocol.header(protocol.ERRED, ins[2], ins[4]), pack(ins[3])])
-            elif op == "free":
-                send(self.worker_ident[ins[1]], [protocol.header(protocol.FREE, ins[2])])
-            elif op == "cancel":
-                send(self.worker_ident[ins[1]], [protocol.header(protocol.CANCEL, ins[2])])
-            elif op == "release-blobs":
+                    send(ident, [protocol.header(protocol.ERRED, ins.keys, ins.tracebacks), pack(ins.excs)])
+            elif kind is Free:
+                send(self.worker_ident[ins.worker], [protocol.header(protocol.FREE, ins.keys)])
+            elif kind is Cancel:
+                send(self.worker_ident[ins.worker], [protocol.header(protocol.CANCEL, ins.tids)])
+            elif kind is ReleaseBlobs:
                 if self.table is not None:
-                    self.table.release(ins[1])
+                    self.table.release(ins.blobs)
+            else:
+                raise TypeError(f"unknown instruction {ins!r}")
 
     # --------------------------------------------------------------- views
     def info_without_dashboard(self) -> dict:
         info = self.state.info()
         info["address"] = self.address
         info["cluster_id"] = self.cluster_id
+        info["pid"] = os.getpid()
         info["dropped_messages"] = self.dropped.count
         info["internal_errors"] = self.errors.count
         return info

@@ -125,6 +125,9 @@ class Worker:
         if not self.sock.poll(int(self.connect_timeout * 1000)):
             raise TimeoutError(f"no scheduler answered at {self.scheduler_address} within {self.connect_timeout}s")
         msg = unpack(self.sock.recv_multipart()[0])
+        if msg[0] == protocol.REFUSED:
+            raise ConnectionRefusedError(f"the scheduler at {self.scheduler_address} refused worker "
+                                         f"{self.name!r}: {msg[1] if len(msg) > 1 else '(no reason given)'}")
         if msg[0] != protocol.WELCOME:
             raise ConnectionError(f"unexpected answer from scheduler: {msg[0]!r}")
         self.worker_id, self.cluster_id = msg[1], msg[2]
