@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
             keys = curve.load(args.keys, serving=True)
         except ValueError as e:
             cli.fail(parser.prog, str(e))
-    elif not args.insecure and not curve.loopback(address):
+    elif not args.insecure and curve.network_facing(address):
         cli.fail(parser.prog, f"{address} is reachable from other hosts and there are no keys: anyone who reaches "
                               "it could run code on the workers; give --keys DIR (frisky keys new DIR) or --insecure")
     try:

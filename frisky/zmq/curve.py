@@ -168,16 +168,23 @@ def policy(keys: Keys):
     return decide
 
 
-def loopback(address: str) -> bool:
-    """Whether ``address`` can be reached from this host only (ipc, inproc, a loopback bind)."""
+def network_facing(address: str) -> bool:
+    """Whether a bind to ``address`` can be reached from other hosts: a TCP address that is
+    not loopback. ipc, inproc and names that do not resolve (the bind fails on its own) are not."""
     import ipaddress
+    import socket
 
     if not address.startswith("tcp://"):
-        return True
+        return False
     host = address[len("tcp://"):].rpartition(":")[0].strip("[]")
-    if host == "localhost":
+    if host == "*":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # an interface or host name: it may well face the network
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name or an interface: what does it resolve to?
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
         return False
+    return any(not ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
