@@ -391,6 +391,7 @@ class SchedulerServer:
 
     def _hello_worker(self, ident: bytes, msg: list) -> None:
         info = msg[1]
+        self._replace_predecessor(info)
         try:
             w = self.state.add_worker(info)
         except Refused as e:
@@ -461,6 +462,18 @@ class SchedulerServer:
         if self.state.remove_worker(w):
             wi = self.state.workers[w]
             log.info("worker %s (%s) died: %s", wi.name, wi.address, reason)
+
+    def _replace_predecessor(self, info: dict) -> None:
+        """A worker its host's nanny restarted says hello under the old name before the old
+        one's heartbeat timed out (another host's processes have no pidfd here): the old one,
+        same name, same other host, another pid, is dead. On this host the pidfd says it."""
+        workers = self.state.workers
+        w = workers.by_name.get(str(info.get("name")))
+        if w is None:
+            return
+        old = workers[w]
+        if old.host not in (None, self.host) and old.host == info.get("host") and old.pid != info.get("pid"):
+            self._remove_worker(w, f"restarted on {old.host} as pid {info.get('pid')}")
 
     def _worker_process_died(self, fd: int) -> None:
         w = self.pidfds.get(fd)
