@@ -62,7 +62,9 @@ Scheduler -> worker
 Peer (worker or client) -> a worker's data ROUTER
   get           [op, req, keys, same_host, stream]
                 same_host: the asker maps shared memory, else buffers come compressed;
-                stream (optional, default False): the asker takes STREAMED buffers
+                stream (optional, default False): the asker takes STREAMED buffers;
+                answered for any key the worker holds: knowing a key is the only claim
+                checked here (peers are authenticated, if at all, by the sockets' ZAP policy)
 Worker -> peer
   data          [op, req, keys, descs, missing]   + value frames; when a desc is STREAMED,
                 the reply is followed by one message per chunk: a single frame, no header,

@@ -15,7 +15,8 @@ import cloudpickle
 import pytest
 
 import frisky
-from frisky.deploy.nanny import Nanny, rss
+from frisky.deploy.nanny import Nanny
+from frisky.procs import rss
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers started by hand cannot import us
 

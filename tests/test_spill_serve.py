@@ -11,7 +11,10 @@ import pytest
 import frisky
 
 MiB = 2**20
-N, MIB = 16, 16  # 256 MiB of incompressible results on a worker limited to 160 MiB
+# 384 MiB of incompressible results on a worker limited to 256 MiB (a worker's own RSS, with
+# numpy and the codecs loaded, is ~70 MiB: a smaller limit leaves spilling no room before the
+# supervisor's restart threshold at 95%)
+N, MIB, LIMIT = 24, 16, 256 * 2**20
 
 
 def rand(i, mib):
@@ -31,7 +34,7 @@ def counters():
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("transport", ["ipc", "tcp"])
 def test_peer_fetch_of_spilled_values_is_mapped_from_disk(transport):
-    with frisky.LocalCluster(n_workers=2, memory_limit=160 * MiB, transport=transport) as c, \
+    with frisky.LocalCluster(n_workers=2, memory_limit=LIMIT, transport=transport) as c, \
             c.get_client() as cl:
         a, b = sorted(cl.scheduler_info()["workers"])
         parts = cl.map(rand, range(N), [MIB] * N, workers=[a])
@@ -51,7 +54,7 @@ def test_peer_fetch_of_spilled_values_is_mapped_from_disk(transport):
 @pytest.mark.timeout(120)
 def test_corrupt_spilled_value_is_not_served_and_gets_recomputed(tmp_path, monkeypatch):
     monkeypatch.setenv("FRISKY_SPILL_DIRECTORY", str(tmp_path))
-    with frisky.LocalCluster(n_workers=2, memory_limit=160 * MiB) as c, c.get_client() as cl:
+    with frisky.LocalCluster(n_workers=2, memory_limit=LIMIT) as c, c.get_client() as cl:
         a, b = sorted(cl.scheduler_info()["workers"])
         parts = cl.map(rand, range(N), [MIB] * N, workers=[a])
         frisky.wait(parts, timeout=60)

@@ -12,6 +12,7 @@ import collections
 import gc
 import hashlib
 import itertools
+import logging
 import os
 import pickle
 import secrets
@@ -29,7 +30,7 @@ import zmq
 from frisky import config, protocol
 from frisky.client import map_job
 from frisky.client.future import _DONE_STATES, Future, Remote, wait
-from frisky.client.io import _BATCH, ClientIO
+from frisky.client.io import ClientIO
 from frisky.client.map_job import MapJob
 from frisky.data import dataplane
 from frisky.data.deps import extract, has_futures
@@ -39,6 +40,8 @@ from frisky.errors import ClientClosed, FriskyError, SchedulerGone
 from frisky.protocol import pack, wire_key
 from frisky.telemetry import now, recorder
 from frisky.zmq import curve, sockets
+
+log = logging.getLogger("frisky.client")
 
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
 _NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
@@ -104,6 +107,8 @@ class Client(ClientIO):
         self._closed = False
         self._lost = False
         self._io_dozing = True  # the I/O thread sleeps until woken (see _release_later)
+        self._max_batch = config.get("max_batch")  # tasks in one submit message
+        self._shm_threshold = config.get("shm_threshold")  # scattered buffers this big go to shared memory
         self.status = "connecting"
         self.waker = sockets.Waker()
         ident = f"c-{os.getpid()}-{self._prefix}".encode()
@@ -624,7 +629,7 @@ class Client(ClientIO):
                 continue
             value_frames = dataplane.dumps(value)
             if same_host:  # written once into shared memory; the worker maps it
-                value_frames = dataplane.share(value_frames, self.cluster_id, _HANDOFF)
+                value_frames = dataplane.share(value_frames, self.cluster_id, _HANDOFF, self._shm_threshold)
             descs, out = dataplane.encode(value_frames, same_host, compress=not same_host)
             descs_all.append(descs)
             frames.extend(out)
@@ -706,8 +711,8 @@ class Client(ClientIO):
             self._thread.join(timeout)
         try:
             self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError:  # cannot queue it: the scheduler notices the missed heartbeats instead
+            log.debug("client bye not sent", exc_info=True)
         with self._lock:
             futures = [r() for r in self._futures.values()]
             self._futures.clear()
@@ -770,7 +775,7 @@ class _Batches:
             self.any_deps = True
         if len(self.wkeys) >= self.limit:
             self.flush()
-            self.limit = self.size or _BATCH
+            self.limit = self.size or self.client._max_batch
 
     def flush(self) -> None:
         if not self.wkeys:

@@ -17,6 +17,8 @@ import os
 import threading
 from typing import Any
 
+from frisky.data.buffers import address
+
 OVERHEAD = 32  # BLOSC2_MAX_OVERHEAD: a chunk never exceeds the input by more than this
 SHUFFLE = 1  # BLOSC_SHUFFLE
 _NAMES = {1: b"lz4", 2: b"zstd"}  # frisky.data.compression.LZ4 / ZSTD
@@ -60,14 +62,6 @@ def available() -> bool:
     return _load() is not None
 
 
-def _address(buf: Any) -> tuple[Any, int, int]:
-    """(numpy view keeping ``buf`` alive, address, nbytes) of a contiguous byte buffer."""
-    import numpy as np
-
-    a = np.frombuffer(buf, np.uint8)
-    return a, a.ctypes.data, a.nbytes
-
-
 def _set_threads(lib: Any, nthreads: int | None) -> None:
     """Under ``_lock``: make the next call use ``nthreads`` (default ``THREADS``)."""
     n = nthreads or THREADS
@@ -85,8 +79,8 @@ def compress_into(src: Any, dst: Any, base: int, typesize: int, clevel: int = 1,
     codec error or when it does not fit.
     """
     lib = _load()
-    _s, sp, sn = _address(src)
-    _d, dp, dn = _address(dst)
+    _s, sp, sn = address(src)
+    _d, dp, dn = address(dst)
     if sn >= 1 << 31:
         raise ValueError("blosc2 chunks hold under 2 GiB")
     typesize = typesize if 0 < typesize <= 255 and sn % typesize == 0 else 1
@@ -114,8 +108,8 @@ def compress(src: Any, base: int, typesize: int, nthreads: int | None = None) ->
 def decompress_into(src: Any, dst: Any, nthreads: int | None = None) -> int:
     """Decompress the blosc2 chunk ``src`` into ``dst`` (exactly its size); ValueError if corrupt."""
     lib = _load()
-    _s, sp, sn = _address(src)
-    _d, dp, dn = _address(dst)
+    _s, sp, sn = address(src)
+    _d, dp, dn = address(dst)
     with _lock:
         _set_threads(lib, nthreads)
         n = lib.blosc2_decompress(sp, sn, dp, dn)

@@ -25,7 +25,7 @@ from frisky.deploy.nanny import Nanny, Supervisor, describe_exit
 from frisky.protocol import unpack
 from frisky.zmq import sockets
 
-logger = logging.getLogger("frisky.cluster")
+logger = logging.getLogger("frisky.deploy")
 _TRANSPORTS = {True: ("ipc", "tcp"), False: ("inproc", "tcp")}  # by processes=
 
 

@@ -150,7 +150,10 @@ class SchedulerServer:
                     elif fd_or_sock == self.waker.rfd:
                         self.waker.drain()
                     else:
-                        self._worker_process_died(fd_or_sock)
+                        try:
+                            self._worker_process_died(fd_or_sock)
+                        except Exception as e:  # noqa: BLE001 - a bug must not end the cluster
+                            self._failed("removing a dead worker", e)
                 try:
                     self._send(self.state.flush())
                 except Exception as e:  # noqa: BLE001 - a bug must not end the cluster

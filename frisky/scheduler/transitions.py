@@ -462,19 +462,22 @@ class Transitions:
         t.nstate[WAITING] += 1
         self.queues.recomputing.add(tid)
         deps = t.tdeps[tid]
-        waiting = 0
         if deps is not None:
-            err = None
-            for d in deps:
-                t.twaiters[d] += 1
-                st = tstate[d]
-                if st == ERRED:
-                    err = d
-                elif st != MEMORY:
-                    waiting += 1
+            twaiters = t.twaiters
+            for d in deps:  # first, so that nothing it needs is released meanwhile
+                twaiters[d] += 1
+            for d in deps:  # released since the walk began (an error elsewhere let it go)
+                if tstate[d] == RELEASED:
+                    self.recompute(d)
+            if tstate[tid] != WAITING:  # erred with an input that could not be recomputed
+                return
+            err = next((d for d in deps if tstate[d] == ERRED), None)
             if err is not None:
                 self.err(tid, *t.tblob[err])
                 return
+            waiting = sum(1 for d in deps if tstate[d] != MEMORY)
+        else:
+            waiting = 0
         t.twaiting[tid] = waiting
         if waiting == 0:
             self.make_ready(tid)

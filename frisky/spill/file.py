@@ -21,7 +21,7 @@ from frisky.spill.sweep import dir_prefix, spill_root
 from frisky.spill.writer import Pending, Writer, default_workers, flat
 from frisky.telemetry import count, now, span
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("frisky.spill")
 
 OnDone = Callable[[Hashable, "BaseException | None"], Any]
 

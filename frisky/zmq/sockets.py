@@ -224,7 +224,7 @@ class Waker:
             self.pending = True
             try:
                 os.write(self.wfd, b"x")
-            except (BlockingIOError, OSError):
+            except (BlockingIOError, OSError):  # pipe full (a wake-up is pending anyway) or closed
                 pass
 
     def drain(self) -> None:
@@ -232,7 +232,7 @@ class Waker:
         try:
             while os.read(self.rfd, 4096):
                 pass
-        except (BlockingIOError, OSError):
+        except (BlockingIOError, OSError):  # empty now (or closed): drained
             pass
         # only now re-arm: a wake() that saw the old flag came before the work we handle
         # next; one that sees the new flag writes a byte for the next poll
@@ -244,5 +244,5 @@ class Waker:
         for fd in fds:
             try:
                 os.close(fd)
-            except OSError:
+            except OSError:  # closed already: closing is all that was wanted
                 pass
