@@ -14,6 +14,7 @@ from typing import Any
 
 DEFAULTS: dict[str, Any] = {
     # networking
+    "scheduler": None,  # address or connection file a Client() without one joins (None: a LocalCluster)
     "scheduler_port": 8786,  # `frisky scheduler`'s default port
     "host": "127.0.0.1",  # interface TCP sockets bind to (scheduler, workers' data sockets)
     "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome

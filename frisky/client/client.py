@@ -35,10 +35,11 @@ from frisky.client.map_job import MapJob
 from frisky.data import dataplane
 from frisky.data.deps import extract, has_futures
 from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
+from frisky.deploy.launch import connection
 from frisky.errors import ClientClosed, FriskyError, SchedulerGone
 from frisky.protocol import pack, wire_key
 from frisky.telemetry import now, recorder
-from frisky.zmq import sockets
+from frisky.zmq import curve, sockets
 
 log = logging.getLogger("frisky.client")
 
@@ -64,11 +65,18 @@ class Client(ClientIO):
     asynchronous = False  # dask asks: this client blocks, it has no event loop
 
     def __init__(self, address: Any = None, *, timeout: float | None = None, name: str | None = None,
-                 set_as_default: bool = True, **cluster_kwargs) -> None:
+                 set_as_default: bool = True, keys: Any = None, **cluster_kwargs) -> None:
         from frisky.deploy.cluster import LocalCluster
 
         self._owned_cluster = None
         self.cluster = None
+        if address is None:
+            address = config.get("scheduler")  # FRISKY_SCHEDULER: an address or a connection file
+        if connection.is_file_address(address):
+            doc = connection.load(os.fspath(address))
+            address, keys = doc["scheduler"], keys if keys is not None else doc.get("keys")
+        # CURVE keys (a directory, a file or the connection file's object): see frisky.zmq.curve
+        self.keys = curve.load(keys) if keys is not None else None
         if address is None:
             address = self._owned_cluster = LocalCluster(**cluster_kwargs)
         if isinstance(address, LocalCluster):
@@ -104,7 +112,7 @@ class Client(ClientIO):
         self.status = "connecting"
         self.waker = sockets.Waker()
         ident = f"c-{os.getpid()}-{self._prefix}".encode()
-        self.sock = sockets.dealer(self.ctx, address, ident)
+        self.sock = sockets.dealer(self.ctx, address, ident, keys=self.keys)
         try:
             self._connect()
         except BaseException:
@@ -125,7 +133,11 @@ class Client(ClientIO):
     def _connect(self) -> None:
         self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name)])
         if not self.sock.poll(int(self.timeout * 1000)):
-            raise TimeoutError(f"no Frisky scheduler answered at {self.scheduler_address} within {self.timeout}s")
+            hint = ""
+            if self.scheduler_address.startswith("tcp://"):  # a keyed scheduler ignores a failed handshake
+                hint = (" (are these keys this cluster's?)" if self.keys is not None else
+                        " (a cluster with keys answers only clients holding them: Client('frisky.json'))")
+            raise TimeoutError(f"no Frisky scheduler answered at {self.scheduler_address} within {self.timeout}s{hint}")
         try:
             msg = protocol.parse_to_client(self.sock.recv_multipart())
         except protocol.ProtocolError as e:
@@ -509,7 +521,7 @@ class Client(ClientIO):
         s = socks.get(address)
         if s is None:
             ctx = sockets.context_for(address) if address.startswith("inproc://") else self.ctx
-            s = socks[address] = sockets.dealer(ctx, address)
+            s = socks[address] = sockets.dealer(ctx, address, keys=self.keys)
             with self._lock:
                 self._thread_sockets.append(s)
         return s

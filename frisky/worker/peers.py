@@ -30,7 +30,8 @@ class Peers:
         self.worker = worker
         # it receives only ``get`` requests: a small cap
         cap = min(config.get("max_message_size"), MAX_REQUEST)
-        self.sock, self.address = sockets.router(worker.ctx, listen_address, max_message_size=cap)
+        self.sock, self.address = sockets.router(worker.ctx, listen_address, max_message_size=cap,
+                                                 keys=worker.keys)
         self.dealers: dict[str, zmq.Socket] = {}
         self.peer_of_sock: dict[zmq.Socket, str] = {}
         self.incoming: dict[zmq.Socket, tuple] = {}  # peer socket -> (streamed reply, start)
@@ -113,7 +114,8 @@ class Peers:
         sock = self.dealers.get(address)
         if sock is None:
             try:
-                sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.worker.ctx, address)
+                sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.worker.ctx,
+                                      address, keys=self.worker.keys)
             except OSError:
                 self.worker.peer_lost(address)
                 return

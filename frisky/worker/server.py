@@ -38,7 +38,7 @@ from frisky.worker.state import (
     WorkerState,
 )
 from frisky.worker.store import Store, sizeof
-from frisky.zmq import sockets
+from frisky.zmq import curve, sockets, zap
 
 log = logs.logger("worker")
 
@@ -61,6 +61,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         heartbeat_timeout: float | None = None,
         connect_timeout: float | None = None,
+        keys: curve.Keys | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -77,13 +78,16 @@ class Worker:
         if listen_address is None:
             host = config.get("host")
             listen_address = f"tcp://{host}:0"
+        self.keys = keys  # CURVE to the scheduler and between peers (see frisky.zmq.curve)
+        if keys is not None:
+            zap.set_policy(curve.policy(keys))
         self.dropped = logs.Dropped(log, "message")  # messages that did not parse, scheduler's or peers'
         self.peers = Peers(self, listen_address)
         self.address = self.peers.address
         if self.address.startswith("inproc://"):
             sockets.register_inproc(self.address, self.ctx)
         ident = f"w-{self.name}-{os.getpid()}-{secrets.token_hex(3)}".encode()
-        self.sock = sockets.dealer(self.ctx, scheduler_address, ident)
+        self.sock = sockets.dealer(self.ctx, scheduler_address, ident, keys=keys)
         self.waker = sockets.Waker()
         self.state = WorkerState()
         self.validate = config.get("validate")  # check the state machine after every event
