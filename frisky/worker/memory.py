@@ -64,6 +64,7 @@ class MemoryManager:
         self._retry_at = 0
         self.pause_started = 0
         self._last_collect = 0
+        self.arena = None  # the worker's shared-memory arena, once it has one
 
     @property
     def paused(self) -> bool:
@@ -79,9 +80,8 @@ class MemoryManager:
             if process > self.spill_at * self.limit and now() - self._last_collect > 50_000_000:
                 # idle receive buffers go before any value does
                 bufpool.pool.clear()
-                arena = getattr(self.worker, "arena", None)
-                if arena is not None:  # and the arena's free pages
-                    arena.trim()
+                if self.arena is not None:  # and the arena's free pages
+                    self.arena.trim()
                 # cycles (tracebacks, frames) can hold big buffers until the next GC pass
                 import gc
 

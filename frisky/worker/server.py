@@ -155,7 +155,7 @@ class Worker:
             raise ConnectionError(f"unexpected answer from scheduler: {type(msg).__name__}")
         self.worker_id, self.cluster_id = msg.id, msg.cluster_id
         if self.use_shm and self.arena is None:
-            self.arena = _make_arena(self.cluster_id, self.memory_limit)
+            self.arena = self.memory.arena = _make_arena(self.cluster_id, self.memory_limit)
 
     def run(self) -> None:
         """Register with the scheduler and serve until told to close or it goes silent."""
