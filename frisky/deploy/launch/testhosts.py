@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -163,9 +165,17 @@ class FakeHosts:
                 "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                 "StrictModes no\nPrintMotd no\nLogLevel INFO\nMaxStartups 100\nMaxSessions 100\n"
             )
+        # a private /tmp hides whatever lives under the real one, the interpreter's own
+        # code included when it runs from a checkout there: bind those paths back
+        stage = os.path.join(self.dir, f"{h.name}_tmp")
+        os.makedirs(stage, exist_ok=True)
+        keep = _paths_under_tmp()
+        rebind = "".join(f" && mkdir -p {shlex.quote(p)} && mount --bind {shlex.quote(stage + p[4:])} "
+                         f"{shlex.quote(p)}" for p in keep)
         script = (
             f"hostname {h.name} && mount -t tmpfs -o mode=1777 tmpfs /dev/shm && "
-            f"mount -t tmpfs -o mode=1777 tmpfs /tmp && exec {SSHD} -D -e -f {cfg}"
+            f"mount --bind /tmp {shlex.quote(stage)} && "
+            f"mount -t tmpfs -o mode=1777 tmpfs /tmp{rebind} && exec {SSHD} -D -e -f {cfg}"
         )
         argv = ["ip", "netns", "exec", h.netns, "unshare", "--uts", "--mount", "--propagation", "private",
                 "--", "sh", "-c", script]
@@ -238,3 +248,14 @@ def _user() -> str:
     import pwd
 
     return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _paths_under_tmp() -> list[str]:
+    """The directories under /tmp that Python needs (sys.path entries, frisky itself)."""
+    import frisky
+
+    found = {os.path.dirname(os.path.dirname(os.path.abspath(frisky.__file__)))}
+    found.update(os.path.abspath(p) for p in sys.path if p)
+    out = sorted(p for p in found if p.startswith("/tmp/") and os.path.isdir(p))
+    # the outermost ones suffice: a bind of a parent brings its children
+    return [p for p in out if not any(p != q and p.startswith(q + "/") for q in out)]
