@@ -170,7 +170,9 @@ class Transitions:
         if answered:
             t.tpending[tid] -= 1
         else:
-            wi.cancelling.add(tid)
+            # a count, not a set: the same task may be sent to, and cancelled on, one
+            # worker twice before it answers the first; each send gets one answer
+            wi.cancelling[tid] = wi.cancelling.get(tid, 0) + 1
             self.outbox.cancel.setdefault(w, []).append(tid)
 
     # ------------------------------------------------------------ processing -> memory
@@ -240,7 +242,11 @@ class Transitions:
             self.outbox.release_blob(blob)
             return False
         t = self.tasks
-        wi.cancelling.discard(tid)
+        left = wi.cancelling[tid] - 1
+        if left:
+            wi.cancelling[tid] = left
+        else:
+            del wi.cancelling[tid]
         t.tpending[tid] -= 1
         st = t.tstate[tid]
         if stored and not (st == MEMORY and t.twhere[tid] == wi.idx):  # a result nobody wants
@@ -583,8 +589,8 @@ class Transitions:
     def worker_gone(self, wi: WorkerInfo) -> None:
         """Nothing pends on a dead worker's cancels any more."""
         t = self.tasks
-        for tid in wi.cancelling:
-            t.tpending[tid] -= 1
+        for tid, n in wi.cancelling.items():
+            t.tpending[tid] -= n
             if t.tstate[tid] == FORGOTTEN and t.tpending[tid] == 0:
                 t.free.append(tid)
-        wi.cancelling = set()
+        wi.cancelling = {}
