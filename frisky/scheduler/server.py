@@ -642,6 +642,7 @@ class SchedulerServer:
         info["pid"] = os.getpid()
         info["dropped_messages"] = self.dropped.count
         info["internal_errors"] = self.errors.count
+        info["dropped_telemetry"] = self.bad_telemetry.count
         return info
 
     def info(self) -> dict:

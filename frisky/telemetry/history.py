@@ -35,13 +35,19 @@ MAX_WORKERS = 256
 MAX_PREFIXES = 2000
 MAX_PREFIX_SERIES = 64
 MAX_INTERNED = 20_000  # distinct prefixes / workers the span ring can name
+# what the history may hold for a 64-worker cluster with 16 span names each, 10 minutes on, its
+# span ring full (the test drives it; README states it): the rings are fixed-size arrays, so
+# the budget grows with workers (30 KiB each) and their span names (8 KiB each), not with tasks or time
+BUDGET_64_WORKERS = 24 << 20
 GAUGES = ("managed", "unmanaged", "spilled", "in_transit", "recv_pool", "rss", "recv_rate", "sent_rate",
           "read_rate", "write_rate", "cpu")
 OTHER = "other"
 
 
-def _ring(width: int) -> array:
-    return array("d", bytes(8 * width * SECONDS))
+def _ring(width: int, code: str = "d") -> array:
+    """A ring of ``SECONDS`` rows of ``width`` numbers: float64 cluster-wide, float32 per worker
+    (7 digits are plenty for a chart, and there are 64 times as many)."""
+    return array(code, bytes(array(code).itemsize * width * SECONDS))
 
 
 class _Interner:
@@ -69,7 +75,8 @@ class WorkerHistory:
         self.name = name
         self.address = address
         self.series: dict[str, array] = {}  # span name -> ring of [count, seconds, bytes]
-        self.gauges = {g: _ring(1) for g in GAUGES}
+        self.rings: dict[str, tuple] = {}  # span name as shipped -> (cluster ring, own ring)
+        self.gauges = {g: _ring(1, "f") for g in GAUGES}
         self.last: dict = {}  # the last payload's memory, network, disk, executing, in_flight, ...
         self.prev: dict | None = None  # totals of the payload before, for rates
         self.last_seen = 0.0
@@ -86,6 +93,7 @@ class History:
         self.slot_sec = array("q", [-1] * SECONDS)  # the second each slot holds now
         self.names = _Interner(MAX_NAMES)
         self.cluster: dict[str, array] = {}  # span name -> ring of [count, seconds, bytes]
+        self._local_rings: dict[str, tuple] = {}  # (the scheduler's own spans: cluster rings only)
         self.workers: dict[str, WorkerHistory] = {}
         self.prefix_totals: dict[str, list] = {}  # prefix -> [done, seconds, bytes, errors, last second]
         self.prefix_series: dict[str, array] = {}  # prefix -> ring of [done, seconds, bytes]
@@ -124,7 +132,7 @@ class History:
             self.slot_sec[slot] = s
             for r in rings:
                 w = len(r) // SECONDS
-                r[slot * w:(slot + 1) * w] = _ZEROS[w]
+                r[slot * w:(slot + 1) * w] = _ZEROS[w, r.typecode]
         self.latest = sec
 
     def _slot(self, sec: int, now_sec: int) -> int | None:
@@ -206,33 +214,41 @@ class History:
                 del self.workers[name]
 
     def _buckets(self, buckets: list, now_sec: int, wh: WorkerHistory | None) -> None:
-        cluster = self.cluster
-        names = self.names
+        rings = wh.rings if wh is not None else self._local_rings
         for sec, entries in buckets:
             slot = self._slot(sec, now_sec)
             if slot is None:
                 continue
             i = 3 * slot
-            for name, (c, s, nb) in entries.items():
-                name = names.names[names(name)]
-                r = cluster.get(name)
-                if r is None:
-                    r = cluster[name] = _ring(3)
-                r[i] += c
-                r[i + 1] += s
-                r[i + 2] += nb
-                if wh is None:
-                    continue
-                r = wh.series.get(name)
-                if r is None:
-                    if len(wh.series) >= MAX_NAMES_PER_WORKER:
-                        name = OTHER
-                        r = wh.series.get(name)
-                    if r is None:
-                        r = wh.series[name] = _ring(3)
-                r[i] += c
-                r[i + 1] += s
-                r[i + 2] += nb
+            j, k = i + 1, i + 2
+            for name, v in entries.items():
+                pair = rings.get(name)
+                if pair is None:
+                    pair = self._rings_for(name, wh, rings)
+                c, s, nb = v
+                for r in pair:
+                    r[i] += c
+                    r[j] += s
+                    r[k] += nb
+
+    def _rings_for(self, name: str, wh: WorkerHistory | None, cache: dict) -> tuple:
+        """The rings a span name's bucket adds to: the cluster's, and the worker's (cached per worker)."""
+        names = self.names
+        kept = names.names[names(name)]
+        r = self.cluster.get(kept)
+        if r is None:
+            r = self.cluster[kept] = _ring(3)
+        pair: tuple = (r,)
+        if wh is not None:
+            if kept not in wh.series and len(wh.series) >= MAX_NAMES_PER_WORKER:
+                kept = OTHER
+            w = wh.series.get(kept)
+            if w is None:
+                w = wh.series[kept] = _ring(3, "f")
+            pair = (r, w)
+        if len(cache) < 4 * MAX_NAMES:
+            cache[name] = pair
+        return pair
 
     def _prefixes(self, buckets: list, now_sec: int) -> None:
         totals = self.prefix_totals
@@ -422,7 +438,7 @@ class History:
             return sum(r.buffer_info()[1] * r.itemsize for r in (*rings, *spans))
 
 
-_ZEROS = {w: array("d", bytes(8 * w)) for w in (1, 2, 3)}
+_ZEROS = {(w, c): array(c, bytes(array(c).itemsize * w)) for w in (1, 2, 3) for c in "df"}
 
 
 def clean_prefix(prefix: str) -> str:

@@ -204,8 +204,9 @@ class Peers:
     def _done(self, req: int, t0: int) -> None:
         """A fetch's reply is complete: record its span and keep it for the next heartbeat."""
         entry = self.flying.pop(req, None)
-        nbytes = entry[3] if entry is not None else 0
         keys = entry[0] if entry is not None else ()
+        sizes = self.worker.state.sizes  # what the values hold (through shared memory, more than the wire carried)
+        nbytes = max(entry[3] if entry is not None else 0, sum(sizes.get(k, 0) for k in keys))
         recorder.span("worker.transfer.recv", t0, keys[0].partition("-")[0] if keys else "", None, nbytes)
         if entry is not None:
             self.finished.append([keys[0] if keys else "", entry[1], len(keys), nbytes, time.time() - entry[2]])
