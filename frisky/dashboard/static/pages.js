@@ -233,7 +233,7 @@
   Frisky.page("timeline", {
     render(t) {
       const tot = t.overview.components.totals;
-      fill("tl-since-start", h("span", { class: "k" }, "Since the cluster started:"),
+      fill("tl-overview-totals", h("span", { class: "k" }, "Last minute, whole cluster:"),
         Object.keys(COMPONENTS).map((c) => h("span", {}, h("b", { style: { color: COMPONENTS[c] } }, c), " ",
           num("overview.components.totals." + c, tot[c], "seconds"))));
       syncOptions("tl-prefix", t.prefixes.prefixes.map((p) => p.prefix));
