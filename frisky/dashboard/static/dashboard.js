@@ -35,7 +35,8 @@ const Frisky = (() => {
       if (a < 3600) return Math.floor(a / 60) + " min " + String(Math.floor(a % 60)).padStart(2, "0") + " s";
       return Math.floor(a / 3600) + " h " + String(Math.floor((a % 3600) / 60)).padStart(2, "0") + " min";
     },
-    percent(x) { return x == null ? "–" : (x * 100).toFixed(x < 0.1 ? 1 : 0) + " %"; },
+    // floored, so nothing unfinished reads "100 %"
+    percent(x) { return x == null ? "–" : x < 0.1 ? Math.floor(x * 1000) / 10 + " %" : Math.floor(x * 100) + " %"; },
     clock(t) { return t == null ? "–" : new Date(t * 1000).toLocaleTimeString("en-GB"); },
   };
 
@@ -73,8 +74,16 @@ const Frisky = (() => {
   function legend(id, items) {
     fill(id, items.map(([label, c, cls]) => h("span", {}, h("i", { class: cls, style: { background: c } }), label)));
   }
-  /* "tcp://10.0.0.5:40123" -> "10.0.0.5:40123"; other names as they are. */
-  const shortName = (n) => String(n).replace(/^[a-z]+:\/\//, "");
+  /* A worker named by its name or address, as a person reads it: "worker 3" for a bare
+     number, "10.0.0.5:40123" for tcp://10.0.0.5:40123, the last part of an ipc path. */
+  function shortName(n) {
+    n = String(n);
+    const w = state.tick && state.tick.workers.workers.find((x) => x.address === n);
+    if (w) n = String(w.name);
+    if (/^\d+$/.test(n)) return "worker " + n;
+    n = n.replace(/^[a-z]+:\/\//, "");
+    return n.includes("/") ? n.slice(n.lastIndexOf("/") + 1) : n;
+  }
 
   // ---- charts (uPlot) -------------------------------------------------------------
   const charts = {};

@@ -93,15 +93,20 @@
     if (!list || !list.length) return;
     fill("outliers", h("table", {}, h("tr", {}, h("th", {}, "Worker"), h("th", {}, "Metric"),
       h("th", { class: "n" }, "Value"), h("th", { class: "n" }, "Median"), h("th", {}, "Note")),
-      list.map((o) => h("tr", {}, h("td", {}, shortName(o.worker)), h("td", {}, o.metric),
-        h("td", { class: "n" }, fmt.seconds(o.value)), h("td", { class: "n" }, fmt.seconds(o.median)),
-        h("td", {}, o.note)))));
+      list.map((o) => {
+        const f = /seconds/.test(o.metric) ? fmt.seconds : /rss|spill|bytes|memory/.test(o.metric) ? fmt.bytes
+          : (v) => (v == null ? "–" : v.toPrecision(3));
+        return h("tr", {}, h("td", {}, shortName(o.worker)), h("td", {}, o.metric.replaceAll("_", " ")),
+          h("td", { class: "n" }, f(o.value)), h("td", { class: "n" }, f(o.median)), h("td", {}, o.note));
+      })));
   }
 
   /* The task stream: one lane per worker thread, time on x, one bar per task. */
   function drawTaskStream(data, workers) {
     const cv = Frisky.$("task-stream"), dpr = window.devicePixelRatio || 1;
-    const now = data.now, span = 60, t0 = now - span;
+    // the last minute, or less while the run is younger (a short run fills the width)
+    const now = data.now, first = Math.min(now, ...data.tasks.map((t) => t.start));
+    const span = [10, 20, 30, 60].find((s) => s >= now - first) || 60, t0 = now - span;
     const lanes = [];  // [{worker, end}]
     const laneOf = new Map();
     for (const w of workers.slice().sort(byName)) {
@@ -145,14 +150,15 @@
     }
     const y = lanes.length * rowH + 4;  // time axis: seconds before now
     g.fillStyle = "#6b7280"; g.textBaseline = "top";
-    for (let s = 0; s <= span; s += 10) {
+    for (let s = 0; s <= span; s += span / 6) {
       const xs = x(now - s);
       g.fillRect(xs, y - 3, 1, 4);
       g.textAlign = s === 0 ? "right" : "center";
-      g.fillText(s === 0 ? "now" : `-${s} s`, xs, y + 2);
+      g.fillText(s === 0 ? "now" : `-${+s.toFixed(1)} s`, xs, y + 2);
     }
     g.textAlign = "left";
     if (!tasks.length) { g.textBaseline = "middle"; g.fillText("No tasks in the last minute.", left + 10, (lanes.length * rowH) / 2); }
+    Frisky.$("stream-window").textContent = `last ${span} s`;
     cv.dataset.bars = String(bars.length);
     legend("stream-legend", [...seen].sort().map((p) => [p, colour(p)]).concat([["erred", "#dc2626"]]));
   }
@@ -174,7 +180,7 @@
   const WORKER_COLS = [
     ["Worker", null], ["Threads", "n"], ["Status", null], ["Processing", "n"], ["In memory", "n"],
     ["Memory used / limit", null], ["Spilled", "n"], ["RSS", "n"], ["Network in / out", "n"], ["Disk read / written", "n"],
-    ["CPU", "n"], ["Executing · oldest", null], ["Seen", "n"]];
+    ["CPU", "n"], ["Executing", null], ["Seen", "n"]];
 
   function executing(list) {
     if (!list || !list.length) return "–";
@@ -209,7 +215,7 @@
             num("workers.network.sent_bytes", w.network.sent_bytes, "bytes", it)),
           h("td", { class: "n" }, num("workers.disk.read_bytes", w.disk.read_bytes, "bytes", it), " / ",
             num("workers.disk.written_bytes", w.disk.written_bytes, "bytes", it)),
-          f("cpu_seconds", w.cpu_seconds, "seconds"), h("td", {}, executing(w.executing)),
+          f("cpu_seconds", w.cpu_seconds, "seconds"), h("td", { class: "wrap" }, executing(w.executing)),
           h("td", { class: "n" }, w.last_seen ? fmt.seconds(Math.max(0, now - w.last_seen)) + " ago" : "–"));
       });
       fill("workers-table", head, rows.length ? rows : h("tr", {}, h("td", { colspan: WORKER_COLS.length }, empty("No workers connected."))));
@@ -343,15 +349,18 @@
 
   Frisky.page("clients", {
     render(t) {
-      const now = t.clients.now, cs = t.clients.clients;
+      const now = t.clients.now;
+      // connected clients first, then those gone, most recent first
+      const cs = t.clients.clients.slice().sort((a, b) => (b.connected - a.connected) || (b.since - a.since));
       if (!cs.length) return fill("clients", h("div", { class: "panel" }, empty("No clients connected.")));
       fill("clients", cs.map((c) => {
-        const g = c.graph;
-        return h("div", { class: "client", "data-client": c.id },
-          h("div", { class: "head" }, h("span", { class: "title" }, c.name || "client"), h("span", { class: "id" }, c.id),
-            h("span", { class: "badge " + c.activity }, c.activity),
-            h("span", { class: "since" }, c.since ? `${c.activity} for ${fmt.seconds(Math.max(0, now - c.since))}` : "")),
-          c.detail ? h("div", { class: "what" }, c.detail) : null,
+        const g = c.graph, state = c.connected ? c.activity : "disconnected";
+        const detail = c.connected ? c.detail : "";
+        return h("div", { class: "client" + (c.connected ? "" : " gone"), "data-client": c.id },
+          h("div", { class: "head" }, h("span", { class: "title" }, c.name || "client"), h("span", { class: "id" }, "#" + c.id),
+            h("span", { class: "badge " + state }, state),
+            h("span", { class: "since" }, c.since ? `${state} for ${fmt.seconds(Math.max(0, now - c.since))}` : "")),
+          detail ? h("div", { class: "what" }, detail) : null,
           g ? [bar("Graph built", "clients.graph.built", g.built, "clients.graph.total", g.total, c.id, "var(--accent)"),
                bar("Uploaded", "clients.graph.uploaded", g.uploaded, "clients.graph.total", g.total, c.id, "#0891b2")] : null,
           c.tasks_total || g ? bar("Tasks done", "clients.tasks_done", c.tasks_done, "clients.tasks_total", c.tasks_total, c.id, "var(--ok)")
