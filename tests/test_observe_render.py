@@ -235,6 +235,7 @@ def _free_port() -> int:
     (200, b"[1, 2, 3]", "not Frisky's API v1"),
     (404, b'{"error": "no such endpoint"}', "HTTP 404 no such endpoint"),
     (500, b"boom", "HTTP 500"),
+    (404, b"<html>not found</html>", "no Frisky API v1 at"),
     (200, json.dumps({"version": 1, "now": 1.0, "workers": {"total": "many"}}).encode(), "cannot read"),
 ])
 def test_a_bad_reply_is_one_line_and_status_2(status, body, says):

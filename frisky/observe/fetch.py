@@ -88,7 +88,11 @@ def get(url: str, endpoint: str, params: dict[str, Any] | None = None, timeout: 
         with urllib.request.urlopen(full, timeout=timeout) as reply:
             body = reply.read(MAX_BODY + 1)
     except urllib.error.HTTPError as e:
-        raise ObserveError(f"{full}: HTTP {e.code} {_reason(e)}") from None
+        why = _reason(e)
+        if why is None and e.code == 404:  # a server, but no API v1 there
+            raise ObserveError(f"no Frisky API v1 at {url} (HTTP 404 for {API}/{endpoint}); is it a Frisky "
+                               "dashboard?") from None
+        raise ObserveError(f"{full}: HTTP {e.code} {why or e.reason}") from None
     except urllib.error.URLError as e:
         why = getattr(e.reason, "strerror", None) or str(e.reason)
         raise ObserveError(f"no Frisky dashboard answers at {url} ({why}); start a cluster with a "
@@ -106,12 +110,12 @@ def get(url: str, endpoint: str, params: dict[str, Any] | None = None, timeout: 
     return data
 
 
-def _reason(error: urllib.error.HTTPError) -> str:
-    """The API's own ``{"error": ...}`` when it sent one, else the HTTP reason."""
+def _reason(error: urllib.error.HTTPError) -> str | None:
+    """The API's own ``{"error": ...}`` when it sent one."""
     try:
         doc = json.loads(error.read(65536))
         if isinstance(doc, dict) and isinstance(doc.get("error"), str):
             return doc["error"]
     except (OSError, ValueError):  # no body, or not JSON: the status line says enough
         pass
-    return str(error.reason)
+    return None
