@@ -13,12 +13,13 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from frisky import config
+from frisky.data.compression import byte_view
 from frisky.spill import reader
 from frisky.spill.directio import alignment, open_data_file
 from frisky.spill.errors import SpillError
 from frisky.spill.index import Entry, Extents
 from frisky.spill.sweep import dir_prefix, spill_root
-from frisky.spill.writer import Pending, Writer, default_workers, flat
+from frisky.spill.writer import Pending, Writer, default_workers
 from frisky.telemetry import count, now, span
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class SpillFile:
         Returns at once unless more than ``max_pending_bytes`` are already queued.
         ``itemsizes`` (default: each buffer's own) guide byte-shuffling before compression.
         """
-        views = [flat(f) for f in frames]
+        views = [byte_view(f) for f in frames]
         if itemsizes is None:
             itemsizes = [getattr(f, "itemsize", 1) for f in frames]
         elif len(itemsizes) != len(views):

@@ -16,10 +16,10 @@ import errno
 import logging
 import os
 import queue
-import sys
 import threading
 from typing import Any
 
+from frisky.data.compression import byte_view
 from frisky.spill.checksum import checksum
 from frisky.spill.directio import align_up, aligned_buffer, pwritev_all
 from frisky.spill.errors import SpillError
@@ -71,31 +71,10 @@ class _Ready:
 
 
 def load_codecs() -> Any:
-    """The ``frisky.data.compression`` module, or None where it is not available (store raw)."""
-    try:
-        from frisky.data import compression
-    except ModuleNotFoundError as e:
-        if e.name != "frisky.data.compression":
-            raise
-        return None
+    """The codecs module (imported on first use: it brings blosc2 with it)."""
+    from frisky.data import compression
+
     return compression
-
-
-def flat(buf: Any) -> memoryview:
-    """A 1-D unsigned-byte view of ``buf``; copies only buffers that are not contiguous."""
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(buf, np.ndarray):
-        # via numpy: memoryview cannot express some dtypes (datetime64, structured, ...)
-        return memoryview(np.ascontiguousarray(buf).reshape(-1).view(np.uint8))
-    mv = buf if isinstance(buf, memoryview) else memoryview(buf)
-    if mv.c_contiguous:
-        if mv.format == "B" and mv.ndim == 1:
-            return mv
-        try:
-            return mv.cast("B")
-        except TypeError:  # a format cast() refuses: fall through to a copy
-            pass
-    return memoryview(mv.tobytes())
 
 
 def _address(buf: memoryview) -> int:
@@ -107,7 +86,7 @@ def _address(buf: memoryview) -> int:
 def encode(piece: memoryview, codec: int, itemsize: int, codecs: Any) -> tuple[memoryview, int, int]:
     """Compress ``piece`` with ``codec`` if that shrinks it; return (stored bytes, codec, checksum)."""
     if codec:
-        out = flat(codecs.compress(piece, codec, itemsize))
+        out = byte_view(codecs.compress(piece, codec, itemsize))
         if out.nbytes < piece.nbytes:
             return out, codec, checksum(out)
     return piece, 0, checksum(piece)
