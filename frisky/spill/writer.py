@@ -71,7 +71,7 @@ class _Ready:
 
 
 def load_codecs() -> Any:
-    """The codecs module (imported on first use: it brings blosc2 with it)."""
+    """The codecs module (``frisky.data.compression``; blosc2 loads on its first use)."""
     from frisky.data import compression
 
     return compression
