@@ -1,7 +1,9 @@
 """Every Frisky setting in one place: default, ``FRISKY_*`` environment variable, keyword.
 
 Read a setting with :func:`get`; a keyword argument passed by the caller wins over the
-environment, which wins over the default here.
+environment (``FRISKY_<NAME>``), which wins over the default here. Settings are read when
+a process starts or an object is created (a worker, a client, a spill file), never per
+message or per buffer. README.md's configuration table lists them all.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Any
 
 DEFAULTS: dict[str, Any] = {
     # networking
-    "scheduler_port": 8786,
-    "dashboard_port": 8787,
-    "host": "127.0.0.1",
+    "scheduler": None,  # address or connection file a Client() without one joins (None: a LocalCluster)
+    "scheduler_port": 8786,  # `frisky scheduler`'s default port
+    "host": "127.0.0.1",  # interface TCP sockets bind to (scheduler, workers' data sockets)
     "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome
     "heartbeat_interval": 1.0,  # seconds between heartbeats, both ways
     "heartbeat_timeout": 15.0,  # silence after which a peer is considered dead
@@ -25,14 +27,17 @@ DEFAULTS: dict[str, Any] = {
     # data plane
     "inline_threshold": 4096,  # results smaller than this ride inside `finished`
     "shm_threshold": 64 * 1024,  # buffers at least this big go to shared memory
+    # bytes of /dev/shm one worker's arena may hold (also at most its memory_limit): bytes,
+    # "4GiB", or a fraction of RAM; like Ray's object store, 30% of RAM by default
+    "shm_limit": 0.30,
     "transfer_bytes_in_flight": 256 * 1024 * 1024,  # per worker, for peer fetches
     "compression": "auto",  # auto | none | lz4 | zstd, for TCP frames and spill
     "receive_pool": 0.10,  # fraction of the memory limit kept as warm buffers for large receives
     # scheduling
     "target_queue_seconds": 0.02,  # estimated work kept queued per worker thread
     "unknown_task_duration": 0.5,  # estimate for a function never seen before
-    "min_tasks_per_thread": 2,
-    "max_tasks_per_thread": 20000,
+    "min_tasks_per_thread": 2,  # tasks kept queued per worker thread, at least...
+    "max_tasks_per_thread": 20000,  # ...and at most, whatever the estimates say
     "max_batch": 10000,  # tasks in one `compute` or `submit` message
     "allowed_failures": 3,  # workers a task may kill before it errs with KilledWorker
     "dask_order_limit": 20_000,  # dask graphs up to this many nodes follow dask.order; larger stream
@@ -41,14 +46,14 @@ DEFAULTS: dict[str, Any] = {
     "memory_spill": 0.70,  # fraction of the limit measured as process RSS: spill more
     "memory_pause": 0.80,  # fraction: stop starting tasks
     "memory_terminate": 0.95,  # fraction of the limit measured as RSS: the nanny kills and restarts the worker
-    "memory_monitor_interval": 0.1,
+    "memory_monitor_interval": 0.1,  # seconds between a worker's memory checks (also after each result)
     "nanny_memory_interval": 0.02,  # seconds between the nanny's RSS reads of each worker
     "nanny_failed_starts": 5,  # deaths in a row before registering after which the nanny gives up
     "spill_directory": None,  # default: the system temp dir
     "spill_retry_min": 0.1,  # seconds before retrying after a failed spill (disk full); doubles...
     "spill_retry_max": 5.0,  # ...up to this, until a write succeeds
     # checks
-    "validate": False,  # the scheduler checks every invariant after each batch of events (tests)
+    "validate": False,  # the scheduler and workers check every state-machine invariant after each event (tests)
     # telemetry
     "telemetry_spans": 65536,  # ring size per process
 }
@@ -156,11 +161,59 @@ def parse_memory_limit(value: str | int | float | None, total: int) -> int | Non
     return limit
 
 
-def total_memory() -> int:
-    """Physical memory of this host in bytes (without importing psutil)."""
+def shm_limit(memory_limit: int | None = None) -> int:
+    """Bytes one worker's shared-memory arena may hold: ``shm_limit`` of this host's RAM,
+    and no more than the worker's ``memory_limit`` (values there count against it)."""
+    limit = parse_bytes(get("shm_limit"), total_memory()) or 0
+    return min(limit, memory_limit) if memory_limit else limit
+
+
+def total_memory(cgroup_root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int:
+    """Memory this process may use, in bytes: the host's physical memory, or less if a cgroup
+    (a container, a systemd slice) limits it — cgroups v2 ``memory.max`` and v1
+    ``memory.limit_in_bytes`` of this process's group and its ancestors, as dask's
+    ``distributed.system.memory_limit`` reads them. The roots are parameters for tests."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):  # pragma: no cover - non-POSIX
         import psutil
 
-        return psutil.virtual_memory().total
+        total = psutil.virtual_memory().total
+    limit = _cgroup_limit(cgroup_root, proc_cgroup)
+    return min(total, limit) if limit else total
+
+
+def _cgroup_limit(root: str, proc_cgroup: str) -> int | None:
+    """The smallest memory limit of the cgroups (v2 or v1) this process is in, if any."""
+    v2, v1 = "/", "/"
+    try:
+        with open(proc_cgroup) as f:
+            for line in f:
+                num, _, rest = line.strip().partition(":")
+                controllers, _, path = rest.partition(":")
+                if num == "0" and controllers == "":
+                    v2 = path or "/"
+                elif "memory" in controllers.split(","):
+                    v1 = path or "/"
+    except OSError:
+        pass  # no /proc (not Linux): only the roots below are looked at
+    found = [n for n in (_read_limits(root, v2, "memory.max"),
+                         _read_limits(os.path.join(root, "memory"), v1, "memory.limit_in_bytes")) if n]
+    return min(found) if found else None
+
+
+def _read_limits(base: str, path: str, name: str) -> int | None:
+    """The smallest positive number in ``name`` in ``base/path`` and each of its ancestors up to
+    ``base`` ("max", missing or unreadable files set no limit). Inside a container the group
+    path of the host may not exist under the container's mount: then only ``base`` counts."""
+    parts = [p for p in path.split("/") if p and p != ".."]
+    best = None
+    for i in range(len(parts), -1, -1):
+        try:
+            with open(os.path.join(base, *parts[:i], name)) as f:
+                n = int(f.read().strip())
+        except (OSError, ValueError):  # absent, or "max": no limit at this level
+            continue
+        if n > 0 and (best is None or n < best):
+            best = n
+    return best

@@ -62,14 +62,17 @@ Scheduler -> worker
 Peer (worker or client) -> a worker's data ROUTER
   get           [op, req, keys, same_host, stream]
                 same_host: the asker maps shared memory, else buffers come compressed;
-                stream (optional, default False): the asker takes STREAMED buffers
+                stream (optional, default False): the asker takes STREAMED buffers;
+                answered for any key the worker holds: knowing a key is the only claim
+                checked here (peers are authenticated, if at all, by the sockets' ZAP policy)
 Worker -> peer
   data          [op, req, keys, descs, missing]   + value frames; when a desc is STREAMED,
                 the reply is followed by one message per chunk: a single frame, no header,
                 in descriptor order (see ``frisky.data.dataplane.chunks``)
 
 Data-plane descriptors (one per buffer of a value): [0] RAW (a frame follows),
-[1, name, nbytes] SHM (a segment to map), [2, codec, nbytes, itemsize] PACKED (a
+[1, name, nbytes] SHM (a segment to map), [4, name, offset, nbytes, generation] ARENA
+(a block of a host arena), [2, codec, nbytes, itemsize] PACKED (a
 compressed frame follows), [3, codec, nbytes, itemsize] STREAMED (chunks follow the reply).
 
 Common fields: a fid is :func:`function_id` of its blob (receivers check); keys are str; tids, reqs and ids are non-negative ints; ``fidx`` is an
@@ -118,7 +121,7 @@ GET = "get"
 DATA = "data"
 
 # data-plane descriptor kinds (the data plane gives them meaning)
-RAW, SHM, PACKED, STREAMED = 0, 1, 2, 3
+RAW, SHM, PACKED, STREAMED, ARENA = 0, 1, 2, 3, 4
 
 _local = threading.local()
 
@@ -282,6 +285,11 @@ def _descriptor(d, streamed_ok: bool) -> int:
     if kind == SHM:
         if len(d) != 3 or type(d[1]) is not str or type(d[2]) is not int or d[2] < 0:
             _fail("SHM descriptor must be [1, name, nbytes]")
+        return 0
+    if kind == ARENA:
+        if (len(d) != 5 or type(d[1]) is not str or any(type(x) is not int for x in d[2:])
+                or d[2] < 0 or d[3] <= 0 or d[4] < 0):
+            _fail("ARENA descriptor must be [4, name, offset, nbytes > 0, generation]")
         return 0
     if kind == PACKED or (kind == STREAMED and streamed_ok):
         if (len(d) != 4 or type(d[1]) is not int or d[1] < 0 or type(d[2]) is not int or d[2] < 0

@@ -12,15 +12,16 @@ Workloads :
 - ``start-up``: in-process ``LocalCluster(processes=False)`` start + 10 tasks + stop
   (warm: after one untimed start), and a 2-worker-process LocalCluster start + 10 tasks
   + stop -> ms.
-- ``data``: a float64 array of 256 MiB made by a task on worker A, passed to a task
-  restricted to worker B -> GB/s = array bytes / (time from submitting the consumer to
-  its result). The consumer reads two elements (no real compute), so the time is the
-  transfer plus one task round trip; a zero-copy system shows an "effective" figure.
-  ProcessPoolExecutor: the array is made in the parent and pickled as the argument.
-- ``data over TCP``: the same between worker processes that must use TCP (Frisky with
-  ``transport="tcp"``; dask always does), for random (incompressible) floats and for
-  ``arange`` floats (compressible), each system's compressible rate also given as a
-  multiple of its own incompressible one.
+- ``data``: a float64 array of 256 MiB made by a task on worker A, read by a task
+  restricted to worker B -> ms from submitting the consumer to its result. The consumer
+  reads what it gets: ``a.sum()`` (every element) and ``a[::512].sum()`` (one element per
+  4 KiB page). Also: the same sum on worker A (the floor: no transfer), 1 MiB A -> B, and
+  10,000 results of 64 KiB-1 MiB made on one worker and summed by one task on the other.
+  Ray: the same functions as Ray tasks over its object store. ProcessPoolExecutor: the
+  array is made in the parent and pickled as the argument.
+- ``data over TCP``: the full-sum row between worker processes that must use TCP (Frisky
+  with ``transport="tcp"``; dask always does), for random (incompressible), constant
+  (``np.ones``) and ``arange`` floats.
 - ``dask array sum``, ``dask array x+x.T``, ``dask dataframe groupby``, ``dask delayed
   tree``: dask collections on Frisky, dask's threaded scheduler and dask.distributed
   (see ``peers_dask.py``).
@@ -74,23 +75,37 @@ def add(a, b):
     return a + b
 
 
-def make(nbytes, seed, compressible=False):
-    """A float64 array of ``nbytes``: random (incompressible) data, or ``arange``
-    (compressible); its first element is ``seed`` and its last is 1.0, so the consumer's
-    answer is checkable."""
+def make(nbytes, seed, kind="random"):
+    """A float64 array of ``nbytes``: random (incompressible), ``ones`` (constant) or
+    ``arange`` (compressible) data."""
     import numpy as np
 
-    if compressible:
-        arr = np.arange(nbytes // 8, dtype="float64")
-    else:
-        arr = np.random.default_rng(seed).random(nbytes // 8)
-    arr[0] = seed
-    arr[-1] = 1.0
-    return arr
+    if kind == "arange":
+        return np.arange(nbytes // 8, dtype="float64")
+    if kind == "ones":
+        return np.ones(nbytes // 8)
+    return np.random.default_rng(seed).random(nbytes // 8)
 
 
 def consume(arr):
-    return float(arr[0] + arr[-1])
+    """Reads every element."""
+    return float(arr.sum())
+
+
+def consume_page(arr):
+    """Reads one element per 4 KiB page."""
+    return float(arr[::512].sum())
+
+
+def make_sized(i):
+    """Result ``i`` of the many-results row: 64 KiB-1 MiB of float64 ones."""
+    import numpy as np
+
+    return np.ones(int(np.random.default_rng(i).integers(64 * 1024, MIB + 1)) // 8)
+
+
+def sum_all(*arrays):
+    return float(sum(a.sum() for a in arrays))
 
 
 MIB = 1 << 20
@@ -123,9 +138,10 @@ class Results:
         self.notes: list[str] = []
 
     def add(self, workload: str, system: str, how: str, n, times: list[float], *, kind: str,
-            per=None, ref: bool = False, note: str = "") -> None:
+            per=None, ref: bool = False, note: str = "", key: str = "") -> None:
         """``kind``: "rate" (``per`` tasks per run -> tasks/s), "ms" (a duration), or
-        "gbps" (``per`` bytes per run -> GB/s)."""
+        "gbps" (``per`` bytes per run -> GB/s). ``key`` pairs rows of one workload that
+        measure the same thing (compared with Frisky's reference row of that key)."""
         med = statistics.median(times)
         best = min(times)
         if kind == "rate":
@@ -136,7 +152,7 @@ class Results:
             value, best_v, unit = med * 1e3, best * 1e3, "ms"
         row = {"workload": workload, "system": system, "how": how, "n": n, "value": value,
                "best": best_v, "unit": unit, "higher_is_better": kind != "ms", "repeats": len(times),
-               "reference": ref, "note": note}
+               "reference": ref, "note": note, "key": key}
         self.rows.append(row)
         log(f"  {workload:<22} {system:<26} {_fmt(value)} {unit}  (best {_fmt(best_v)}, "
             f"{len(times)} runs)")
@@ -144,15 +160,15 @@ class Results:
     def skip(self, workload: str, system: str, why: str) -> None:
         self.rows.append({"workload": workload, "system": system, "how": "", "n": None, "value": None,
                           "best": None, "unit": "", "higher_is_better": True, "repeats": 0,
-                          "reference": False, "note": why})
+                          "reference": False, "note": why, "key": ""})
         log(f"  {workload:<22} {system:<26} skipped: {why}")
 
     def ratios(self) -> None:
         """Compute "vs Frisky", and group the rows by workload."""
         self.rows.sort(key=lambda r: WORKLOADS.index(r["workload"]))
-        refs = {r["workload"]: r for r in self.rows if r["reference"] and r["value"]}
+        refs = {(r["workload"], r["key"]): r for r in self.rows if r["reference"] and r["value"]}
         for r in self.rows:
-            ref = refs.get(r["workload"])
+            ref = refs.get((r["workload"], r["key"]))
             if ref is None or not r["value"]:
                 r["vs_frisky"] = None
             elif r["higher_is_better"]:
@@ -211,8 +227,7 @@ def run_frisky(res: Results, cfg) -> None:
                 tree_row(res, cfg, client, "Frisky", "map(inc) leaves, submit(add, a, b) layers",
                          cfg.tree_leaves, settle=frisky_settle, ref=True)
             if cfg.wants("data"):
-                frisky_data(res, cfg, client, "data", "Frisky", "ipc (LocalCluster default)", ref=True,
-                            note="shared memory: mapped, not copied")
+                data_rows(res, cfg, client, "Frisky", frisky.wait, lambda: frisky_settle(client), ref=True)
 
     if cfg.wants("no-op tasks"):
         with frisky.FriskyExecutor(2) as ex:
@@ -229,10 +244,10 @@ def run_frisky(res: Results, cfg) -> None:
         with frisky.LocalCluster(n_workers=2, threads_per_worker=1, transport="tcp") as cluster, \
                 cluster.get_client() as client:
             frisky_settle(client)
-            how = 'LocalCluster(transport="tcp")'
-            for compressible in (False, True):
-                frisky_data(res, cfg, client, "data over TCP", "Frisky (tcp)", how, ref=not compressible,
-                            compressible=compressible)
+            for kind in ("random", "ones", "arange"):
+                times = move_times(cfg, client, frisky.wait, lambda: frisky_settle(client), kind)
+                res.add("data over TCP", "Frisky (tcp)", f"{cfg.data_mib} MiB A -> task on B, a.sum(), {kind}",
+                        f"{cfg.data_mib} MiB", times, kind="gbps", per=cfg.data_mib * MIB, ref=True, key=kind)
 
     if cfg.wants("start-up in-process"):
         def inproc():
@@ -303,37 +318,56 @@ def tree_row(res: Results, cfg, client, system: str, how: str, leaves: int, sett
             note=f"{tasks[0]:,} tasks{note}")
 
 
-def frisky_data(res: Results, cfg, client, workload: str, system: str, how: str, ref: bool = False,
-                note: str = "", compressible: bool = False) -> None:
-    import frisky
+def data_rows(res: Results, cfg, client, system: str, wait, settle, ref: bool = False) -> None:
+    """The ``data`` rows of Frisky or dask (the same code): 256 MiB A -> B read fully and
+    one element per page, the same sum on A, 1 MiB A -> B, and many results A -> B."""
+    mib = cfg.data_mib
+    res.add("data", system, f"{mib} MiB A -> task on B, a.sum()", f"{mib} MiB",
+            move_times(cfg, client, wait, settle, "random"), kind="ms", ref=ref, key="full")
+    res.add("data", system, f"{mib} MiB A -> task on B, a[::512].sum() (one per page)", f"{mib} MiB",
+            move_times(cfg, client, wait, settle, "random", consumer=consume_page), kind="ms", ref=ref, key="page")
+    res.add("data", system, f"{mib} MiB made on A, a.sum() on A (the floor)", f"{mib} MiB",
+            move_times(cfg, client, wait, settle, "random", same=True), kind="ms", ref=ref, key="floor")
+    res.add("data", system, "1 MiB A -> task on B, a.sum()", "1 MiB",
+            move_times(cfg, client, wait, settle, "random", nbytes=MIB, repeats=11), kind="ms", ref=ref, key="1mib")
+    res.add("data", system, f"{cfg.many:,} results of 64 KiB-1 MiB made on A, summed by one task on B",
+            cfg.many, many_times(cfg, client, wait, settle), kind="ms", ref=ref, key="many")
 
-    times = move_times(cfg, client, frisky.wait, lambda: frisky_settle(client), compressible)
-    res.add(workload, system, f"{cfg.data_mib} MiB worker A -> task on B, {data_kind(compressible)}, {how}",
-            f"{cfg.data_mib} MiB", times, kind="gbps", per=cfg.data_mib * MIB, ref=ref, note=note)
 
-
-def move_times(cfg, client, wait, settle, compressible: bool) -> list[float]:
-    """Seconds for a task on worker B to get an array made on worker A, each repeat
-    (Frisky or dask: the same code); ``settle()`` runs untimed after each."""
+def move_times(cfg, client, wait, settle, kind: str, consumer=None, nbytes: int | None = None,
+               same: bool = False, repeats: int | None = None) -> list[float]:
+    """Seconds for a task on worker B (A with ``same``) to read an array made on worker A,
+    each repeat (Frisky or dask: the same code); ``settle()`` runs untimed after each."""
     a, b = sorted(client.scheduler_info()["workers"])[:2]
-    nbytes = cfg.data_mib * MIB
+    nbytes = nbytes or cfg.data_mib * MIB
     times = []
-    for r in range(cfg.data_repeats):
-        seed = 1000 + r
-        x = client.submit(make, nbytes, seed, compressible, workers=[a], pure=False)
+    for r in range(repeats or cfg.data_repeats):
+        x = client.submit(make, nbytes, 1000 + r, kind, workers=[a], pure=False)
         wait([x])
         t0 = time.perf_counter()
-        y = client.submit(consume, x, workers=[b], pure=False)
+        y = client.submit(consumer or consume, x, workers=[a if same else b], pure=False)
         v = y.result()
         times.append(time.perf_counter() - t0)
-        assert v == seed + 1.0, v
+        assert v == v, v
         del x, y
         settle()
     return times
 
 
-def data_kind(compressible: bool) -> str:
-    return "arange (compressible)" if compressible else "random"
+def many_times(cfg, client, wait, settle) -> list[float]:
+    a, b = sorted(client.scheduler_info()["workers"])[:2]
+    expected = float(sum(make_sized(i).size for i in range(cfg.many)))
+    times = []
+    for _ in range(cfg.many_repeats):
+        xs = client.map(make_sized, range(cfg.many), workers=[a], pure=False)
+        wait(xs)
+        t0 = time.perf_counter()
+        y = client.submit(sum_all, *xs, workers=[b], pure=False)
+        assert y.result() == expected
+        times.append(time.perf_counter() - t0)
+        del xs, y
+        settle()
+    return times
 
 
 # --------------------------------------------------------------------------- dask
@@ -386,18 +420,14 @@ def _run_dask(res: Results, cfg, distributed, kw: dict) -> None:
             if cfg.wants("tree reduction"):
                 tree_row(res, cfg, client, "dask.distributed", "the same, client.map / client.submit",
                          cfg.dask_tree_leaves, note="; fewer leaves")
-            if cfg.wants("data", "data over TCP"):
-                times = dask_data(cfg, client, distributed, compressible=False)
-                how = f"{cfg.data_mib} MiB worker A -> task on B, random (TCP)"
-                for workload in ("data", "data over TCP"):
-                    if cfg.wants(workload):
-                        res.add(workload, "dask.distributed", how, f"{cfg.data_mib} MiB", times, kind="gbps",
-                                per=cfg.data_mib * MIB)
+            settle = lambda: time.sleep(0.2)  # noqa: E731 - lets the release reach the workers
+            if cfg.wants("data"):
+                data_rows(res, cfg, client, "dask.distributed", distributed.wait, settle)
             if cfg.wants("data over TCP"):
-                times = dask_data(cfg, client, distributed, compressible=True)
-                res.add("data over TCP", "dask.distributed",
-                        f"{cfg.data_mib} MiB worker A -> task on B, {data_kind(True)} (TCP)",
-                        f"{cfg.data_mib} MiB", times, kind="gbps", per=cfg.data_mib * MIB)
+                for kind in ("random", "ones", "arange"):
+                    times = move_times(cfg, client, distributed.wait, settle, kind)
+                    res.add("data over TCP", "dask.distributed", f"{cfg.data_mib} MiB A -> task on B, a.sum(), "
+                            f"{kind}", f"{cfg.data_mib} MiB", times, kind="gbps", per=cfg.data_mib * MIB, key=kind)
 
     if cfg.wants("start-up in-process"):
         def inproc():
@@ -416,11 +446,6 @@ def _run_dask(res: Results, cfg, distributed, kw: dict) -> None:
 
         res.add("start-up 2 processes", "dask.distributed", "LocalCluster(n_workers=2) + 10 tasks + stop", 10,
                 timed(twoproc, cfg.dask_start_repeats), kind="ms")
-
-
-def dask_data(cfg, client, distributed, compressible: bool) -> list[float]:
-    # the sleep lets the release reach the workers
-    return move_times(cfg, client, distributed.wait, lambda: time.sleep(0.2), compressible)
 
 
 # ---------------------------------------------------------------- process pool
@@ -462,10 +487,10 @@ def run_ppe(res: Results, cfg) -> None:
             t0 = time.perf_counter()
             v = ex.submit(consume, arr).result()
             times.append(time.perf_counter() - t0)
-            assert v == seed + 1.0, v
+            assert v == float(arr.sum()), v
             del arr
-        res.add("data", "ProcessPoolExecutor(2)", f"{cfg.data_mib} MiB made in the parent, pickled as the argument",
-                f"{cfg.data_mib} MiB", times, kind="gbps", per=nbytes)
+        res.add("data", "ProcessPoolExecutor(2)", f"{cfg.data_mib} MiB made in the parent, pickled as the argument, "
+                "a.sum()", f"{cfg.data_mib} MiB", times, kind="ms", key="full")
 
 
 # --------------------------------------------------------------------------- Ray
@@ -517,20 +542,40 @@ def _run_ray(res: Results, cfg, ray, workloads: list[str]) -> None:
         res.add("no-op tasks", "Ray", "ray.get([noop.remote(i) for i in range(N)])", n,
                 timed(rmap, cfg.repeats), kind="rate", per=n, note=f"N={n:,}")
     if "data" in workloads:
-        rmake, rconsume = ray.remote(make), ray.remote(consume)
+        rmake = ray.remote(make)
         nbytes = cfg.data_mib * MIB
+
+        def ray_move(consumer, size: int, repeats: int) -> list[float]:
+            rconsume = ray.remote(consumer)
+            times = []
+            for r in range(repeats):
+                x = rmake.remote(size, 1000 + r)
+                ray.wait([x], fetch_local=False)
+                t0 = time.perf_counter()
+                v = ray.get(rconsume.remote(x))
+                times.append(time.perf_counter() - t0)
+                assert v == v, v
+                del x
+            return times
+
+        mib = cfg.data_mib
+        res.add("data", "Ray", f"{mib} MiB made by one task, a.sum() by another (object store)", f"{mib} MiB",
+                ray_move(consume, nbytes, cfg.data_repeats), kind="ms", key="full")
+        res.add("data", "Ray", f"{mib} MiB, a[::512].sum() (one per page)", f"{mib} MiB",
+                ray_move(consume_page, nbytes, cfg.data_repeats), kind="ms", key="page")
+        res.add("data", "Ray", "1 MiB, a.sum()", "1 MiB", ray_move(consume, MIB, 11), kind="ms", key="1mib")
+        rsized, rsum = ray.remote(make_sized), ray.remote(sum_all)
+        expected = float(sum(make_sized(i).size for i in range(cfg.many)))
         times = []
-        for r in range(cfg.data_repeats):
-            seed = 1000 + r
-            x = rmake.remote(nbytes, seed)
-            ray.wait([x], fetch_local=False)
+        for _ in range(cfg.many_repeats):
+            refs = [rsized.remote(i) for i in range(cfg.many)]
+            ray.wait(refs, num_returns=len(refs), fetch_local=False)
             t0 = time.perf_counter()
-            v = ray.get(rconsume.remote(x))
+            assert ray.get(rsum.remote(*refs)) == expected
             times.append(time.perf_counter() - t0)
-            assert v == seed + 1.0, v
-            del x
-        res.add("data", "Ray", f"{cfg.data_mib} MiB made by one task, read by another (object store)",
-                f"{cfg.data_mib} MiB", times, kind="gbps", per=nbytes, note="shared memory: mapped, not copied")
+            del refs
+        res.add("data", "Ray", f"{cfg.many:,} results of 64 KiB-1 MiB, summed by one task", cfg.many, times,
+                kind="ms", key="many")
 
 
 # ------------------------------------------------------------------------- output
@@ -556,22 +601,11 @@ def markdown(res: Results, meta: dict) -> str:
     lines.append("")
     lines.append("Each result is the median of a few runs (their number and the best run are in "
                  "`--json`). \"vs Frisky\" is the row's speed over that of Frisky's reference row for the "
-                 "same workload: below 1 is slower than Frisky. Data: Frisky over ipc passes large "
-                 "arrays through shared memory, so its figure is partly \"effective\" (no copy).")
-    for system, factor in compressible_factors(res).items():
-        lines.append(f"\n{system}: compressible data over TCP ran at {factor:.2f}x its incompressible rate.")
+                 "same workload: below 1 is slower than Frisky. Data rows read what they move "
+                 "(every element, or one per page) and time submit-to-answer.")
     for note in res.notes:
         lines.append(f"\n{note}")
     return "\n".join(lines)
-
-
-def compressible_factors(res: Results) -> dict[str, float]:
-    """Per system: its compressible "data over TCP" rate over its incompressible one."""
-    rates: dict[str, dict[bool, float]] = {}
-    for r in res.rows:
-        if r["workload"] == "data over TCP" and r["value"]:
-            rates.setdefault(r["system"], {})[data_kind(True) in r["how"]] = r["value"]
-    return {system: v[True] / v[False] for system, v in rates.items() if True in v and False in v}
 
 
 class Config:
@@ -583,12 +617,14 @@ class Config:
             self.n, self.dask_n, self.ppe_submit_n, self.ray_n = 20_000, 1_000, 20_000, 2_000
             self.tree_leaves, self.dask_tree_leaves = 10_000, 250
             self.data_mib, self.data_repeats = 64, 3
+            self.many, self.many_repeats = 1_000, 2
             self.start_repeats, self.dask_start_repeats = 5, 3
             self.ppe_submit_repeats = self.repeats
         else:
             self.n, self.dask_n, self.ppe_submit_n, self.ray_n = 200_000, 5_000, 200_000, 10_000
             self.tree_leaves, self.dask_tree_leaves = 100_000, 1_000
             self.data_mib, self.data_repeats = 256, 5
+            self.many, self.many_repeats = 10_000, 3
             self.start_repeats, self.dask_start_repeats = 7, 3
             self.ppe_submit_repeats = min(self.repeats, 2)  # ~25 s a run at ~8k tasks/s
 
@@ -626,8 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["seconds"] = round(time.monotonic() - t0, 1)
     log(f"done in {meta['seconds']} s")
     if args.json:
-        print(json.dumps({**meta, "rows": res.rows, "notes": res.notes,
-                          "compressible_over_random": compressible_factors(res)}, indent=2))
+        print(json.dumps({**meta, "rows": res.rows, "notes": res.notes}, indent=2))
     else:
         print(markdown(res, meta))
     return 0

@@ -71,10 +71,7 @@ def test_sizes_small_buffers_limit_and_clear():
 
 
 def test_memory_pressure_gives_idle_buffers_back_before_any_value():
-    import types
-
     from frisky.worker.memory import MemoryManager
-    from frisky.worker.state import WorkerState
     from frisky.worker.store import Store
 
     pool = bufpool.pool
@@ -85,8 +82,8 @@ def test_memory_pressure_gives_idle_buffers_back_before_any_value():
         del buf
         assert pool.idle_bytes == 8 * MiB
         # a worker with nothing stored, whose RSS is over any tiny limit
-        worker = types.SimpleNamespace(store=Store(), state=WorkerState(), name="t", shared={})
-        MemoryManager(worker, limit=1).check()
+        MemoryManager(1, name="t", store=Store(), fetched=Store(), shared={}, registry=None,
+                      wake=lambda: None).check()
         assert pool.idle_bytes == 0
     finally:
         pool.limit = old

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import frisky
-from frisky.worker.memory import decide
+from frisky.worker.state import MemoryPlan, memory_plan
 
 MiB = 2**20
 
@@ -41,13 +41,16 @@ def worker_stats(client):
     return {a: w for a, w in client.scheduler_info()["workers"].items()}
 
 
-def test_decide_is_pure_policy():
+def test_memory_plan_is_pure_policy():
     limit = 1000
-    assert decide(500, 0, 500, limit, 0.6, 0.7, 0.8) == (0, False)
-    assert decide(700, 0, 700, limit, 0.6, 0.7, 0.8) == (100, False)
-    assert decide(700, 100, 700, limit, 0.6, 0.7, 0.8) == (0, False)  # already being spilled
-    assert decide(100, 0, 900, limit, 0.6, 0.7, 0.8) == (100, True)  # RSS high: spill what we hold, pause
-    assert decide(0, 0, 900, limit, 0.6, 0.7, 0.8) == (0, False)  # nothing to spill: never pause forever
+    assert memory_plan(500, 0, 500, limit, 0.6, 0.7, 0.8) == MemoryPlan(spill=0, pause=False)
+    assert memory_plan(700, 0, 700, limit, 0.6, 0.7, 0.8) == MemoryPlan(spill=100, pause=False)
+    # already being spilled
+    assert memory_plan(700, 100, 700, limit, 0.6, 0.7, 0.8) == MemoryPlan(spill=0, pause=False)
+    # RSS high: spill what we hold, pause
+    assert memory_plan(100, 0, 900, limit, 0.6, 0.7, 0.8) == MemoryPlan(spill=100, pause=True)
+    # nothing to spill: never pause forever
+    assert memory_plan(0, 0, 900, limit, 0.6, 0.7, 0.8) == MemoryPlan(spill=0, pause=False)
 
 
 def test_three_times_the_memory_limit_kept_then_reduced():

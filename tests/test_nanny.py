@@ -15,7 +15,8 @@ import cloudpickle
 import pytest
 
 import frisky
-from frisky.deploy.nanny import Nanny, rss
+from frisky.deploy.nanny import Nanny
+from frisky.procs import rss
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers started by hand cannot import us
 
@@ -78,7 +79,17 @@ def test_frisky_worker_restarts_workers_a_task_kills(procs):
                              text=True)
     procs.append(nanny)
     # each worker says who it is and where it is, as dask's do
-    lines = sorted(nanny.stdout.readline() for _ in range(2))
+    lines: list[str] = []
+    for _ in range(20):  # blank or log lines may come first
+        line = nanny.stdout.readline()
+        if not line:
+            break
+        if line.startswith("frisky worker "):
+            lines.append(line)
+            if len(lines) == 2:
+                break
+    lines.sort()
+    assert len(lines) == 2, lines
     for name, line in zip(("w-0", "w-1"), lines):
         assert line.startswith(f"frisky worker {name} at tcp://127.0.0.1:") and f"scheduler {address}" in line, line
     with frisky.Client(address, timeout=20) as cl:

@@ -1,51 +1,278 @@
-"""WorkerState directly: tasks in, fetches and ready tasks out; no sockets, no threads."""
+"""WorkerState directly: events in, named instructions out; no sockets, no threads."""
 
 from __future__ import annotations
 
-from frisky.worker.state import WorkerState
+import random
+
+import pytest
+
+from frisky.protocol import Cancelled, Finished, Missing, TaskErred
+from frisky.worker.state import (
+    FAST_BATCH,
+    FAST_STREAK,
+    Batch,
+    Execute,
+    Failed,
+    Fetch,
+    Keep,
+    Ran,
+    Release,
+    Skip,
+    Skipped,
+    Task,
+    Unskip,
+    WorkerState,
+    try_inline,
+)
+from frisky.worker.store import sizeof
+
+F = b"f" * 16
 
 
-def task(tid, deps):
-    return (tid, f"k{tid}", b"f" * 16, b"payload", deps, {"inline": {}, "decoded": {}, "fns": {}})
+def task(tid, deps=None, fid=F, inline=None):
+    return Task(tid, f"k{tid}", fid, b"payload", deps, Batch(inline or {}, {}))
 
 
 def nothing_here(key):
     return False
 
 
+def of(kind, out):
+    return [i for i in out if type(i) is kind]
+
+
 def test_a_task_resent_with_a_new_holder_fetches_from_it_and_ignores_the_old_one():
     s = WorkerState()
-    ready, fetch = s.compute([task(1, ["x"])], {"x": ["tcp://a", 100]}, nothing_here)
-    assert not ready and fetch == {"tcp://a": ["x"]}
+    out = s.compute([task(1, ["x"])], {"x": ["tcp://a", 100]}, nothing_here)
+    assert out == [Fetch("tcp://a", ["x"])]
     # the holder died: the scheduler cancels the task, recomputes x elsewhere, sends it again
-    assert s.cancel([1]) == [1]
-    ready, fetch = s.compute([task(1, ["x"])], {"x": ["tcp://b", 100]}, nothing_here)
-    assert not ready and fetch == {"tcp://b": ["x"]}, "asks the new holder, not the dead one"
+    assert s.cancel([1]) == [Cancelled([1])]
+    out = s.compute([task(1, ["x"])], {"x": ["tcp://b", 100]}, nothing_here)
+    assert out == [Fetch("tcp://b", ["x"])], "asks the new holder, not the dead one"
     assert s.in_flight == 100, "the abandoned request no longer counts"
+    s.validate()
     # a late answer from the old peer (or its replacement at that address) changes nothing
-    assert s.got({}, ["x"], "tcp://a") == ([], [])
-    assert s.got({"x": "stale"}, [], "tcp://a") == ([], [])
-    ready, report = s.got({"x": "value"}, [], "tcp://b")
-    assert [t[0] for t in ready] == [1] and report == []
-    assert s.fetched == {"x": "value"} and s.in_flight == 0
+    assert s.got([], ["x"], "tcp://a") == []
+    assert s.got(["x"], [], "tcp://a") == []
+    out = s.got(["x"], [], "tcp://b")
+    assert out[0] == Keep("x", 100)
+    (ex,) = of(Execute, out)
+    assert [t.tid for t in ex.tasks] == [1] and not of(Missing, out)
+    assert s.fetched == {"x"} and s.in_flight == 0
+    s.validate()
 
 
 def test_the_same_holder_again_is_not_asked_twice():
     s = WorkerState()
     s.compute([task(1, ["x"])], {"x": ["tcp://a", 10]}, nothing_here)
-    ready, fetch = s.compute([task(2, ["x"])], {"x": ["tcp://a", 10]}, nothing_here)
-    assert fetch == {} and s.in_flight == 10
-    ready, _ = s.got({"x": 1}, [], "tcp://a")
-    assert sorted(t[0] for t in ready) == [1, 2]
+    out = s.compute([task(2, ["x"])], {"x": ["tcp://a", 10]}, nothing_here)
+    assert out == [] and s.in_flight == 10
+    (ex,) = of(Execute, s.got(["x"], [], "tcp://a"))
+    assert sorted(t.tid for t in ex.tasks) == [1, 2]
+    s.validate()
 
 
 def test_a_queued_fetch_moves_to_the_new_holder_without_leaking_its_bytes():
-    s = WorkerState()
-    s.cap = 100
+    s = WorkerState(cap=100)
     s.compute([task(1, ["big"])], {"big": ["tcp://a", 100]}, nothing_here)
-    _, fetch = s.compute([task(2, ["x"])], {"x": ["tcp://a", 50]}, nothing_here)
-    assert fetch == {} and s.queued == [("x", "tcp://a")], "over the cap: waits its turn"
-    _, fetch = s.compute([task(3, ["x"])], {"x": ["tcp://b", 50]}, nothing_here)
-    assert s.queued == [("x", "tcp://b")] and s.in_flight == 100
-    s.got({"big": 0}, [], "tcp://a")
-    assert s.more_fetches() == {"tcp://b": ["x"]} and s.in_flight == 50
+    out = s.compute([task(2, ["x"])], {"x": ["tcp://a", 50]}, nothing_here)
+    assert out == [] and s.queued == {"x": "tcp://a"}, "over the cap: waits its turn"
+    s.compute([task(3, ["x"])], {"x": ["tcp://b", 50]}, nothing_here)
+    assert s.queued == {"x": "tcp://b"} and s.in_flight == 100
+    s.validate()
+    out = s.got(["big"], [], "tcp://a")
+    assert of(Fetch, out) == [Fetch("tcp://b", ["x"])] and s.in_flight == 50
+    s.validate()
+
+
+def test_fetched_inputs_are_released_when_the_last_task_reading_them_reports():
+    s = WorkerState()
+    s.compute([task(1, ["x"]), task(2, ["x"])], {"x": ["tcp://a", 10]}, nothing_here)
+    (ex,) = of(Execute, s.got(["x"], [], "tcp://a"))
+    t1, t2 = ex.tasks
+    assert s.finished([], [Ran(t1, 8, b"r", 0.5)]) == [Finished([1], [8], [[F, 1, 0.5]], [b"r"])]
+    assert s.fetched == {"x"}, "task 2 still reads x"
+    out = s.finished([], [Failed(t2, b"exc", "Traceback")])
+    assert out == [TaskErred([2], ["Traceback"], [b"exc"]), Release(["x"])]
+    assert s.fetched == set() and s.fetched_bytes == 0 and s.threaded == 0
+    s.validate()
+
+
+def test_a_missing_input_reports_the_task_and_releases_what_it_held():
+    s = WorkerState()
+    s.compute([task(1, ["x", "y"])], {"x": ["tcp://a", 10], "y": ["tcp://b", 20]}, nothing_here)
+    assert of(Keep, s.got(["x"], [], "tcp://a")) == [Keep("x", 10)]
+    out = s.got([], ["y"], "tcp://b")
+    assert out == [Missing(1, ["y"]), Release(["x"])]
+    assert not s.waiting and not s.fetched and s.in_flight == 0
+    s.validate()
+
+
+def test_tiny_functions_run_on_the_loop_thread_only_after_a_streak_and_while_threads_idle():
+    s = WorkerState()
+    (ex,) = s.compute([task(1)], {}, nothing_here)
+    assert ex.here is False and s.threaded == 1
+    s.finished([], [Ran(ex.tasks[0], 1, b"", 1e-6)])
+    for tid in range(2, FAST_STREAK + 1):  # one short of the streak so far
+        (ex,) = s.compute([task(tid)], {}, nothing_here)
+        assert not ex.here
+        s.finished([], [Ran(ex.tasks[0], 1, b"", 1e-6)])
+    (ex,) = s.compute([task(100)], {}, nothing_here)
+    assert ex.here, "a streak of tiny calls: on the loop thread"
+    assert s.threaded == 0
+    (big,) = s.compute([task(200 + i) for i in range(FAST_BATCH + 1)], {}, nothing_here)
+    assert not big.here, "too many at once for the loop thread"
+    (ex2,) = s.compute([task(300)], {}, nothing_here)
+    assert not ex2.here, "threads busy: the loop thread must not run beside them"
+    s.finished([Ran(ex.tasks[0], 1, b"", 1e-6)],
+               [Ran(t, 1, b"", 1e-6) for t in big.tasks] + [Failed(ex2.tasks[0], b"e", "tb")])
+    assert s.threaded == 0
+    (ex,) = s.compute([task(400)], {}, nothing_here)
+    assert not ex.here, "a failure ends the streak"
+    (slow,) = s.compute([task(500, fid=b"g" * 16)], {}, nothing_here)
+    assert not slow.here, "streaks are per function"
+    s.validate()
+
+
+def test_cancel_skips_tasks_handed_over_and_forgets_tids_that_are_not_here():
+    s = WorkerState()
+    (ex,) = s.compute([task(1), task(2)], {}, nothing_here)
+    assert s.cancel([1, 7]) == [Skip([1])], "tid 7 is not here: nothing to skip (tids are reused)"
+    s.validate()
+    # 1 was skipped; 2 ran; the scheduler then reuses tid 7 for a new task that must run
+    out = s.finished([], [Skipped(ex.tasks[0]), Ran(ex.tasks[1], 1, b"x", 0.1)])
+    assert Cancelled([1]) in out and of(Finished, out)[0].tids == [2]
+    (ex7,) = s.compute([task(7)], {}, nothing_here)
+    assert s.finished([], [Ran(ex7.tasks[0], 1, b"y", 0.1)])[0].tids == [7]
+    # cancelled too late: it ran before the executor saw the skip, which must be forgotten
+    (ex,) = s.compute([task(9)], {}, nothing_here)
+    assert s.cancel([9]) == [Skip([9])]
+    out = s.finished([], [Ran(ex.tasks[0], 1, b"z", 0.1)])
+    assert out == [Finished([9], [1], [[F, 1, 0.1]], [b"z"]), Unskip([9])]
+    assert not s.cancelled and not s.executing
+    s.validate()
+
+
+def test_inline_or_kept_here():
+    assert try_inline(3, sizeof, 4096) and try_inline(None, sizeof, 0)
+    assert try_inline(b"x" * 100, sizeof, 4096)
+    assert not try_inline(b"x" * 20_000, sizeof, 4096)
+
+
+def test_validate_catches_drifted_counts():
+    s = WorkerState()
+    s.compute([task(1, ["x"])], {"x": ["tcp://a", 10]}, nothing_here)
+    s.validate()
+    s.in_flight += 1
+    with pytest.raises(AssertionError, match="in_flight"):
+        s.validate()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_event_sequences_keep_every_invariant(seed):
+    """Random compute / answers (also late and duplicate) / lost peers / outcomes / cancels,
+    validated after every event; then everything drains and every task was reported once."""
+    rng = random.Random(seed)
+    s = WorkerState(cap=rng.choice([50, 1 << 62]))
+    peers = ["tcp://a", "tcp://b", "tcp://c"]
+    keys = [f"d{i}" for i in range(8)]
+    local = set(rng.sample(keys, 2))  # held here already
+    kept: dict[str, int] = {}  # fetched values the loop holds (Keep/Release)
+    asked: set[tuple[str, str]] = set()  # (key, address) requests sent
+    skip: set[int] = set()  # the executor's view
+    queue: list[Task] = []  # handed to the executor, not yet reported
+    here: set[int] = set()  # of those, the tids run on the loop thread
+    reports: dict[int, int] = {}  # tid -> terminal reports
+    live: set[int] = set()  # tids the scheduler considers on this worker
+    next_tid = [0]
+
+    def carry(out):
+        for ins in out:
+            kind = type(ins)
+            if kind is Execute:
+                for t in ins.tasks:
+                    for k in t.deps or ():
+                        assert k in t.batch.inline or k in local or k in kept, f"{k} not available"
+                queue.extend(ins.tasks)
+                if ins.here:
+                    here.update(t.tid for t in ins.tasks)
+            elif kind is Fetch:
+                asked.update((k, ins.address) for k in ins.keys)
+            elif kind is Keep:
+                assert ins.key not in kept
+                kept[ins.key] = ins.nbytes
+            elif kind is Release:
+                for k in ins.keys:
+                    del kept[k]
+            elif kind is Skip:
+                skip.update(ins.tids)
+            elif kind is Unskip:
+                skip.difference_update(ins.tids)
+            else:
+                tids = [ins.tid] if kind is Missing else ins.tids
+                for tid in tids:
+                    reports[tid] = reports.get(tid, 0) + 1
+                    live.discard(tid)
+        s.validate()
+        assert kept.keys() == s.fetched
+
+    def new_tasks():
+        ts = []
+        for _ in range(rng.randint(1, 4)):
+            tid = next_tid[0]
+            next_tid[0] += 1
+            deps = rng.sample(keys, rng.randint(0, 3)) or None
+            inline = {deps[0]: b"v"} if deps and rng.random() < 0.2 else {}
+            ts.append(task(tid, deps, fid=rng.choice([F, b"g" * 16]), inline=inline))
+            live.add(tid)
+        where = {k: [rng.choice(peers), rng.randint(1, 40)] for k in keys if k not in local}
+        return ts, where
+
+    def run_some(n):
+        for _ in range(min(n, len(queue))):
+            t = queue.pop(rng.randrange(len(queue)))
+            if t.tid in skip:
+                skip.discard(t.tid)
+                o = Skipped(t)
+            elif rng.random() < 0.2:
+                o = Failed(t, b"e", "tb")
+            else:
+                o = Ran(t, 1, b"r", rng.choice([1e-6, 0.5]))
+            if t.tid in here:
+                here.discard(t.tid)
+                carry(s.finished([o], []))
+            else:
+                carry(s.finished([], [o]))
+
+    for _ in range(80):
+        r = rng.random()
+        if r < 0.3:
+            carry(s.compute(*new_tasks(), local.__contains__))
+        elif r < 0.55 and asked:
+            k, a = rng.choice(sorted(asked))
+            if rng.random() < 0.8:
+                asked.discard((k, a))  # answered (a duplicate or late answer stays possible)
+            if rng.random() < 0.8:
+                carry(s.got([k], [], a))
+            else:
+                carry(s.got([], [k], a))
+        elif r < 0.6:
+            carry(s.peer_lost(rng.choice(peers)))
+        elif r < 0.85:
+            run_some(rng.randint(1, 3))
+        else:
+            carry(s.cancel(rng.sample(sorted(live) + [10_000], min(2, len(live) + 1))))
+    # drain: answer every request, run everything
+    for _ in range(100):
+        if not asked and not queue:
+            break
+        answering = sorted(asked)
+        asked.clear()  # answers may ask for more
+        for k, a in answering:
+            carry(s.got([k], [], a))
+        run_some(len(queue))
+    assert not s.waiting, (s.waiting, s.missing_of, s.fetching, s.queued, s.in_flight, s.fetched, asked)
+    assert not queue and not kept and not s.fetched_refs
+    assert s.in_flight == 0 and s.threaded == 0 and not s.executing and not s.cancelled
+    assert all(n == 1 for n in reports.values()), "a task reported twice"
+    assert set(reports) == set(range(next_tid[0])), "a task never reported"

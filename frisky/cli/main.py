@@ -1,4 +1,4 @@
-"""The ``frisky`` command: ``scheduler``, ``worker``, ``demo``."""
+"""The ``frisky`` command: ``scheduler``, ``worker``, ``launch``, ``demo``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ USAGE = """usage: frisky [--version] COMMAND [ARGS]
 commands:
   scheduler   run a scheduler (frisky scheduler --help)
   worker      run a worker connected to a scheduler (frisky worker --help)
+  launch      start a cluster on many hosts over ssh (frisky launch --help)
+  keys        make CURVE keys for a cluster (frisky keys new DIR)
   demo        start a local cluster and run a small mixed workload (frisky demo --help)
 """
 
@@ -28,12 +30,16 @@ def main(argv: list[str] | None = None) -> None:
         from frisky.scheduler.server import main as run
     elif cmd == "worker":
         from frisky.cli.worker import main as run
+    elif cmd == "launch":
+        from frisky.deploy.launch.launcher import main as run
+    elif cmd == "keys":
+        from frisky.cli.keys import main as run
     elif cmd == "demo":
         from frisky.cli.demo import main as run
     else:
         from frisky.cli.args import fail
 
-        fail("frisky", f"unknown command {cmd!r} (commands: scheduler, worker, demo; see frisky --help)")
+        fail("frisky", f"unknown command {cmd!r} (commands: scheduler, worker, launch, keys, demo; see frisky --help)")
     run(rest)
 
 

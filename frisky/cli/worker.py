@@ -35,7 +35,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="interface for the peer socket (default 127.0.0.1)")
     p.add_argument("--no-nanny", dest="nanny", action="store_false",
                    help="run one worker in this process, unsupervised")
+    p.add_argument("--no-restart", dest="restart", action="store_false",
+                   help="supervise the workers but do not restart one that dies")
     p.add_argument("--quiet", action="store_true", help="do not print the worker's address when it starts")
+    p.add_argument("--keys", default=None, help="directory of the cluster's keys (frisky keys new DIR)")
     p.add_argument("--status-fd", type=int, default=None, help=argparse.SUPPRESS)  # to the nanny
     p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -72,6 +75,19 @@ class _Status:
             self.fd = None
 
 
+def _keys(args: argparse.Namespace):
+    """The cluster's keys from ``--keys`` (None without); exit status 2 if they cannot be used."""
+    if not args.keys:
+        return None
+    from frisky.zmq import curve
+
+    try:
+        return curve.load(args.keys, serving=True)
+    except ValueError as e:
+        print(f"frisky worker: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run_worker(args: argparse.Namespace) -> None:
     """This process is one worker."""
     import zmq
@@ -87,7 +103,7 @@ def run_worker(args: argparse.Namespace) -> None:
     status = _Status(args.status_fd)
     listen = args.listen_address or (f"tcp://{args.host}:0" if args.host else None)
     try:
-        worker = Worker(args.address, name=args.name, nthreads=args.nthreads, memory_limit=_limit(args),
+        worker = Worker(args.address, keys=_keys(args), name=args.name, nthreads=args.nthreads, memory_limit=_limit(args),
                         listen_address=listen)
     except (OSError, ValueError, zmq.ZMQError) as e:  # a bad host, a port in use: one line, status 2
         why = f"{_CANNOT_LISTEN} {listen or 'a free local port'}: {e}"
@@ -133,6 +149,9 @@ def run_nanny(args: argparse.Namespace) -> int:
         parser().error("--listen-address names one address: with --nworkers > 1 give port 0 or --host")
     limit = _limit(args)
     common = ["--no-nanny", "--status-fd", "{fd0}", "--nthreads", str(args.nthreads), "--memory-limit", str(limit)]
+    if args.keys:
+        _keys(args)  # unreadable keys: one line now, not a crash loop
+        common += ["--keys", args.keys]
     if args.quiet:
         common.append("--quiet")
     if args.listen_address:
@@ -158,7 +177,7 @@ def run_nanny(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         for name in _names(args):
-            nannies.append(Nanny(spawner(name), name, limit, supervisor=supervisor).start())
+            nannies.append(Nanny(spawner(name), name, limit, restart=args.restart, supervisor=supervisor).start())
         if stopping:  # a signal came while starting
             stop()
         for n in nannies:

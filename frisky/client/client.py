@@ -12,6 +12,7 @@ import collections
 import gc
 import hashlib
 import itertools
+import logging
 import os
 import pickle
 import secrets
@@ -29,15 +30,18 @@ import zmq
 from frisky import config, protocol
 from frisky.client import map_job
 from frisky.client.future import _DONE_STATES, Future, Remote, wait
-from frisky.client.io import _BATCH, ClientIO
+from frisky.client.io import ClientIO
 from frisky.client.map_job import MapJob
 from frisky.data import dataplane
 from frisky.data.deps import extract, has_futures
 from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
+from frisky.deploy.launch import connection
 from frisky.errors import ClientClosed, FriskyError, SchedulerGone
 from frisky.protocol import pack, wire_key
 from frisky.telemetry import now, recorder
-from frisky.zmq import sockets
+from frisky.zmq import curve, sockets
+
+log = logging.getLogger("frisky.client")
 
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
 _NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
@@ -61,11 +65,18 @@ class Client(ClientIO):
     asynchronous = False  # dask asks: this client blocks, it has no event loop
 
     def __init__(self, address: Any = None, *, timeout: float | None = None, name: str | None = None,
-                 set_as_default: bool = True, **cluster_kwargs) -> None:
+                 set_as_default: bool = True, keys: Any = None, **cluster_kwargs) -> None:
         from frisky.deploy.cluster import LocalCluster
 
         self._owned_cluster = None
         self.cluster = None
+        if address is None:
+            address = config.get("scheduler")  # FRISKY_SCHEDULER: an address or a connection file
+        if connection.is_file_address(address):
+            doc = connection.load(os.fspath(address))
+            address, keys = doc["scheduler"], keys if keys is not None else doc.get("keys")
+        # CURVE keys (a directory, a file or the connection file's object): see frisky.zmq.curve
+        self.keys = curve.load(keys) if keys is not None else None
         if address is None:
             address = self._owned_cluster = LocalCluster(**cluster_kwargs)
         if isinstance(address, LocalCluster):
@@ -96,10 +107,12 @@ class Client(ClientIO):
         self._closed = False
         self._lost = False
         self._io_dozing = True  # the I/O thread sleeps until woken (see _release_later)
+        self._max_batch = config.get("max_batch")  # tasks in one submit message
+        self._shm_threshold = config.get("shm_threshold")  # scattered buffers this big go to shared memory
         self.status = "connecting"
         self.waker = sockets.Waker()
         ident = f"c-{os.getpid()}-{self._prefix}".encode()
-        self.sock = sockets.dealer(self.ctx, address, ident)
+        self.sock = sockets.dealer(self.ctx, address, ident, keys=self.keys)
         try:
             self._connect()
         except BaseException:
@@ -120,7 +133,11 @@ class Client(ClientIO):
     def _connect(self) -> None:
         self.sock.send_multipart([protocol.header(protocol.HELLO_CLIENT, self.name)])
         if not self.sock.poll(int(self.timeout * 1000)):
-            raise TimeoutError(f"no Frisky scheduler answered at {self.scheduler_address} within {self.timeout}s")
+            hint = ""
+            if self.scheduler_address.startswith("tcp://"):  # a keyed scheduler ignores a failed handshake
+                hint = (" (are these keys this cluster's?)" if self.keys is not None else
+                        " (a cluster with keys answers only clients holding them: Client('frisky.json'))")
+            raise TimeoutError(f"no Frisky scheduler answered at {self.scheduler_address} within {self.timeout}s{hint}")
         try:
             msg = protocol.parse_to_client(self.sock.recv_multipart())
         except protocol.ProtocolError as e:
@@ -504,7 +521,7 @@ class Client(ClientIO):
         s = socks.get(address)
         if s is None:
             ctx = sockets.context_for(address) if address.startswith("inproc://") else self.ctx
-            s = socks[address] = sockets.dealer(ctx, address)
+            s = socks[address] = sockets.dealer(ctx, address, keys=self.keys)
             with self._lock:
                 self._thread_sockets.append(s)
         return s
@@ -612,7 +629,7 @@ class Client(ClientIO):
                 continue
             value_frames = dataplane.dumps(value)
             if same_host:  # written once into shared memory; the worker maps it
-                value_frames = dataplane.share(value_frames, self.cluster_id, _HANDOFF)
+                value_frames = dataplane.share(value_frames, self.cluster_id, _HANDOFF, self._shm_threshold)
             descs, out = dataplane.encode(value_frames, same_host, compress=not same_host)
             descs_all.append(descs)
             frames.extend(out)
@@ -694,8 +711,8 @@ class Client(ClientIO):
             self._thread.join(timeout)
         try:
             self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError:  # cannot queue it: the scheduler notices the missed heartbeats instead
+            log.debug("client bye not sent", exc_info=True)
         with self._lock:
             futures = [r() for r in self._futures.values()]
             self._futures.clear()
@@ -758,7 +775,7 @@ class _Batches:
             self.any_deps = True
         if len(self.wkeys) >= self.limit:
             self.flush()
-            self.limit = self.size or _BATCH
+            self.limit = self.size or self.client._max_batch
 
     def flush(self) -> None:
         if not self.wkeys:

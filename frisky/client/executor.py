@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from frisky import config
 from frisky.client.future import Future
 
 _interpreter_exiting = False
@@ -92,6 +93,8 @@ class FriskyExecutor(concurrent.futures.Executor):
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         cluster = None
+        if address is None:
+            address = config.get("scheduler")  # FRISKY_SCHEDULER: an address or a connection file
         if address is None:
             cluster = address = LocalCluster(n_workers=max_workers, **cluster_kwargs)
         try:

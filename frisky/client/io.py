@@ -22,7 +22,6 @@ from frisky.protocol import pack, unpack
 from frisky.zmq import sockets
 
 _LAZY_FLUSH_MS = 5  # releases wait at most this long for a ride with other traffic
-_BATCH = 10000  # tasks in one submit message
 _dropped = logs.Dropped(logs.logger("client"), "message")
 
 
@@ -89,7 +88,7 @@ class ClientIO:
                         run = []
                     released = self._releasable(releases)
                     releases = []
-                if run and (item[5:] != run[0][5:] or len(run) >= _BATCH):
+                if run and (item[5:] != run[0][5:] or len(run) >= self._max_batch):
                     sockets.send(sock, _submit_frames(run, released), False)
                     run, released = [], None
                 run.append(item)

@@ -21,6 +21,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from frisky.data.buffers import address
+
 OVERHEAD = 32  # BLOSC2_MAX_OVERHEAD: a chunk never exceeds the input by more than this
 NOSHUFFLE, SHUFFLE = 0, 1  # BLOSC_NOSHUFFLE, BLOSC_SHUFFLE
 _CODES = {1: 1, 2: 5}  # frisky.data.compression.LZ4 / ZSTD -> BLOSC_LZ4 / BLOSC_ZSTD
@@ -177,12 +179,6 @@ def available() -> bool:
     return _load() is not None
 
 
-def _address(buf: Any) -> tuple[Any, int, int]:
-    """(numpy view keeping ``buf`` alive, address, nbytes) of a contiguous byte buffer."""
-    import numpy as np
-
-    a = np.frombuffer(buf, np.uint8)
-    return a, a.ctypes.data, a.nbytes
 
 
 def compress_into(src: Any, dst: Any, base: int, typesize: int, clevel: int = 1,
@@ -197,8 +193,8 @@ def compress_into(src: Any, dst: Any, base: int, typesize: int, clevel: int = 1,
     lib = _load()
     if lib is None:
         raise ValueError("the blosc2 library is not available")
-    _s, sp, sn = _address(src)
-    _d, dp, dn = _address(dst)
+    _s, sp, sn = address(src)
+    _d, dp, dn = address(dst)
     if sn >= 1 << 31:
         raise ValueError("blosc2 chunks hold under 2 GiB")
     typesize = typesize if 0 < typesize <= 255 and sn % typesize == 0 else 1
@@ -228,8 +224,8 @@ def decompress_into(src: Any, dst: Any, nthreads: int | None = None) -> int:
     lib = _load()
     if lib is None:
         raise ValueError("the blosc2 library is not available")
-    _s, sp, sn = _address(src)
-    _d, dp, dn = _address(dst)
+    _s, sp, sn = address(src)
+    _d, dp, dn = address(dst)
     n_threads = nthreads or THREADS
     ctx = _context(("d", n_threads), lambda: _new_dctx(lib, n_threads))
     n = lib.blosc2_decompress_ctx(ctx.ptr, sp, sn, dp, dn)

@@ -14,11 +14,11 @@ little-endian uint32 chunk sizes followed by the chunks.
 from __future__ import annotations
 
 import struct
-import sys
 import threading
 from typing import Any
 
 from frisky import config
+from frisky.data.buffers import byte_view
 from frisky.telemetry import now, span
 
 NONE, LZ4, ZSTD = 0, 1, 2
@@ -43,24 +43,6 @@ _tls = threading.local()  # per-thread scratch for compressed chunks
 
 
 # ---------------------------------------------------------------------------- buffers
-
-
-def byte_view(buf: Any) -> memoryview:
-    """A flat, C-contiguous ``'B'`` memoryview of ``buf`` (copies only non-contiguous data)."""
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(buf, np.ndarray):
-        # Via numpy, so dtypes memoryview cannot express (datetime64, structured, ...) work too.
-        # ascontiguousarray also turns subclasses (np.matrix) into plain 1-d-capable arrays.
-        return memoryview(np.ascontiguousarray(buf).reshape(-1).view(np.uint8))
-    mv = buf if isinstance(buf, memoryview) else memoryview(buf)
-    if mv.ndim == 1 and mv.format == "B" and mv.c_contiguous:
-        return mv
-    if mv.c_contiguous:
-        try:
-            return mv.cast("B")
-        except TypeError:  # a format cast() refuses: fall through to a copy
-            pass
-    return memoryview(mv.tobytes())
 
 
 def _empty(size: int) -> memoryview:

@@ -1,16 +1,20 @@
 """How a large value travels: shared memory on one host, compressed frames across hosts.
 
 A large value is serialized once (pickle protocol 5): a small stream plus raw buffers.
-When it is produced, every buffer of at least ``shm_threshold`` bytes is written once
-into a POSIX shared-memory segment and the value is rebuilt as views of those segments,
+When it is produced, every buffer of at least ``shm_threshold`` bytes is copied once
+into a block of the worker's shared-memory arena (:mod:`frisky.shm.arena`: mapped once,
+its pages reused from value to value) and the value is rebuilt as views of those blocks,
 so the heap copy is freed. A consumer on the same host (``ipc://``/``inproc://`` peers)
-receives only segment names and maps them read-only: a NumPy array arrives as a view,
-with no copy. A consumer across TCP receives the bytes, each buffer compressed by a
+receives only block descriptors and views them read-only in its own, long-lived mapping
+of the arena: a NumPy array arrives as a view, with no copy and no new mapping. Without
+an arena (clients scattering) a buffer goes to a segment of its own; when the arena is
+full it stays on the heap and is sent as bytes. A consumer across TCP receives the bytes, each buffer compressed by a
 codec chosen by sampling it (none when it does not pay).
 
 On the wire a value is a list of descriptors, one per frame, and the frames that follow:
   [RAW]                             the next frame, as is
   [SHM, name, nbytes]               a segment to map (no frame follows)
+  [ARENA, name, offset, nbytes, gen] a block of a host arena (no frame follows)
   [PACKED, codec, nbytes, itemsize] the next frame, compressed
   [STREAMED, codec, nbytes, itemsize] no frame here: the buffer follows the reply as
                                     messages of one chunk each (worker to worker over TCP,
@@ -25,9 +29,12 @@ from typing import Any
 
 from frisky import config, shm
 from frisky.data import bufpool, compression
+from frisky.data.buffers import byte_view
+from frisky.shm import arena as _arena
 from frisky.telemetry import now, recorder
 
-RAW, SHM, PACKED, STREAMED = 0, 1, 2, 3
+RAW, SHM, PACKED, STREAMED, ARENA = 0, 1, 2, 3, 4
+_NUMPY_COPY = 64 * 1024  # above this numpy copies (it releases the GIL; memoryview does not)
 # below this a buffer travels in one frame: streaming only pays once it overlaps real work
 STREAM_MIN = 2 * compression.STREAM_CHUNK
 # one codec thread at each end: the sender's and the receiver's already keep two cores busy
@@ -75,17 +82,46 @@ def loads(frames: list) -> Any:
 def nbytes(frames: list) -> int:
     total = 0
     for f in frames:
-        total += f.size if isinstance(f, shm.Segment) else memoryview(f).nbytes
+        total += f.size if isinstance(f, (shm.Segment, _arena.Block)) else memoryview(f).nbytes
     return total
 
 
-def share(frames: Frames, cluster_id: str, registry: shm.Registry, threshold: int | None = None) -> Frames:
-    """Move buffers of at least ``threshold`` bytes into new segments (owned by ``registry``)."""
+def is_shared(frames: list) -> bool:
+    """Whether any of ``frames`` lives in shared memory (a segment or an arena block)."""
+    return any(isinstance(f, (shm.Segment, _arena.Block)) for f in frames)
+
+
+def _copy_into(dst: memoryview, src) -> None:
+    src = byte_view(src)
+    if src.nbytes >= _NUMPY_COPY:
+        import numpy as np
+
+        np.copyto(np.frombuffer(dst, np.uint8), np.frombuffer(src, np.uint8))
+    else:
+        dst[:] = src
+
+
+def share(frames: Frames, cluster_id: str, registry: shm.Registry, threshold: int | None = None,
+          arena: _arena.Arena | None = None) -> Frames:
+    """Move buffers of at least ``threshold`` bytes into shared memory: blocks of ``arena``
+    when given (a full arena leaves the buffer on the heap), else new segments (owned by
+    ``registry``)."""
     threshold = config.get("shm_threshold", threshold)
     out = Frames([frames[0]])
     out.itemsizes = frames.itemsizes
     for f in frames[1:]:
-        if memoryview(f).nbytes >= threshold:
+        n = memoryview(f).nbytes
+        if n >= threshold:
+            if arena is not None:
+                block = arena.alloc(n)
+                if block is None:  # full: keep it on the heap, send it as bytes
+                    out.append(f)
+                    continue
+                t0 = now()
+                _copy_into(block.buf, f)
+                recorder.span("shm.arena.write", t0)
+                out.append(block)
+                continue
             try:
                 seg = shm.write(cluster_id, f)
             except OSError:  # /dev/shm full: keep it on the heap, send it as bytes
@@ -100,11 +136,14 @@ def share(frames: Frames, cluster_id: str, registry: shm.Registry, threshold: in
 
 def views(frames: list) -> list:
     """The frames as buffers ``loads`` accepts (segments become their memoryviews)."""
-    return [f.buf if isinstance(f, shm.Segment) else f for f in frames]
+    return [f.buf if isinstance(f, (shm.Segment, _arena.Block)) else f for f in frames]
 
 
 def release(frames: list, registry: shm.Registry) -> None:
-    """The producer drops its value: unlink its segments (mappings elsewhere stay valid)."""
+    """The producer drops its value: unlink its segments (mappings elsewhere stay valid).
+
+    Arena blocks need nothing here: a block returns to its arena once the last view of it
+    here is gone and no reader elsewhere pins it."""
     for f in frames:
         if isinstance(f, shm.Segment):
             registry.decref(f.name)
@@ -121,7 +160,12 @@ def encode(frames: list, same_host: bool, compress: bool, streams: list | None =
     out: list = []
     itemsizes = getattr(frames, "itemsizes", None)
     for i, f in enumerate(frames):
-        if isinstance(f, shm.Segment):
+        if isinstance(f, _arena.Block):
+            if same_host:
+                descs.append([ARENA, *f.descriptor()])
+                continue
+            f = f.buf
+        elif isinstance(f, shm.Segment):
             if same_host:
                 descs.append([SHM, f.name, f.size])
                 continue
@@ -150,6 +194,12 @@ def encode(frames: list, same_host: bool, compress: bool, streams: list | None =
 def _choose_stream(buf: Any, itemsize: int) -> int:
     t0 = now()
     codec = compression.choose(buf, itemsize=itemsize, prefer="lz4")
+    # Data so compressible that shuffling gains nothing (constants: np.ones, zeros) still
+    # goes through blosc2: it finds runs of one value per block and writes each chunk
+    # straight into place, where plain lz4 decodes into a fresh buffer and copies it
+    # (measured: np.ones, 4 MiB chunks, blosc2 ~6x faster to decode, ~2x to encode).
+    if codec in (compression.LZ4, compression.ZSTD) and itemsize <= 255 and compression._blosc() is not None:
+        codec |= compression.SHUFFLE | compression.BLOSC
     recorder.span("tcp.send.choose", t0)
     return codec
 
@@ -159,7 +209,7 @@ def chunks(streams: list):
     one chunk at a time so each can be on the wire while the next is compressed."""
     add = recorder.add
     for buf, codec, itemsize in streams:
-        mv = compression.byte_view(buf)
+        mv = byte_view(buf)
         step = compression.stream_chunk(itemsize, mv.nbytes, codec)
         count, total = 0, 0
         for off in range(0, mv.nbytes, step):
@@ -246,12 +296,15 @@ class Incoming:
 
 def decode(descs: list, frames: list, segments: bool = False) -> list:
     """Buffers of one value from what :func:`encode` sent (segments mapped read-only;
-    as :class:`~frisky.shm.Segment` objects when ``segments``)."""
+    as :class:`~frisky.shm.Segment` objects when ``segments``; arena blocks as read-only
+    views, pinned while they live)."""
     out = []
     pos = 0
     for d in descs:
         kind = d[0]
-        if kind == SHM:
+        if kind == ARENA:
+            out.append(_arena.attach(d[1], d[2], d[3], d[4]))
+        elif kind == SHM:
             seg = shm.attach(d[1])
             out.append(seg if segments else seg.buf)
         elif kind == PACKED:

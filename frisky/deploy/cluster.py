@@ -25,7 +25,7 @@ from frisky.deploy.nanny import Nanny, Supervisor, describe_exit
 from frisky.protocol import unpack
 from frisky.zmq import sockets
 
-logger = logging.getLogger("frisky.cluster")
+logger = logging.getLogger("frisky.deploy")
 _TRANSPORTS = {True: ("ipc", "tcp"), False: ("inproc", "tcp")}  # by processes=
 
 
@@ -142,6 +142,9 @@ class LocalCluster:
 
         self.ctx = zmq.Context.instance()
         sockets.sweep_ipc_dirs()  # of clusters whose owner and fork server were both killed
+        from frisky.shm import sweep
+
+        sweep()  # and their arenas and segments in /dev/shm (kill -9 of the whole tree)
         self._ipc_dir = sockets.private_ipc_dir()
         self._zygote = zygote.get()
         # should this process end without closing us, the fork server tidies up after it

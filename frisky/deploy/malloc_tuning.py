@@ -32,11 +32,7 @@ def set_env(env: dict) -> None:
 def set_mmap_threshold() -> bool:
     """Set the threshold in this process (a worker started by hand); False if not glibc.
     (Huge pages can only be asked for in the environment, before the process starts.)"""
-    import ctypes
-    import ctypes.util
+    from frisky import procs
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError, TypeError):
-        return False
+    mallopt = getattr(procs.libc(), "mallopt", None)  # glibc only
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))

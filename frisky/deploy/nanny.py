@@ -30,11 +30,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from frisky import config
+from frisky import config, procs
 
-logger = logging.getLogger("frisky.nanny")
+logger = logging.getLogger("frisky.deploy")
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class ProcessLike(Protocol):
@@ -50,15 +49,6 @@ class ProcessLike(Protocol):
 #: start one worker process, given the write end of its status pipe (to pass on as
 #: ``--status-fd``); the caller closes its own copy after the call
 Spawn = Callable[[int], ProcessLike]
-
-
-def rss(pid: int) -> int | None:
-    """Resident set size of ``pid`` in bytes (cheap: one small read), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def describe_exit(status: int | None) -> str:
@@ -97,7 +87,7 @@ class Nanny:
         self.spawn = spawn
         self.name = name
         self.memory_limit = memory_limit
-        fraction = config.get("memory_terminate", memory_terminate)
+        self.terminate_fraction = fraction = config.get("memory_terminate", memory_terminate)
         self.terminate_at = int(memory_limit * fraction) if memory_limit and fraction else None
         self.restart = restart
         self.max_failed_starts = config.get("nanny_failed_starts", failed_starts)
@@ -226,10 +216,10 @@ class Nanny:
         proc = self.process
         if self.terminate_at is None or proc is None or self._killed_for is not None:
             return
-        used = rss(proc.pid)
+        used = procs.rss(proc.pid)
         if used is not None and used > self.terminate_at:
             self._killed_for = (f"its memory use {used / 2**20:.0f} MiB passed {self.terminate_at / 2**20:.0f} MiB "
-                                f"({config.get('memory_terminate'):.0%} of its {self.memory_limit / 2**20:.0f} MiB limit)")
+                                f"({self.terminate_fraction:.0%} of its {self.memory_limit / 2**20:.0f} MiB limit)")
             logger.warning("worker %s (pid %d): %s: killing it", self.name, proc.pid, self._killed_for)
             proc.send_signal(signal.SIGKILL)
 
@@ -395,7 +385,7 @@ class Supervisor:
                 if fd == self._wake_r:
                     try:
                         os.read(self._wake_r, 4096)
-                    except BlockingIOError:
+                    except BlockingIOError:  # drained already by an earlier wake-up
                         pass
                     continue
                 kind, what = fds[fd]

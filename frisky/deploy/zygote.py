@@ -82,7 +82,7 @@ class Process:
         if self.returncode is None:
             try:
                 os.kill(self.pid, sig)
-            except ProcessLookupError:
+            except ProcessLookupError:  # exited meanwhile: nothing left to signal
                 pass
 
     def terminate(self) -> None:
@@ -224,7 +224,7 @@ def _tidy(clusters: dict[str, str | None]) -> None:
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
+        except (ProcessLookupError, ChildProcessError):  # exited and reaped meanwhile
             pass
         _children.discard(pid)
     if not clusters:
@@ -264,9 +264,9 @@ def _child(sock: socket.socket, cmd: dict, fds: list[int]) -> None:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:  # noqa: BLE001 - report and exit non-zero
-        import traceback
+        import logging
 
-        traceback.print_exc()
+        logging.getLogger("frisky.deploy").exception("frisky %s failed", " ".join(map(str, cmd["argv"])))
         code = 1
     finally:
         sys.stdout.flush()
@@ -288,7 +288,7 @@ def serve(fd: int) -> None:
 
     try:  # tasks use it often; importing once here saves every worker ~70 ms
         import numpy  # noqa: F401
-    except ImportError:
+    except ImportError:  # numpy is optional: workers without it just start without it
         pass
 
     sock = socket.socket(fileno=fd)
@@ -326,7 +326,7 @@ def serve(fd: int) -> None:
             for f in fds:
                 os.close(f)
             sock.send(json.dumps({"pid": pid}).encode())
-    except _Stop:
+    except _Stop:  # SIGTERM or the parent gone: tidy up below
         pass
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # tidying up is not interrupted twice
     _tidy(clusters)

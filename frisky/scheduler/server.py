@@ -31,7 +31,7 @@ from frisky.scheduler.instructions import (
 from frisky.scheduler.state import SchedulerState
 from frisky.scheduler.workers import Refused
 from frisky.telemetry import now, recorder
-from frisky.zmq import sockets
+from frisky.zmq import curve, sockets, zap
 
 log = logs.logger("scheduler")
 MAX_WAITERS_PER_PEER = 64  # pending wait-workers requests one socket may have
@@ -51,6 +51,14 @@ def _peer(ident: bytes, who) -> str:
     return f"{who[0]} {who[1]} ({ident.hex()[:16]})"
 
 
+def _says_hello_worker(header: bytes) -> bool:
+    try:
+        msg = protocol.unpack(header)
+        return isinstance(msg, (list, tuple)) and len(msg) > 0 and msg[0] == protocol.HELLO_WORKER
+    except Exception:  # noqa: BLE001 - not even msgpack: the parser drops it and says why
+        return False
+
+
 class SchedulerServer:
     """Serve :class:`SchedulerState` on ``address`` (tcp, ipc or inproc)."""
 
@@ -64,8 +72,10 @@ class SchedulerServer:
         dashboard_address: str | None = None,
         heartbeat_interval: float | None = None,
         heartbeat_timeout: float | None = None,
+        keys: curve.Keys | None = None,
     ) -> None:
         self.ctx = ctx or zmq.Context.instance()  # inproc: the caller passes its own context
+        self.keys = keys  # CURVE: only peers with the cluster's keys connect; roles checked on hello
         if cluster_id is None:
             from frisky.shm import new_cluster_id
 
@@ -73,7 +83,9 @@ class SchedulerServer:
         self.cluster_id = cluster_id
         self.table = local_table
         self.state = SchedulerState(local=local_table is not None)
-        self.sock, self.address = sockets.router(self.ctx, address)
+        if keys is not None:
+            zap.set_policy(curve.policy(keys))
+        self.sock, self.address = sockets.router(self.ctx, address, keys=keys)
         if self.address.startswith("inproc://"):
             sockets.register_inproc(self.address, self.ctx)
         self.waker = sockets.Waker()
@@ -138,7 +150,10 @@ class SchedulerServer:
                     elif fd_or_sock == self.waker.rfd:
                         self.waker.drain()
                     else:
-                        self._worker_process_died(fd_or_sock)
+                        try:
+                            self._worker_process_died(fd_or_sock)
+                        except Exception as e:  # noqa: BLE001 - a bug must not end the cluster
+                            self._failed("removing a dead worker", e)
                 try:
                     self._send(self.state.flush())
                 except Exception as e:  # noqa: BLE001 - a bug must not end the cluster
@@ -169,7 +184,7 @@ class SchedulerServer:
     # ------------------------------------------------------------- reading
     def _read_all(self) -> None:
         sock = self.sock
-        recv = sockets.recv
+        recv = sockets.recv if self.keys is None else self._recv_keyed
         idents = self.idents
         for _ in range(10000):
             frames = recv(sock)
@@ -187,6 +202,17 @@ class SchedulerServer:
                 self._drop(ident, who, e.op, e.why)
             except Exception as e:  # noqa: BLE001 - our bug, not the peer's: keep serving the others
                 self._failed(f"handling a message from {_peer(ident, who)}", e)
+
+    def _recv_keyed(self, sock: zmq.Socket) -> list | None:
+        """:func:`sockets.recv` for a keyed scheduler: only the worker key may say hello-worker."""
+        while True:
+            got = sockets.recv_routed(sock, self.idents)
+            if got is None:
+                return None
+            frames, role = got
+            if role in (None, curve.WORKER) or len(frames) < 2 or not _says_hello_worker(frames[1]):
+                return frames
+            self._drop(frames[0], None, protocol.HELLO_WORKER, f"a {role} key cannot register as a worker")
 
     def _drop(self, ident: bytes, who, op, why: str) -> None:
         self.dropped(_peer(ident, who), op, why)
@@ -368,6 +394,7 @@ class SchedulerServer:
 
     def _hello_worker(self, ident: bytes, msg: list) -> None:
         info = msg[1]
+        self._replace_predecessor(info)
         try:
             w = self.state.add_worker(info)
         except Refused as e:
@@ -438,6 +465,18 @@ class SchedulerServer:
         if self.state.remove_worker(w):
             wi = self.state.workers[w]
             log.info("worker %s (%s) died: %s", wi.name, wi.address, reason)
+
+    def _replace_predecessor(self, info: dict) -> None:
+        """A worker its host's nanny restarted says hello under the old name before the old
+        one's heartbeat timed out (another host's processes have no pidfd here): the old one,
+        same name, same other host, another pid, is dead. On this host the pidfd says it."""
+        workers = self.state.workers
+        w = workers.by_name.get(str(info.get("name")))
+        if w is None:
+            return
+        old = workers[w]
+        if old.host not in (None, self.host) and old.host == info.get("host") and old.pid != info.get("pid"):
+            self._remove_worker(w, f"restarted on {old.host} as pid {info.get('pid')}")
 
     def _worker_process_died(self, fd: int) -> None:
         w = self.pidfds.get(fd)
@@ -548,11 +587,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster-id", default=None)
     parser.add_argument("--announce-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="do not print the address")
+    parser.add_argument("--keys", default=None, help="directory of the cluster's keys (frisky keys new DIR)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="listen on a non-loopback address without keys: anyone who reaches it runs code")
     args = parser.parse_args(argv)
     address = args.address or f"tcp://{args.host}:{args.port}"
+    keys = None
+    if args.keys:
+        try:
+            keys = curve.load(args.keys, serving=True)
+        except ValueError as e:
+            cli.fail(parser.prog, str(e))
+    elif not args.insecure and curve.network_facing(address):
+        cli.fail(parser.prog, f"{address} is reachable from other hosts and there are no keys: anyone who reaches "
+                              "it could run code on the workers; give --keys DIR (frisky keys new DIR) or --insecure")
     try:
         sockets.check_address(address)
-        server = SchedulerServer(address, cluster_id=args.cluster_id, dashboard_address=args.dashboard_address)
+        server = SchedulerServer(address, cluster_id=args.cluster_id, dashboard_address=args.dashboard_address,
+                                 keys=keys)
     except (ValueError, OSError, zmq.ZMQError) as e:  # a bad host, a port in use: one line, status 2
         cli.fail(parser.prog, f"cannot listen at {address}: {e}")
     signal.signal(signal.SIGTERM, lambda *_: server.stop())

@@ -390,7 +390,7 @@ class SchedulerState:
         elif self._trim_due and not out and not len(self.tasks):
             # once idle, again: buffers of the last messages were freed after the shrink
             self._trim_due = False
-            from frisky.worker.memory import trim
+            from frisky.procs import malloc_trim as trim
 
             trim()
         if self.validating and len(self.tasks) <= VALIDATE_ROWS:
@@ -418,7 +418,7 @@ class SchedulerState:
         self.queues.recomputing = set()
         import gc
 
-        from frisky.worker.memory import trim
+        from frisky.procs import malloc_trim as trim
 
         gc.collect()  # rare (a large release): cycles made meanwhile would pin the freed arenas
         trim()

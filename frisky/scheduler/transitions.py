@@ -170,7 +170,9 @@ class Transitions:
         if answered:
             t.tpending[tid] -= 1
         else:
-            wi.cancelling.add(tid)
+            # a count, not a set: the same task may be sent to, and cancelled on, one
+            # worker twice before it answers the first; each send gets one answer
+            wi.cancelling[tid] = wi.cancelling.get(tid, 0) + 1
             self.outbox.cancel.setdefault(w, []).append(tid)
 
     # ------------------------------------------------------------ processing -> memory
@@ -240,7 +242,11 @@ class Transitions:
             self.outbox.release_blob(blob)
             return False
         t = self.tasks
-        wi.cancelling.discard(tid)
+        left = wi.cancelling[tid] - 1
+        if left:
+            wi.cancelling[tid] = left
+        else:
+            del wi.cancelling[tid]
         t.tpending[tid] -= 1
         st = t.tstate[tid]
         if stored and not (st == MEMORY and t.twhere[tid] == wi.idx):  # a result nobody wants
@@ -462,19 +468,22 @@ class Transitions:
         t.nstate[WAITING] += 1
         self.queues.recomputing.add(tid)
         deps = t.tdeps[tid]
-        waiting = 0
         if deps is not None:
-            err = None
-            for d in deps:
-                t.twaiters[d] += 1
-                st = tstate[d]
-                if st == ERRED:
-                    err = d
-                elif st != MEMORY:
-                    waiting += 1
+            twaiters = t.twaiters
+            for d in deps:  # first, so that nothing it needs is released meanwhile
+                twaiters[d] += 1
+            for d in deps:  # released since the walk began (an error elsewhere let it go)
+                if tstate[d] == RELEASED:
+                    self.recompute(d)
+            if tstate[tid] != WAITING:  # erred with an input that could not be recomputed
+                return
+            err = next((d for d in deps if tstate[d] == ERRED), None)
             if err is not None:
                 self.err(tid, *t.tblob[err])
                 return
+            waiting = sum(1 for d in deps if tstate[d] != MEMORY)
+        else:
+            waiting = 0
         t.twaiting[tid] = waiting
         if waiting == 0:
             self.make_ready(tid)
@@ -580,8 +589,8 @@ class Transitions:
     def worker_gone(self, wi: WorkerInfo) -> None:
         """Nothing pends on a dead worker's cancels any more."""
         t = self.tasks
-        for tid in wi.cancelling:
-            t.tpending[tid] -= 1
+        for tid, n in wi.cancelling.items():
+            t.tpending[tid] -= n
             if t.tstate[tid] == FORGOTTEN and t.tpending[tid] == 0:
                 t.free.append(tid)
-        wi.cancelling = set()
+        wi.cancelling = {}

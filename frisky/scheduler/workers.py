@@ -35,7 +35,7 @@ class WorkerInfo:
         self.host = info.get("host")
         self.processing: dict[int, float] = {}  # tid -> estimated seconds, in dispatch order
         self.load = 0.0  # estimated seconds of the work in `processing`
-        self.cancelling: set[int] = set()  # told to cancel these, not answered yet
+        self.cancelling: dict[int, int] = {}  # tid -> cancels sent and not answered yet
         self.ready: deque[int] = deque()  # tasks that should run here (data or restriction)
         self.nbytes = 0  # bytes of results held
         self.held: set[int] = set()  # tids of the results it holds

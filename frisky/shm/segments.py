@@ -134,7 +134,7 @@ def create(cluster_id: str, size: int) -> Segment:
 
 def write(cluster_id: str, data: Any) -> Segment:
     """Create a segment holding a copy of ``data`` (any buffer); records span ``shm.write``."""
-    from frisky.data.compression import byte_view
+    from frisky.data.buffers import byte_view
 
     t0 = now()
     src = byte_view(data)
@@ -175,7 +175,7 @@ def unlink(name: str) -> None:
     """Remove segment ``name``; existing mappings stay valid. Missing is not an error."""
     try:
         os.unlink(_path(name))
-    except FileNotFoundError:
+    except FileNotFoundError:  # released or swept already: the result wanted
         pass
 
 

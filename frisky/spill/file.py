@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from frisky import config
-from frisky.data.compression import byte_view
+from frisky.data.buffers import byte_view
 from frisky.spill import reader
 from frisky.spill.directio import alignment, open_data_file
 from frisky.spill.errors import SpillError
@@ -22,7 +22,7 @@ from frisky.spill.sweep import dir_prefix, spill_root
 from frisky.spill.writer import Pending, Writer, default_workers
 from frisky.telemetry import count, now, span
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("frisky.spill")
 
 OnDone = Callable[[Hashable, "BaseException | None"], Any]
 

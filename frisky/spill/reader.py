@@ -16,7 +16,7 @@ import mmap
 from collections.abc import Iterator
 from typing import Any
 
-from frisky.data.compression import byte_view
+from frisky.data.buffers import byte_view
 from frisky.spill.checksum import checksum
 from frisky.spill.directio import align_up, aligned_buffer, pread_into
 from frisky.spill.errors import ChecksumError

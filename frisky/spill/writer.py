@@ -19,14 +19,14 @@ import queue
 import threading
 from typing import Any
 
-from frisky.data.compression import byte_view
+from frisky.data.buffers import address, byte_view
 from frisky.spill.checksum import checksum
 from frisky.spill.directio import align_up, aligned_buffer, pwritev_all
 from frisky.spill.errors import SpillError
 from frisky.spill.index import Entry, FrameMeta
 from frisky.telemetry import now
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("frisky.spill")
 
 MIN_COMPRESS = 4096  # smaller frames cannot save a disk block: store them raw, skip sampling
 POOL_MIN = 256 << 10  # smaller chunks are encoded inline: a pool round trip would cost more
@@ -75,12 +75,6 @@ def load_codecs() -> Any:
     from frisky.data import compression
 
     return compression
-
-
-def _address(buf: memoryview) -> int:
-    import numpy as np
-
-    return int(np.frombuffer(buf, np.uint8).ctypes.data)
 
 
 def encode(piece: memoryview, codec: int, itemsize: int, codecs: Any) -> tuple[memoryview, int, int]:
@@ -144,7 +138,7 @@ class Writer:
             try:
                 if not item.cancelled:
                     self._pack(item)
-            except _Cancelled:
+            except _Cancelled:  # the value was freed while queued: nothing to write or report
                 pass
             except BaseException as e:  # a codec failed: report it, keep the thread alive
                 log.exception("spill: encoding %r failed", item.key)
@@ -166,7 +160,7 @@ class Writer:
         item.t0 = now()
         block, align = self._block, self._align
         # Room for the data (stored raw at worst) and for padding before frames written in place.
-        aligned = [f.nbytes >= POOL_MIN and _address(f) % align == 0 for f in item.frames]
+        aligned = [f.nbytes >= POOL_MIN and address(f)[1] % align == 0 for f in item.frames]
         item.reserved = align_up(item.nbytes, align) + align * sum(aligned)
         item.offset = self._owner._alloc(item.reserved)
         metas: list[FrameMeta] = []

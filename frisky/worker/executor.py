@@ -1,9 +1,10 @@
-"""Executor threads: run batches of tasks and hand each result back to the worker's loop.
+"""Executor threads: run batches of tasks and report each outcome to the worker's loop.
 
-Results go back through a deque and the worker's :class:`~frisky.zmq.sockets.Waker`, one by
-one as they are ready, so no result waits behind a long task. Calls of a function whose
-recent calls were all tiny run on the loop thread itself when nothing else is queued:
-two thread handoffs would cost more than the call.
+Outcomes (:class:`~frisky.worker.state.Ran`, ``Failed``, ``Skipped``) go back through a
+deque and a wake-up call, one by one as they are ready, so no result waits behind a long
+task; the loop feeds them to the :class:`~frisky.worker.state.WorkerState`. The threads
+never read that state. Batches the state marks as tiny run on the loop thread itself
+(:meth:`Executor.run`), their outcomes in a deque of their own.
 """
 
 from __future__ import annotations
@@ -12,38 +13,58 @@ import collections
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from frisky import protocol
 from frisky.data.deps import substitute
 from frisky.data.serialize import format_exception
 from frisky.telemetry import recorder
+from frisky.worker.state import Batch, Execute, Failed, Ran, Skipped, Task, try_inline
 from frisky.worker.store import sizeof
 
-if TYPE_CHECKING:
-    from frisky.worker.server import Worker
+# functions kept unpickled per worker: past this many the cache starts afresh (a map over
+# ever-new lambdas must not pin them all)
+_FUNCTIONS_KEPT = 1000
+# while results pile up on a thread, wake the loop at most this often (ns); it also polls
+# this often while a batch runs, so no result waits behind a long task
+_WAKE_NS = 1_000_000
 
 
 class Executor:
-    """Threads that run batches of tasks and hand results back to the loop."""
+    """Threads that run batches of tasks and hand their outcomes back to the loop.
 
-    def __init__(self, worker: Worker, nthreads: int) -> None:
-        self.worker = worker
+    ``inline_threshold``: results under it travel inline; ``keep(key, value) -> nbytes`` holds a result too large to travel inline; ``value(key)``
+    reads an input held on this worker; ``memory`` is the worker's
+    :class:`~frisky.worker.memory.MemoryManager` (tasks wait while it pauses); ``wake``
+    pokes the loop.
+    """
+
+    def __init__(self, nthreads: int, codec, *, inline_threshold: int, keep: Callable[[str, Any], int],
+                 value: Callable[[str], Any], memory, wake: Callable[[], None]) -> None:
+        self.codec = codec
+        self.keep = keep
+        self.value = value
+        self.memory = memory
+        self.wake = wake
+        self.inline_threshold = inline_threshold
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.done: collections.deque = collections.deque()
+        self.done: collections.deque = collections.deque()  # outcomes from the threads
+        self.here: collections.deque = collections.deque()  # outcomes of batches run on the loop
+        self.skip: set[int] = set()  # tids cancelled after they were handed over
         self.active = False  # a batch is running
         self.functions: dict[bytes, Any] = {}
-        self.streak: dict[bytes, int] = {}  # fid -> calls in a row that took under _FAST_NS
         self.threads = [
             threading.Thread(target=self._run, name=f"frisky-exec-{i}", daemon=True) for i in range(nthreads)
         ]
         for t in self.threads:
             t.start()
 
-    def submit(self, tasks: list) -> None:
-        """Run ``tasks``: here and now when they are known to be tiny (see :meth:`fast`),
-        else on the executor threads. Called on the loop thread."""
-        if self.fast(tasks):
-            self.run_batch(tasks, None)
+    def run(self, ins: Execute) -> None:
+        """Carry out ``Execute``: here and now on the calling (loop) thread, or on the threads."""
+        tasks = ins.tasks
+        if ins.here:
+            self.run_batch(tasks, self.here, None)
             return
         n = len(self.threads)
         if n == 1 or len(tasks) <= 1:
@@ -65,10 +86,12 @@ class Executor:
     def _function(self, fid: bytes, blob: bytes):
         fn = self.functions.get(fid)
         if fn is None:
-            fn = self.worker.codec.loads_function(blob)
-            if self.worker.codec.local:
+            if not self.codec.local and protocol.function_id(blob) != fid:
+                raise ValueError(f"function blob does not match its id {fid.hex()}: refused")
+            fn = self.codec.loads_function(blob)
+            if self.codec.local:
                 return fn  # a handle lookup is as cheap as a cache, and pins nothing
-            if len(self.functions) > 1000:
+            if len(self.functions) > _FUNCTIONS_KEPT:
                 self.functions.clear()
             self.functions[fid] = fn
         return fn
@@ -78,68 +101,51 @@ class Executor:
             batch = self.queue.get()
             if batch is None:
                 return
-            self.run_batch(batch, self.worker.waker.wake)
+            self.run_batch(batch, self.done, self.wake)
 
-    def fast(self, tasks: list) -> bool:
-        """Whether ``tasks`` may run right here on the loop thread: nothing else is queued,
-        and each function's recent calls all took under ``_FAST_NS`` (a handoff to an executor
-        thread and back costs more than such a call)."""
-        if self.active or not self.queue.empty() or len(tasks) > _FAST_BATCH:
-            return False
-        streak = self.streak
-        for task in tasks:
-            if streak.get(task[2], 0) < _FAST_STREAK:
-                return False
-        return True
-
-    def run_batch(self, batch: list, wake) -> None:
+    def run_batch(self, batch: list[Task], done: collections.deque, wake: Callable[[], None] | None) -> None:
         """Run ``batch`` on this thread, appending each outcome to ``done``; ``wake`` (if any)
         pokes the loop as results pile up."""
-        worker = self.worker
-        codec = worker.codec
-        cancelled = worker.state.cancelled
+        codec = self.codec
+        skip = self.skip
         loads_args = codec.loads_args
         dumps_value = codec.dumps_value
-        done = self.done
-        streak = self.streak
+        threshold = self.inline_threshold
+        keep = self.keep
         perf = time.perf_counter_ns
         record = recorder.span
         add = recorder.add
         n_de = t_de = t_ser = 0
-        running = worker.memory.running
-        self.active = True  # the loop polls every millisecond meanwhile (see _loop)
+        memory = self.memory
+        running = memory.running
+        self.active = True  # the loop polls every millisecond meanwhile (see Worker._loop)
         last_wake = perf()
         for task in batch:
-            # results go to the loop one by one; wake it at most every millisecond, and
-            # since it also looks every millisecond while we are active, no result
-            # waits behind a long task
-            if wake is not None and done and perf() - last_wake > 1_000_000:
+            # results go to the loop one by one; wake it at most every _WAKE_NS
+            if wake is not None and done and perf() - last_wake > _WAKE_NS:
                 wake()
                 last_wake = perf()
-            tid, key, fid, payload, deps, ctx = task
-            if tid in cancelled:
-                done.append((2, task))
+            tid, key, fid, payload, deps, tb = task
+            if skip and tid in skip:
+                skip.discard(tid)
+                done.append(Skipped(task))
                 continue
             t0 = perf()
             try:
                 if not running.is_set():  # over the pause threshold: wait for memory to fall
-                    worker.memory.wait_until_running()
-                fn = self._function(fid, ctx["fns"][fid])
+                    memory.wait_until_running()
+                fn = self._function(fid, tb.fns[fid])
                 args, kwargs = loads_args(payload)
                 if deps:
-                    args, kwargs = substitute(args, kwargs, self._dep_values(deps, ctx))
+                    args, kwargs = substitute(args, kwargs, self._dep_values(deps, tb))
                 t1 = perf()
                 result = fn(*args, **kwargs)
                 t2 = perf()
-                streak[fid] = streak.get(fid, 0) + 1 if t2 - t1 < _FAST_NS else 0
-                if type(result) in _SMALL or sizeof(result) < worker.inline_threshold * 4:
-                    blob = dumps_value(result)
-                else:
-                    blob = None
+                blob = dumps_value(result) if try_inline(result, sizeof, threshold) else None
                 if type(blob) is bytes:
                     nbytes = len(blob)
                 else:
-                    nbytes = worker.keep(key, result)
+                    nbytes = keep(key, result)
                     blob = None
                 t3 = perf()
                 # one raw span per call; (de)serialization is summed per batch
@@ -147,13 +153,12 @@ class Executor:
                 n_de += 1
                 t_de += t1 - t0
                 t_ser += t3 - t2
-                done.append((0, task, nbytes, blob, (t2 - t1) / 1e9))
+                done.append(Ran(task, nbytes, blob, (t2 - t1) / 1e9))
             except BaseException as e:  # noqa: BLE001 - user code may raise anything
-                streak[fid] = 0
-                done.append((1, task, codec.dumps_exception(e), format_exception(e)))
+                done.append(Failed(task, codec.dumps_exception(e), format_exception(e)))
             # hold no reference to user objects while waiting for the next batch
             fn = args = kwargs = result = blob = None
-        batch = task = ctx = payload = None
+        batch = task = tb = payload = None
         self.active = False
         if wake is not None:
             wake()
@@ -161,28 +166,15 @@ class Executor:
             add("worker.deserialize", n_de, t_de)
             add("worker.serialize", n_de, t_ser)
 
-    def _dep_values(self, deps: list[str], ctx: dict) -> dict[str, Any]:
-        worker = self.worker
-        inline = ctx["inline"]
-        decoded = ctx["decoded"]
+    def _dep_values(self, deps: list[str], batch: Batch) -> dict[str, Any]:
+        inline = batch.inline
+        decoded = batch.decoded
         values = {}
         for k in deps:
             if k in decoded:
                 values[k] = decoded[k]
             elif k in inline:
-                values[k] = decoded[k] = worker.codec.loads_value(inline[k])
-            elif k in worker.state.fetched:
-                values[k] = worker.state.fetched[k]
+                values[k] = decoded[k] = self.codec.loads_value(inline[k])
             else:
-                values[k] = worker.value(k)
+                values[k] = self.value(k)
         return values
-
-
-
-# inline on the loop thread: a function whose last _FAST_STREAK calls each took under
-# _FAST_NS, in batches of at most _FAST_BATCH (a few ms at most, so peers and heartbeats
-# wait little; one that turns slow after such a streak still blocks the loop that once)
-_FAST_NS = 100_000
-_FAST_STREAK = 16
-_FAST_BATCH = 64
-_SMALL = frozenset({int, float, bool, type(None), complex})

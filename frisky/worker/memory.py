@@ -3,74 +3,42 @@
 Two measures drive it, as in Dask: the bytes of values the store holds (cheap, exact for
 buffers) against ``memory_target``, and the process RSS (what the OS sees; estimates
 drift) against ``memory_spill`` and ``memory_pause`` — all fractions of the limit.
-``decide`` is pure; ``MemoryManager`` carries out what it says.
+The policy is :func:`frisky.worker.state.memory_plan` (pure); ``MemoryManager`` measures,
+carries out what it says, and keeps the books of what is on disk.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from frisky import config
+from frisky import config, procs
 from frisky.data import bufpool, dataplane
 from frisky.telemetry import count, now, recorder
+from frisky.worker.state import memory_plan, over
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("frisky.worker")
 _MISSING = object()
-
-
-def rss() -> int:
-    """This process's resident memory in bytes (cheap: one read of /proc)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # pragma: no cover - not Linux
-        import psutil
-
-        return psutil.Process().memory_info().rss
-
-
-_libc = None
-
-
-def trim() -> None:
-    """Give freed heap memory back to the OS (glibc keeps it otherwise, and RSS lies)."""
-    global _libc
-    try:
-        if _libc is None:
-            import ctypes
-
-            _libc = ctypes.CDLL("libc.so.6")
-        _libc.malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
-def decide(managed: int, in_flight: int, process: int, limit: int, target: float, spill: float,
-           pause: float) -> tuple[int, bool]:
-    """(bytes to spill now, whether to pause), from memory measures and thresholds.
-
-    ``managed``: bytes of values held in memory; ``in_flight``: bytes already being spilled;
-    ``process``: RSS.
-    """
-    want = 0
-    if managed - in_flight > target * limit:
-        want = managed - in_flight - int(target * limit)
-    if process > spill * limit:
-        # RSS says more than the estimates: free at least the excess, if we hold that much
-        want = max(want, min(managed - in_flight, process - int(target * limit)))
-    # pause only while something can be freed, else a worker could wait forever
-    return max(0, want), process > pause * limit and (managed > 0 or in_flight > 0)
 
 
 class MemoryManager:
     """Keeps a worker under its memory limit by spilling values to one spill file."""
 
-    def __init__(self, worker, limit: int | None) -> None:
-        self.worker = worker
+    def __init__(self, limit: int | None, *, name: str, store, fetched, shared: dict, registry,
+                 wake: Callable[[], None]) -> None:
+        """``store``: the values it may spill (a :class:`~frisky.worker.store.Store`); ``fetched``:
+        values held for queued tasks (counted, never spilled); ``shared``: keys whose buffers
+        live in shared memory (released once on disk) from ``registry``; ``wake``: pokes the
+        worker's loop when a write ends."""
+        self.name = name
+        self.store = store
+        self.fetched = fetched
+        self.shared = shared
+        self.registry = registry
+        self.wake = wake
         self.limit = limit
         self.target = config.get("memory_target")
         self.spill_at = config.get("memory_spill")
@@ -96,6 +64,7 @@ class MemoryManager:
         self._retry_at = 0
         self.pause_started = 0
         self._last_collect = 0
+        self.arena = None  # the worker's shared-memory arena, once it has one
 
     @property
     def paused(self) -> bool:
@@ -105,24 +74,25 @@ class MemoryManager:
         """Spill or pause if needed. Cheap when under the limit; call it often."""
         if not self.limit:
             return
-        store = self.worker.store
+        store = self.store
         with self.lock:
-            process = rss()
+            process = procs.rss()
             if process > self.spill_at * self.limit and now() - self._last_collect > 50_000_000:
                 # idle receive buffers go before any value does
                 bufpool.pool.clear()
+                if self.arena is not None:  # and the arena's free pages
+                    self.arena.trim()
                 # cycles (tracebacks, frames) can hold big buffers until the next GC pass
                 import gc
 
                 gc.collect()
-                trim()
+                procs.malloc_trim()
                 self._last_collect = now()
-                process = rss()
-            want, pause = decide(store.nbytes + self.worker.state.fetched_bytes, sum(self.spilling.values()),
-                                 process, self.limit,
-                                 self.target, self.spill_at, self.pause_at)
+                process = procs.rss()
+            want, pause = memory_plan(store.nbytes + self.fetched.nbytes, sum(self.spilling.values()),
+                                      process, self.limit, self.target, self.spill_at, self.pause_at)
             todo = self._choose(want) if want and self._may_spill() else []
-            self._set_paused(pause or (self.error is not None and rss() > self.pause_at * self.limit))
+            self._set_paused(pause or (self.error is not None and procs.rss() > self.pause_at * self.limit))
         # outside the lock: put() may wait for the writer, whose completions take the lock
         for key, bufs, itemsizes in todo:
             self.file.put(key, bufs, itemsizes, self._written)
@@ -145,7 +115,7 @@ class MemoryManager:
             from frisky.spill import SpillError, SpillFile
 
             try:
-                self.file = SpillFile(name=f"{self.worker.name}", compression=None)
+                self.file = SpillFile(name=self.name, compression=None)
             except SpillError as e:
                 self._failed(key, e)
                 return False
@@ -162,8 +132,7 @@ class MemoryManager:
     def _choose(self, want: int) -> list[tuple]:
         """Under the lock: pick least-recently-used values worth ``want`` bytes, mark them
         as being spilled, and return (key, buffers, item sizes) for each."""
-        worker = self.worker
-        store = worker.store
+        store = self.store
         if not self._open("(spill file)"):
             return []
         todo = []
@@ -173,7 +142,7 @@ class MemoryManager:
                 break
             if key in self.spilling:
                 continue
-            frames = worker.shared.get(key)
+            frames = self.shared.get(key)
             if frames is None:
                 frames = dataplane.dumps(store.data[key])
             nbytes = store.sizes.get(key, 0)
@@ -192,7 +161,7 @@ class MemoryManager:
                 self._settle(key, error)
             finally:
                 self._settled.notify_all()
-        self.worker.waker.wake()  # re-check: maybe resume, maybe retry
+        self.wake()  # re-check: maybe resume, maybe retry
 
     def _settle(self, key: str, error: BaseException | None) -> None:
         """Under the lock: account for a write that ended. ``has(key)`` never flickers: the
@@ -204,7 +173,7 @@ class MemoryManager:
         frames = self.freed.pop(key, None)
         if frames is not None:  # freed while being written: now nobody reads its buffers
             del self.spilling[key]
-            dataplane.release(frames, self.worker.registry)
+            dataplane.release(frames, self.registry)
             if error is None:
                 self.file.delete(key)
             return
@@ -212,30 +181,30 @@ class MemoryManager:
             if direct is not None:
                 # acknowledged to its sender before the write: keep it in memory instead
                 try:
-                    self.worker.store.put(key, dataplane.loads(direct), nbytes)
+                    self.store.put(key, dataplane.loads(direct), nbytes)
                 except Exception:  # noqa: BLE001 - a sender's bad pickle: the value cannot be kept
-                    log.exception("worker %s: cannot keep %r after its spill failed", self.worker.name, key)
+                    log.exception("worker %s: cannot keep %r after its spill failed", self.name, key)
             del self.spilling[key]
             self._failed(key, error)
             return
         if self.error is not None:
-            log.warning("worker %s: spilling works again", self.worker.name)
+            log.warning("worker %s: spilling works again", self.name)
             self.error = None
         self._backoff = self._retry_min
         if direct is not None:  # written straight from the network: nothing in memory to drop
             self.spilled[key] = nbytes
             del self.spilling[key]
             return
-        if key not in self.worker.store:  # freed meanwhile
+        if key not in self.store:  # freed meanwhile
             del self.spilling[key]
             self.file.delete(key)
             return
         self.spilled[key] = nbytes
         del self.spilling[key]
-        self.worker.store.pop(key)
-        frames = self.worker.shared.pop(key, None)
+        self.store.pop(key)
+        frames = self.shared.pop(key, None)
         if frames is not None:
-            dataplane.release(frames, self.worker.registry)
+            dataplane.release(frames, self.registry)
         count("spill.bytes_spilled", nbytes)
 
     def _failed(self, key: str, error: BaseException) -> None:
@@ -243,14 +212,14 @@ class MemoryManager:
         # and pause while memory stays high (tasks that cannot start then fail with a clear
         # MemoryError once a retry has failed too)
         if getattr(error, "errno", None) == errno.ECANCELED:  # deleted, or closing: nothing to do
-            log.debug("worker %s: spilling %r cancelled", self.worker.name, key)
+            log.debug("worker %s: spilling %r cancelled", self.name, key)
             return
         if not isinstance(error, OSError):
-            log.warning("worker %s: spilling %r failed: %r; kept in memory", self.worker.name, key, error)
+            log.warning("worker %s: spilling %r failed: %r; kept in memory", self.name, key, error)
             return
         if self.error is None:
             log.error("worker %s cannot spill %r: %s; keeping values in memory and retrying",
-                      self.worker.name, key, error)
+                      self.name, key, error)
             self._retry_at = now() + int(self._backoff * 1e9)
         self.error = error
         self.failures += 1
@@ -260,24 +229,22 @@ class MemoryManager:
         with self.lock:
             if key in self.spilling:
                 # the write ends in _settle, which then drops what it wrote
-                self.freed[key] = self.worker.shared.pop(key, None) or []
+                self.freed[key] = self.shared.pop(key, None) or []
                 return True
             if self.spilled.pop(key, None) is not None:
                 self.file.delete(key)
             return False
 
     def has(self, key: str) -> bool:
-        return key in self.spilled or (key in self.spilling and key not in self.worker.store)
+        return key in self.spilled or (key in self.spilling and key not in self.store)
 
     def headroom(self, adding: int) -> bool:
         """Whether ``adding`` more bytes keep held values under half the spill target."""
-        return not self.limit or (self.worker.store.nbytes + self.worker.state.fetched_bytes + adding
-                                  <= 0.5 * self.target * self.limit)
+        return not over(self.store.nbytes + self.fetched.nbytes + adding, self.limit, 0.5 * self.target)
 
     def over_target(self, adding: int = 0) -> bool:
         """Whether held values (plus ``adding`` more bytes) exceed the spill target."""
-        return bool(self.limit) and (self.worker.store.nbytes + self.worker.state.fetched_bytes + adding
-                                     > self.target * self.limit)
+        return over(self.store.nbytes + self.fetched.nbytes + adding, self.limit, self.target)
 
     def put_frames(self, key: str, frames: list, nbytes: int) -> bool:
         """Write an incoming value straight to disk (the worker is over its target).
@@ -295,15 +262,15 @@ class MemoryManager:
         with self._settled:
             # a write in progress either lands on disk or, if it fails, in the store
             self._settled.wait_for(lambda: key not in self.spilling)
-            value = self.worker.store.get(key, _MISSING)
+            value = self.store.get(key, _MISSING)
             if value is not _MISSING:
                 return value
             frames = self.file.get(key)
             value = dataplane.loads(frames)
             nbytes = self.spilled.get(key, 0)
             count("spill.bytes_unspilled", nbytes)
-            store = self.worker.store
-            if store.nbytes + self.worker.state.fetched_bytes + nbytes > self.target * self.limit:
+            store = self.store
+            if over(store.nbytes + self.fetched.nbytes + nbytes, self.limit, self.target):
                 return value  # no room: lend it to the task, keep the copy on disk
             del self.spilled[key]
             self.file.delete(key)
@@ -317,7 +284,7 @@ class MemoryManager:
         try:
             return self.file.map_frames(key)
         except KeyError:  # a failed write has just put it back into the store
-            value = self.worker.store.get(key, _MISSING)
+            value = self.store.get(key, _MISSING)
             if value is _MISSING:
                 raise
             return dataplane.dumps(value)
@@ -341,7 +308,7 @@ class MemoryManager:
             if (self.error is not None and not self.running.is_set()
                     and (self.failures > failures or now() > deadline)):
                 raise MemoryError(
-                    f"worker {self.worker.name} is above {self.pause_at:.0%} of its memory limit "
+                    f"worker {self.name} is above {self.pause_at:.0%} of its memory limit "
                     f"({self.limit} bytes) and cannot spill to disk: {self.error}")
 
     def close(self) -> None:

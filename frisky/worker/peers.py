@@ -4,19 +4,22 @@ DEALERs that fetch dependencies from other workers (on the worker's loop thread)
 from __future__ import annotations
 
 import itertools
-import sys
+import logging
 from typing import TYPE_CHECKING
 
 import zmq
 
 from frisky import config, protocol
 from frisky.data import dataplane
-from frisky.protocol import unpack
 from frisky.telemetry import now, recorder
 from frisky.zmq import sockets
 
 if TYPE_CHECKING:
     from frisky.worker.server import Worker
+
+log = logging.getLogger("frisky.worker")
+
+MAX_REQUEST = 64 << 20  # largest ``get`` request the data socket takes
 
 
 class Peers:
@@ -25,12 +28,16 @@ class Peers:
 
     def __init__(self, worker: Worker, listen_address: str) -> None:
         self.worker = worker
-        self.sock, self.address = sockets.router(worker.ctx, listen_address)
+        # it receives only ``get`` requests: a small cap
+        cap = min(config.get("max_message_size"), MAX_REQUEST)
+        self.sock, self.address = sockets.router(worker.ctx, listen_address, max_message_size=cap,
+                                                 keys=worker.keys)
         self.dealers: dict[str, zmq.Socket] = {}
         self.peer_of_sock: dict[zmq.Socket, str] = {}
         self.incoming: dict[zmq.Socket, tuple] = {}  # peer socket -> (streamed reply, start)
         self._reqs = itertools.count(1)
         self.poller: zmq.Poller | None = None  # the worker loop's, once it runs
+        self.compression = config.get("compression") != "none"  # for peers on other hosts
 
     def close(self) -> None:
         for s in [self.sock, *self.dealers.values()]:
@@ -43,47 +50,57 @@ class Peers:
             if frames is None:
                 return
             ident = frames[0]
-            msg = unpack(frames[1])
-            if msg[0] != protocol.GET:
-                continue
-            t0 = now()
-            req, keys, same_host = msg[1], msg[2], msg[3]
-            compress = not same_host and config.get("compression") != "none"
-            # peers that can take it (workers; not clients) get large buffers streamed
-            streams = [] if compress and len(msg) > 4 and msg[4] else None
-            found, descs_all, missing, out = [], [], [], []
-            for k in keys:
-                frames = self.worker.shared.get(k)
-                if frames is None:
-                    if k in self.worker.store:
-                        frames = dataplane.dumps(self.worker.store.get(k))
-                    elif k in self.worker.state.fetched:
-                        frames = dataplane.dumps(self.worker.state.fetched[k])
-                    elif self.worker.memory.has(k):  # served from disk, not loaded back into the store
-                        frames = self._spilled_frames(k)
-                    if frames is None:
-                        missing.append(k)
-                        continue
-                descs, value_frames = dataplane.encode(frames, same_host, compress, streams)
-                found.append(k)
-                descs_all.append(descs)
-                out.extend(value_frames)
             try:
-                self.sock.send_multipart(
-                    [ident, protocol.header(protocol.DATA, req, found, descs_all, missing), *out], copy=False
-                )
-                if streams:
-                    self._stream(ident, streams)
-            except zmq.ZMQError:
-                pass
-            recorder.span("worker.transfer.send", t0)
+                msg = protocol.parse_get(frames[1:])
+            except protocol.ProtocolError as e:
+                self.worker.dropped(f"peer {ident.hex()[:16]}", e.op, e.why)
+                continue
+            try:
+                self._answer(ident, msg)
+            except Exception as e:  # noqa: BLE001 - our bug: the worker keeps serving
+                self.worker.dropped(f"peer {ident.hex()[:16]}", protocol.GET, f"{type(e).__name__}: {e}",
+                                    exc_info=e)
+
+    def _answer(self, ident: bytes, msg: protocol.Get) -> None:
+        """Send the values ``msg`` asks for that this worker holds."""
+        t0 = now()
+        keys, same_host = msg.keys, msg.same_host
+        compress = not same_host and self.compression
+        # peers that can take it (workers; not clients) get large buffers streamed
+        streams = [] if compress and msg.stream else None
+        found, descs_all, missing, out = [], [], [], []
+        for k in keys:
+            frames = self.worker.shared.get(k)
+            if frames is None:
+                if k in self.worker.store:
+                    frames = dataplane.dumps(self.worker.store.get(k))
+                elif k in self.worker.fetched:
+                    frames = dataplane.dumps(self.worker.fetched.get(k))
+                elif self.worker.memory.has(k):  # served from disk, not loaded back into the store
+                    frames = self._spilled_frames(k)
+                if frames is None:
+                    missing.append(k)
+                    continue
+            descs, value_frames = dataplane.encode(frames, same_host, compress, streams)
+            found.append(k)
+            descs_all.append(descs)
+            out.extend(value_frames)
+        try:
+            self.sock.send_multipart(
+                [ident, protocol.header(protocol.DATA, msg.req, found, descs_all, missing), *out], copy=False
+            )
+            if streams:
+                self._stream(ident, streams)
+        except zmq.ZMQError as e:  # the asker is gone (its socket closed): nobody to answer
+            log.debug("worker %s: reply to a peer dropped: %s", self.worker.name, e)
+        recorder.span("worker.transfer.send", t0)
 
     def _spilled_frames(self, key: str) -> list | None:
         """A spilled value's frames for a peer, mapped from disk; None if they cannot be read."""
         try:
             return self.worker.memory.frames(key)
         except (OSError, KeyError) as e:  # corrupt (SpillError), gone or unmappable: reported missing
-            print(f"frisky worker {self.worker.name}: cannot serve spilled {key!r}: {e}", file=sys.stderr)
+            log.warning("worker %s: cannot serve spilled %r: %s", self.worker.name, key, e)
             return None
 
     def _stream(self, ident: bytes, streams: list) -> None:
@@ -97,10 +114,10 @@ class Peers:
         sock = self.dealers.get(address)
         if sock is None:
             try:
-                sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.worker.ctx, address)
+                sock = sockets.dealer(sockets.context_for(address) if address.startswith("inproc://") else self.worker.ctx,
+                                      address, keys=self.worker.keys)
             except OSError:
-                for tid, miss in self.worker.state.peer_lost(address):
-                    self.worker._send(protocol.header(protocol.MISSING, tid, miss))
+                self.worker.peer_lost(address)
                 return
             self.dealers[address] = sock
             self.peer_of_sock[sock] = address
@@ -120,24 +137,32 @@ class Peers:
                     continue
             else:
                 t0 = now()
-                _, _req, keys, descs_all, missing = unpack(frames[0].buffer)
-                bufs = [f.buffer for f in frames[1:]]
-                if dataplane.streamed(descs_all):
-                    reply = dataplane.Incoming(keys, descs_all, bufs)
-                    if reply.remaining > 0:
-                        self.incoming[sock] = (reply, t0)
-                        continue
-                    values = reply.values()
-                else:
-                    values = dataplane.decode_values(keys, descs_all, bufs)
+                try:
+                    msg = protocol.parse_data([f.buffer for f in frames])
+                except protocol.ProtocolError as e:  # what we asked of this peer is lost
+                    self.worker.dropped(f"peer {address}", e.op, e.why)
+                    self.worker.peer_lost(address)
+                    continue
+                values, missing = self._decode(msg, sock, t0, address)
+                if values is None:
+                    continue
                 recorder.span("worker.transfer.recv", t0)
-            ready, report = self.worker.state.got(values, missing, address)
-            if ready:
-                self.worker.executor.submit(ready)
-            for tid, miss in report:
-                self.worker._send(protocol.header(protocol.MISSING, tid, miss))
-            for peer, more in self.worker.state.more_fetches().items():
-                self.fetch(peer, more)
+            self.worker.received(values, missing, address)
+
+    def _decode(self, msg: protocol.Data, sock: zmq.Socket, t0: int, address: str) -> tuple[dict | None, list]:
+        """The values of a ``data`` reply (None while its streamed chunks are still to come);
+        one that cannot be decoded leaves its keys missing."""
+        try:
+            if dataplane.streamed(msg.descs):
+                reply = dataplane.Incoming(msg.keys, msg.descs, msg.frames)
+                if reply.remaining > 0:
+                    self.incoming[sock] = (reply, t0)
+                    return None, []
+                return reply.values(), msg.missing
+            return dataplane.decode_values(msg.keys, msg.descs, msg.frames), msg.missing
+        except Exception as e:  # noqa: BLE001 - a bad pickle, segment or codec: those keys are missing
+            self.worker.dropped(f"peer {address}", protocol.DATA, f"cannot decode: {type(e).__name__}: {e}")
+            return {}, msg.missing + msg.keys
 
     def _chunk(self, sock: zmq.Socket, incoming: tuple, frames: list) -> tuple[dict | None, list]:
         """Place one streamed chunk; the reply's values once it is complete."""
@@ -146,8 +171,8 @@ class Peers:
             if not reply.feed(frames[-1].buffer):
                 return None, []
             values, missing = reply.values(), []
-        except ValueError as e:  # a corrupt stream: its keys are missing, the tasks learn why
-            print(f"frisky worker {self.worker.name}: dropped a corrupt transfer: {e}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - a corrupt stream: its keys are missing, the tasks learn why
+            self.worker.dropped("a peer", "chunk", f"corrupt transfer: {type(e).__name__}: {e}")
             values, missing = {}, list(reply.keys)
         del self.incoming[sock]
         recorder.span("worker.transfer.recv", t0)

@@ -10,7 +10,6 @@ import itertools
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,17 +17,30 @@ from typing import Any
 
 import zmq
 
-from frisky import config, protocol, shm
+from frisky import config, logs, procs, protocol, shm
 from frisky.data import bufpool, compression, dataplane
 from frisky.data.serialize import PickleCodec
-from frisky.protocol import pack, unpack
+from frisky.protocol import pack
+from frisky.shm import arena
 from frisky.telemetry import now, recorder
 from frisky.worker.executor import Executor
 from frisky.worker.memory import MemoryManager
 from frisky.worker.peers import Peers
-from frisky.worker.state import WorkerState
+from frisky.worker.state import (
+    Batch,
+    Execute,
+    Fetch,
+    Keep,
+    Release,
+    Skip,
+    Task,
+    Unskip,
+    WorkerState,
+)
 from frisky.worker.store import Store, sizeof
-from frisky.zmq import sockets
+from frisky.zmq import curve, sockets, zap
+
+log = logs.logger("worker")
 
 _MISSING = object()
 
@@ -49,6 +61,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         heartbeat_timeout: float | None = None,
         connect_timeout: float | None = None,
+        keys: curve.Keys | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -57,28 +70,39 @@ class Worker:
         self.ctx = ctx or zmq.Context.instance()
         self.codec = codec or PickleCodec()
         self.inline_threshold = config.get("inline_threshold")
+        self.shm_threshold = config.get("shm_threshold")
+        self.monitor_interval = config.get("memory_monitor_interval")
         self.interval = config.get("heartbeat_interval", heartbeat_interval)
         self.timeout = config.get("heartbeat_timeout", heartbeat_timeout)
         self.connect_timeout = config.get("connect_timeout", connect_timeout)
         if listen_address is None:
             host = config.get("host")
             listen_address = f"tcp://{host}:0"
+        self.keys = keys  # CURVE to the scheduler and between peers (see frisky.zmq.curve)
+        if keys is not None:
+            zap.set_policy(curve.policy(keys))
+        self.dropped = logs.Dropped(log, "message")  # messages that did not parse, scheduler's or peers'
         self.peers = Peers(self, listen_address)
         self.address = self.peers.address
         if self.address.startswith("inproc://"):
             sockets.register_inproc(self.address, self.ctx)
         ident = f"w-{self.name}-{os.getpid()}-{secrets.token_hex(3)}".encode()
-        self.sock = sockets.dealer(self.ctx, scheduler_address, ident)
+        self.sock = sockets.dealer(self.ctx, scheduler_address, ident, keys=keys)
         self.waker = sockets.Waker()
         self.state = WorkerState()
-        self.store = Store()
+        self.validate = config.get("validate")  # check the state machine after every event
+        self.store = Store()  # results and scattered values
+        self.fetched = Store()  # values fetched from peers, held while queued tasks need them
         self.registry = shm.Registry()  # segments this worker created or adopted
+        self.arena: arena.Arena | None = None  # made once the scheduler names the cluster
         self.shared: dict[str, dataplane.Frames] = {}  # key -> serialized form, with segments
         # shared memory needs every peer on this host: true for ipc, not for tcp
         self.use_shm = self.address.startswith("ipc://") and not self.codec.local
         if self.address.startswith("tcp://") and config.get("compression") != "none":
             compression.preload()  # peers will be sent compressed buffers
-        self.memory = MemoryManager(self, memory_limit if not self.codec.local else None)
+        self.memory = MemoryManager(memory_limit if not self.codec.local else None, name=self.name,
+                                    store=self.store, fetched=self.fetched, shared=self.shared,
+                                    registry=self.registry, wake=self.waker.wake)
         if memory_limit and not self.codec.local:
             bufpool.pool.limit = int(memory_limit * config.get("receive_pool"))
         cap = config.get("transfer_bytes_in_flight")
@@ -120,19 +144,25 @@ class Worker:
         self.sock.send_multipart([protocol.header(protocol.HELLO_WORKER, info)])
         if not self.sock.poll(int(self.connect_timeout * 1000)):
             raise TimeoutError(f"no scheduler answered at {self.scheduler_address} within {self.connect_timeout}s")
-        msg = unpack(self.sock.recv_multipart()[0])
-        if msg[0] == protocol.REFUSED:
+        try:
+            msg = protocol.parse_to_worker(self.sock.recv_multipart())
+        except protocol.ProtocolError as e:
+            raise ConnectionError(f"a malformed answer from the scheduler: {e.why}") from None
+        if type(msg) is protocol.Refused:
             raise ConnectionRefusedError(f"the scheduler at {self.scheduler_address} refused worker "
-                                         f"{self.name!r}: {msg[1] if len(msg) > 1 else '(no reason given)'}")
-        if msg[0] != protocol.WELCOME:
-            raise ConnectionError(f"unexpected answer from scheduler: {msg[0]!r}")
-        self.worker_id, self.cluster_id = msg[1], msg[2]
+                                         f"{self.name!r}: {msg.reason}")
+        if type(msg) is not protocol.Welcome:
+            raise ConnectionError(f"unexpected answer from scheduler: {type(msg).__name__}")
+        self.worker_id, self.cluster_id = msg.id, msg.cluster_id
+        if self.use_shm and self.arena is None:
+            self.arena = self.memory.arena = _make_arena(self.cluster_id, self.memory_limit)
 
     def run(self) -> None:
         """Register with the scheduler and serve until told to close or it goes silent."""
         try:
             # threads first: once the scheduler has a worker, it has all of the worker's threads
-            self.executor = Executor(self, self.nthreads)
+            self.executor = Executor(self.nthreads, self.codec, inline_threshold=self.inline_threshold,
+                                     keep=self.keep, value=self.value, memory=self.memory, wake=self.waker.wake)
             self._hello()
             self.started.set()
             if self.on_ready is not None:
@@ -150,7 +180,7 @@ class Worker:
         peers = self.peers
         last_heard = time.monotonic()
         next_beat = last_heard + self.interval
-        monitor = config.get("memory_monitor_interval")
+        monitor = self.monitor_interval
         next_check = last_heard + monitor
         executor = self.executor
         while not self._stop:
@@ -175,7 +205,7 @@ class Worker:
                 next_check = t + monitor
             if t >= next_beat:
                 if t - last_heard > self.timeout:
-                    print(f"frisky worker {self.name}: scheduler silent for {self.timeout}s, closing", file=sys.stderr)
+                    log.warning("worker %s: scheduler silent for %ss, closing", self.name, self.timeout)
                     return
                 self._heartbeat()
                 next_beat = t + self.interval
@@ -186,8 +216,8 @@ class Worker:
             self.executor.join(2.0)
         try:
             self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError:  # cannot queue it: the scheduler learns from missed heartbeats instead
+            log.debug("worker %s: bye not sent", self.name, exc_info=True)
         sockets.close_flushing(self.sock)  # the bye must arrive
         self.peers.close()
         if self.address.startswith("inproc://"):
@@ -195,12 +225,15 @@ class Worker:
         elif self.address.startswith("ipc://"):
             try:
                 os.unlink(self.address[len("ipc://"):])
-            except OSError:
+            except OSError:  # gone already (its directory removed by the cluster): nothing to do
                 pass
         self.waker.close()
         self.store.clear()
+        self.fetched.clear()
         self.shared.clear()
         self.registry.release_all()
+        if self.arena is not None:
+            self.arena.close()
         self.memory.close()
 
     # ------------------------------------------------------------ messages
@@ -209,41 +242,72 @@ class Worker:
             frames = sockets.recv(self.sock)
             if frames is None:
                 return
-            msg = unpack(frames[0])
-            op = msg[0]
-            if op == protocol.COMPUTE:
-                self._compute(msg, frames)
-            elif op == protocol.FREE:
-                for k in msg[1]:
-                    self.free(k)
-            elif op == protocol.CANCEL:
-                dropped = self.state.cancel(msg[1])
-                if dropped:
-                    self._send(protocol.header(protocol.CANCELLED, dropped))
-            elif op == protocol.STORE:
-                self._store(msg, frames[1:])
-            elif op == protocol.CLOSE:
-                self._stop = True
-                return
+            try:
+                msg = protocol.parse_to_worker(frames)
+            except protocol.ProtocolError as e:
+                self.dropped("the scheduler", e.op, e.why)
+                continue
+            kind = type(msg)
+            try:
+                if kind is protocol.Compute:
+                    self._compute(msg)
+                elif kind is protocol.Free:
+                    for k in msg.keys:
+                        self.free(k)
+                elif kind is protocol.CancelTasks:
+                    self._do(self.state.cancel(msg.tids))
+                elif kind is protocol.Store:
+                    self._store(msg)
+                elif kind is protocol.Close:
+                    self._stop = True
+                    return
+            except Exception as e:  # noqa: BLE001 - our bug: the worker keeps serving
+                self.dropped("the scheduler", kind.__name__, f"{type(e).__name__}: {e}", exc_info=e)
 
-    def _compute(self, msg: list, frames: list) -> None:
-        _, tids, keys, fidx, fids, deps, where = msg
-        payloads, fn_blobs, inline = unpack(frames[1])
-        ctx = {"inline": inline, "decoded": {}, "fns": dict(zip(fids, fn_blobs))}
+    def _compute(self, msg: protocol.Compute) -> None:
+        tids, keys, fidx, fids, deps = msg.tids, msg.keys, msg.fidx, msg.fids, msg.deps
+        b = Batch(msg.inline, dict(zip(fids, msg.fn_blobs)))
+        payloads = msg.payloads
         if type(fidx) is int:
             fid = fids[fidx]
             if deps is None:
-                tasks = [(t, k, fid, p, None, ctx) for t, k, p in zip(tids, keys, payloads)]
+                tasks = [Task(t, k, fid, p, None, b) for t, k, p in zip(tids, keys, payloads)]
             else:
-                tasks = [(t, k, fid, p, d, ctx) for t, k, p, d in zip(tids, keys, payloads, deps)]
+                tasks = [Task(t, k, fid, p, d, b) for t, k, p, d in zip(tids, keys, payloads, deps)]
         else:
             ds = deps if deps is not None else itertools.repeat(None)
-            tasks = [(t, k, fids[i], p, d, ctx) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
-        ready, fetch = self.state.compute(tasks, where, self.has)
-        if ready:
-            self.executor.submit(ready)
-        for address, dep_keys in fetch.items():
-            self.peers.fetch(address, dep_keys)
+            tasks = [Task(t, k, fids[i], p, d, b) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
+        self._do(self.state.compute(tasks, msg.where, self.has))
+
+    def _do(self, instructions: list, values: dict | None = None) -> None:
+        """Carry out what the state machine says; ``values``: those a peer just sent."""
+        for ins in instructions:
+            kind = type(ins)
+            if kind is Execute:
+                self.executor.run(ins)
+            elif kind is Fetch:
+                self.peers.fetch(ins.address, ins.keys)
+            elif kind is Keep:
+                self.fetched.put(ins.key, values[ins.key], ins.nbytes)
+            elif kind is Release:
+                for k in ins.keys:
+                    self.fetched.pop(k)
+            elif kind is Skip:
+                self.executor.skip.update(ins.tids)
+            elif kind is Unskip:
+                self.executor.skip.difference_update(ins.tids)
+            else:  # a message for the scheduler
+                self._send(*ins.encode())
+        if self.validate:
+            self.state.validate()
+
+    def received(self, values: dict[str, Any], missing: list[str], address: str) -> None:
+        """A peer answered a fetch (called by :class:`~frisky.worker.peers.Peers`)."""
+        self._do(self.state.got(values, missing, address), values)
+
+    def peer_lost(self, address: str) -> None:
+        """The peer at ``address`` cannot be reached: its fetches failed."""
+        self._do(self.state.peer_lost(address))
 
     def keep(self, key: str, value: Any) -> int:
         """Hold a large result: its big buffers move into shared memory once, now. Returns nbytes."""
@@ -253,8 +317,9 @@ class Worker:
             t0 = now()
             frames = dataplane.dumps(value)
             if len(frames) > 1:
-                frames = dataplane.share(frames, self.cluster_id, self.registry)
-                if any(isinstance(f, shm.Segment) for f in frames):
+                frames = dataplane.share(frames, self.cluster_id, self.registry, self.shm_threshold,
+                                         arena=self.arena)
+                if dataplane.is_shared(frames):
                     value = dataplane.loads(dataplane.views(frames))  # views: the heap copy goes
                     self.shared[key] = frames
             recorder.span("worker.serialize.share", t0, key.partition("-")[0])
@@ -268,10 +333,12 @@ class Worker:
         return key in self.store or self.memory.has(key)
 
     def value(self, key: str) -> Any:
-        """The value of ``key``, read back from disk if it was spilled."""
+        """The value of ``key``: held, fetched from a peer, or read back from disk if it was spilled."""
         value = self.store.get(key, _MISSING)
         if value is _MISSING:
-            value = self.memory.unspill(key)
+            value = self.fetched.get(key, _MISSING)
+            if value is _MISSING:
+                value = self.memory.unspill(key)
         return value
 
     def free(self, key: str) -> None:
@@ -282,71 +349,66 @@ class Worker:
         if frames is not None:
             dataplane.release(frames, self.registry)
 
-    def _store(self, msg: list, frames: list) -> None:
-        _, tids, keys, descs_per_key = msg
+    def _store(self, msg: protocol.Store) -> None:
+        """Hold scattered values; one that cannot be decoded errs its task alone."""
+        frames = msg.frames
         pos = 0
-        nbytes = []
-        for k, descs in zip(keys, descs_per_key):
-            n = dataplane.count_frames(descs)
-            entries = dataplane.decode(descs, frames[pos:pos + n], segments=True)
-            pos += n
-            size = dataplane.nbytes(entries)
-            if self.memory.over_target() and self.memory.put_frames(k, dataplane.views(entries), size):
-                nbytes.append(size)  # over target: straight to disk, never deserialized here
-                continue
-            for e in entries:
-                if isinstance(e, shm.Segment):
-                    self.registry.incref(e.name)  # ownership passes from the client to us
-            value = dataplane.loads(dataplane.views(entries))
-            if any(isinstance(e, shm.Segment) for e in entries):
-                shared = dataplane.Frames(entries)
-                shared.itemsizes = [1] * len(entries)
-                self.shared[k] = shared
-            size = sizeof(value)
-            self.store.put(k, value, size)
-            nbytes.append(size)
-        self._send(protocol.header(protocol.FINISHED, tids, nbytes, []), pack([None] * len(tids)))
-
-    def _report(self) -> None:
-        """Send results the executor has handed back, batched into few messages."""
-        done = self.executor.done if self.executor is not None else None
-        if not done:
-            return
-        ok_tids, ok_nbytes, ok_blobs = [], [], []
+        ok_tids, nbytes = [], []
         err_tids, err_blobs, err_tbs = [], [], []
-        cancelled = []
-        timings: dict[bytes, list] = {}
-        state = self.state
-        while done:
-            item = done.popleft()
-            kind, task = item[0], item[1]
-            state.done(task)
-            if kind == 0:
-                ok_tids.append(task[0])
-                ok_nbytes.append(item[2])
-                ok_blobs.append(item[3])
-                t = timings.get(task[2])
-                if t is None:
-                    timings[task[2]] = [task[2], 1, item[4]]
-                else:
-                    t[1] += 1
-                    t[2] += item[4]
-            elif kind == 1:
-                err_tids.append(task[0])
-                err_blobs.append(item[2])
-                err_tbs.append(item[3])
-            else:
-                cancelled.append(task[0])
+        for tid, k, descs in zip(msg.tids, msg.keys, msg.descs):
+            n = dataplane.count_frames(descs)
+            part = frames[pos:pos + n]
+            pos += n
+            try:
+                size = self._store_one(k, descs, part)
+            except Exception as e:  # noqa: BLE001 - a bad pickle, segment or codec from the client
+                err_tids.append(tid)
+                err_blobs.append(self.codec.dumps_exception(e))
+                err_tbs.append(f"cannot store scattered {k!r}: {e!r}")
+                continue
+            ok_tids.append(tid)
+            nbytes.append(size)
         if ok_tids:
-            self._send(protocol.header(protocol.FINISHED, ok_tids, ok_nbytes, list(timings.values())), pack(ok_blobs))
+            self._send(protocol.header(protocol.FINISHED, ok_tids, nbytes, []), pack([None] * len(ok_tids)))
         if err_tids:
             self._send(protocol.header(protocol.ERRED, err_tids, err_tbs), pack(err_blobs))
-        if cancelled:
-            self._send(protocol.header(protocol.CANCELLED, cancelled))
+
+    def _store_one(self, k: str, descs: list, frames: list) -> int:
+        own = f"{shm.PREFIX}{self.cluster_id}-"
+        for d in descs:
+            if d[0] == protocol.SHM and not d[1].startswith(own):
+                raise ValueError(f"segment {d[1]!r} is not of this cluster")  # we would own and unlink it
+        entries = dataplane.decode(descs, frames, segments=True)
+        size = dataplane.nbytes(entries)
+        if self.memory.over_target() and self.memory.put_frames(k, dataplane.views(entries), size):
+            return size  # over target: straight to disk, never deserialized here
+        value = dataplane.loads(dataplane.views(entries))
+        for e in entries:
+            if isinstance(e, shm.Segment):
+                self.registry.incref(e.name)  # ownership passes from the client to us
+        if any(isinstance(e, shm.Segment) for e in entries):
+            shared = dataplane.Frames(entries)
+            shared.itemsizes = [1] * len(entries)
+            self.shared[k] = shared
+        size = sizeof(value)
+        self.store.put(k, value, size)
+        return size
+
+    def _report(self) -> None:
+        """Feed the outcomes the executor handed back to the state machine, and send what it
+        says (batched into few messages)."""
+        executor = self.executor
+        if executor is None:
+            return
+        here, done = executor.here, executor.done
+        if not here and not done:
+            return
+        pop_here, pop_done = here.popleft, done.popleft
+        self._do(self.state.finished([pop_here() for _ in range(len(here))], [pop_done() for _ in range(len(done))]))
 
     def _heartbeat(self) -> None:
         metrics = {
-            "rss": _rss(),
+            "rss": procs.rss(),
             "memory_limit": self.memory_limit,
             "memory": self.memory.stats(),
             "nbytes": self.store.nbytes,
@@ -358,16 +420,18 @@ class Worker:
     def _send(self, *frames) -> None:
         try:
             sockets.send(self.sock, frames)
-        except zmq.ZMQError:
-            pass
+        except zmq.ZMQError as e:  # socket closing or scheduler gone: the heartbeat check ends the loop
+            log.debug("worker %s: message to the scheduler dropped: %s", self.name, e)
 
-    # ------------------------------------------------------------ data plane
-def _rss() -> int:
+
+def _make_arena(cluster_id: str, memory_limit: int | None) -> arena.Arena | None:
+    """This worker's shared-memory arena, or None (values then go to segments of their own)."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # pragma: no cover - non-Linux
-        return 0
+        limit = config.shm_limit(memory_limit)
+        return arena.Arena(cluster_id, limit) if limit >= arena.PAGE else None
+    except (OSError, ValueError) as e:
+        log.warning("no shared-memory arena (%s); using a segment per value", e)
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:

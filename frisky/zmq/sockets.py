@@ -11,7 +11,7 @@ import zmq
 from zmq.backend import Socket as _CSocket
 
 from frisky import config
-from frisky.zmq import zap
+from frisky.zmq import curve, zap
 
 _inproc_contexts: dict[str, zmq.Context] = {}
 _lock = threading.Lock()
@@ -85,15 +85,19 @@ def _tune(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
-def router(ctx: zmq.Context, address: str, max_message_size: int | None = None) -> tuple[zmq.Socket, str]:
+def router(ctx: zmq.Context, address: str, max_message_size: int | None = None,
+           keys: curve.Keys | None = None) -> tuple[zmq.Socket, str]:
     """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a port); returns it and its address.
 
     It refuses frames over ``max_message_size`` (default: the ``max_message_size`` setting)
     before allocating them, and peers that do not speak ZMTP 3 (see :mod:`frisky.zmq.zap`).
+    With ``keys`` it is a CURVE server: only peers holding the cluster's keys get through.
     """
     sock = _tune(ctx.socket(zmq.ROUTER))
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.setsockopt(zmq.MAXMSGSIZE, config.get("max_message_size", max_message_size))
+    if keys is not None:
+        curve.server(sock, keys)
     if not address.startswith("inproc://"):
         zap.protect(sock)
     if address.startswith("tcp://") and address.endswith(":0"):
@@ -117,9 +121,12 @@ def close_flushing(sock: zmq.Socket) -> None:
     sock.close(linger=FLUSH_LINGER_MS)
 
 
-def dealer(ctx: zmq.Context, address: str, identity: bytes | None = None) -> zmq.Socket:
-    """Connect a DEALER to ``address``."""
+def dealer(ctx: zmq.Context, address: str, identity: bytes | None = None,
+           keys: curve.Keys | None = None) -> zmq.Socket:
+    """Connect a DEALER to ``address`` (as a CURVE client proving ``keys``, if given)."""
     sock = _tune(ctx.socket(zmq.DEALER))
+    if keys is not None and not address.startswith("inproc://"):
+        curve.client(sock, keys)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
     # peers start together and connect before the scheduler binds: retry fast, back off
@@ -163,6 +170,25 @@ def recv(sock: zmq.Socket, copy: bool = True) -> list | None:
     return frames
 
 
+def recv_routed(sock: zmq.Socket, known: dict) -> tuple[list, str | None] | None:
+    """:func:`recv` on a ROUTER that also gives, for a peer not in ``known``, the ZAP user id
+    its connection was given (its role under CURVE, else None). Known peers cost nothing more."""
+    if not _cget(sock, _EVENTS) & _POLLIN:
+        return None
+    frames = [_crecv(sock, _NOBLOCK, True)]
+    user = None
+    if frames[0] not in known and _cget(sock, _RCVMORE):
+        first = _crecv(sock, _NOBLOCK, False)
+        try:
+            user = first.get("User-Id") or None
+        except zmq.ZMQError:  # no user id: a peer accepted without one
+            user = None
+        frames.append(first.bytes)
+    while _cget(sock, _RCVMORE):
+        frames.append(_crecv(sock, _NOBLOCK, True))
+    return frames, user
+
+
 def check_address(address: str) -> None:
     """Raise ``ValueError`` for an address ZeroMQ cannot use."""
     if not isinstance(address, str) or "://" not in address:
@@ -198,7 +224,7 @@ class Waker:
             self.pending = True
             try:
                 os.write(self.wfd, b"x")
-            except (BlockingIOError, OSError):
+            except (BlockingIOError, OSError):  # pipe full (a wake-up is pending anyway) or closed
                 pass
 
     def drain(self) -> None:
@@ -206,7 +232,7 @@ class Waker:
         try:
             while os.read(self.rfd, 4096):
                 pass
-        except (BlockingIOError, OSError):
+        except (BlockingIOError, OSError):  # empty now (or closed): drained
             pass
         # only now re-arm: a wake() that saw the old flag came before the work we handle
         # next; one that sees the new flag writes a byte for the next poll
@@ -218,5 +244,5 @@ class Waker:
         for fd in fds:
             try:
                 os.close(fd)
-            except OSError:
+            except OSError:  # closed already: closing is all that was wanted
                 pass

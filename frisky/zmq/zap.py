@@ -27,8 +27,9 @@ log = logs.logger("zmq")
 _lock = threading.Lock()
 _handlers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # context -> thread
 
-# (domain, address, mechanism, credentials) -> None to accept, or the reason to refuse
-Policy = Callable[[str, str, str, list], "str | None"]
+# (domain, address, mechanism, credentials) -> None to accept, (None, user id) to accept and
+# name the peer (read back as the messages' "User-Id" property), or the reason to refuse
+Policy = Callable[[str, str, str, list], "str | tuple | None"]
 
 
 def _accept_all(domain: str, address: str, mechanism: str, credentials: list) -> str | None:
@@ -94,6 +95,8 @@ def _answer(request: list) -> list | None:
     except Exception as e:  # noqa: BLE001 - a broken policy refuses, it does not stop the handler
         log.warning("ZAP policy failed: %r", e)
         why = "policy error"
+    if isinstance(why, tuple):  # (None, user id): accepted, and the peer's role is named
+        return [b"1.0", request_id, b"200", b"OK", str(why[1]).encode(), b""]
     if why is None:
         return [b"1.0", request_id, b"200", b"OK", b"", b""]
     return [b"1.0", request_id, b"400", why.encode()[:200], b"", b""]
