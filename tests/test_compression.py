@@ -122,24 +122,38 @@ def test_small_whole_buffer_payload_matches_compress():
     assert bytes(payload) == bytes(c.compress(arr, codec, 8))
 
 
-def test_env_none_disables(monkeypatch):
-    arr = np.zeros(1 << 20)
-    monkeypatch.setenv("FRISKY_COMPRESSION", "none")
-    assert c.choose(arr, 8) == c.NONE
-    assert c.choose(arr, 8, "zstd") == c.NONE
-    assert c.encode(arr, 8)[0] == c.NONE
-
-
-def test_env_named_codec_overrides_prefer(monkeypatch):
-    arr = np.arange(1 << 16, dtype="f8")
-    monkeypatch.setenv("FRISKY_COMPRESSION", "zstd")
-    assert c.choose(arr, 8, "lz4") & 3 == c.ZSTD
-    monkeypatch.setenv("FRISKY_COMPRESSION", "lz4")
-    assert c.choose(arr, 8, "zstd") & 3 == c.LZ4
-    assert c.choose(os.urandom(1 << 16)) == c.NONE  # a named codec still has to pay
-    monkeypatch.setenv("FRISKY_COMPRESSION", "gzip")
+def test_setting_maps_to_a_preference_once(monkeypatch):
+    # The setting is resolved by callers when they are created; choose() never reads it.
+    assert c.preference("auto") == "lz4" and c.preference("auto", "zstd") == "zstd"
+    assert c.preference("zstd", "lz4") == "zstd" and c.preference("LZ4", "zstd") == "lz4"
+    assert c.preference("none") is None
     with pytest.raises(ValueError):
-        c.choose(arr, 8)
+        c.preference("gzip")
+    monkeypatch.setenv("FRISKY_COMPRESSION", "none")
+    assert c.preference() is None
+    monkeypatch.setenv("FRISKY_COMPRESSION", "zstd")
+    assert c.preference() == "zstd"
+    arr = np.arange(1 << 16, dtype="f8")
+    assert c.choose(arr, 8, "lz4") & 3 == c.LZ4  # the environment is not read per buffer
+    assert c.choose(arr, 8, "zstd") & 3 == c.ZSTD
+    assert c.choose(os.urandom(1 << 16), 1, "zstd") == c.NONE  # a named codec still has to pay
+
+
+def test_spill_file_reads_the_setting_at_creation(monkeypatch, tmp_path):
+    from frisky.spill.file import SpillFile
+
+    monkeypatch.setenv("FRISKY_COMPRESSION", "gzip")
+    with pytest.raises(ValueError, match="gzip"):
+        SpillFile(str(tmp_path))
+    monkeypatch.setenv("FRISKY_COMPRESSION", "none")
+    f = SpillFile(str(tmp_path))
+    try:
+        monkeypatch.delenv("FRISKY_COMPRESSION")  # too late: the file read it when made
+        f.put("k", [np.zeros(1 << 20)])
+        f.flush()
+        assert f.stats["bytes_written"] >= 1 << 20  # zeros stored raw: "none" held
+    finally:
+        f.close()
 
 
 def test_bad_arguments():

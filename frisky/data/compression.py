@@ -123,19 +123,29 @@ def _check(codec: int, itemsize: int) -> None:
 # ------------------------------------------------------------------------------ API
 
 
+def preference(mode: str | None = None, default: str = "lz4") -> str | None:
+    """The codec name to ``prefer`` under the ``compression`` setting ``mode`` (read from
+    config when None): ``default`` for ``auto``, the named codec for ``lz4``/``zstd``, None
+    for ``none``. Callers resolve this once, when they are created, not per buffer."""
+    if mode is None:
+        mode = config.get("compression")
+    mode = str(mode).lower()
+    if mode == "none":
+        return None
+    if mode == "auto":
+        if default not in _NAMES:
+            raise ValueError(f"default must be 'lz4' or 'zstd', got {default!r}")
+        return default
+    if mode in _NAMES:
+        return mode
+    raise ValueError(f"compression must be auto, none, lz4 or zstd, got {mode!r}")
+
+
 def _choose(mv: memoryview, itemsize: int, prefer: str) -> tuple[int, bytes | None]:
     """:func:`choose`, plus the compressed payload when the sample was the whole buffer."""
-    if prefer not in _NAMES:
+    base = _NAMES.get(prefer)
+    if base is None:
         raise ValueError(f"prefer must be 'lz4' or 'zstd', got {prefer!r}")
-    mode = config.get("compression")
-    if mode == "none":
-        return NONE, None
-    if mode == "auto":
-        base = _NAMES[prefer]
-    elif mode in _NAMES:
-        base = _NAMES[mode]
-    else:
-        raise ValueError(f"FRISKY_COMPRESSION must be auto, none, lz4 or zstd, got {mode!r}")
     n = mv.nbytes
     if n < MIN_SIZE or _blosc() is None:
         return NONE, None
@@ -170,7 +180,7 @@ def choose(buf: Any, itemsize: int = 1, prefer: str = "lz4") -> int:
 
     ``NONE`` when compression does not pay (ratio above 0.9, 0.8 with a shuffle, or under
     1 KiB). ``prefer`` is ``"lz4"`` (network) or ``"zstd"`` (level 1: disk, slow links);
-    ``FRISKY_COMPRESSION`` (``none``/``lz4``/``zstd``) overrides it.
+    callers map the ``compression`` setting to it once, with :func:`preference`.
     """
     return _choose(byte_view(buf), itemsize, prefer)[0]
 

@@ -149,8 +149,11 @@ def release(frames: list, registry: shm.Registry) -> None:
             registry.decref(f.name)
 
 
-def encode(frames: list, same_host: bool, compress: bool, streams: list | None = None) -> tuple[list, list]:
+def encode(frames: list, same_host: bool, prefer: str | None, streams: list | None = None) -> tuple[list, list]:
     """Descriptors and frames to send ``frames`` to a peer.
+
+    ``prefer`` is the codec to try (``"lz4"``/``"zstd"``, from
+    :func:`frisky.data.compression.preference`), or None to send buffers uncompressed.
 
     With a ``streams`` list, large compressible buffers are not compressed here: each is
     described as STREAMED and appended to ``streams`` as ``(buffer, codec, itemsize)``, for
@@ -171,17 +174,17 @@ def encode(frames: list, same_host: bool, compress: bool, streams: list | None =
                 continue
             f = f.buf
         n = memoryview(f).nbytes
-        if compress and i > 0 and n >= 1024:
+        if prefer and i > 0 and n >= 1024:
             itemsize = itemsizes[i] if itemsizes else 1
             if streams is not None and n >= STREAM_MIN:
                 # incompressible buffers stream too (codec NONE, chunks sent without a copy):
                 # one big frame would land in memory ZeroMQ allocates fresh, whose first
                 # touch costs more than the copy out of small chunks into a warm buffer
-                codec = _choose_stream(f, itemsize)
+                codec = _choose_stream(f, itemsize, prefer)
                 descs.append([STREAMED, codec, n, itemsize])
                 streams.append((f, codec, itemsize))
                 continue
-            codec, payload = compression.encode(f, itemsize=itemsize, prefer="lz4")
+            codec, payload = compression.encode(f, itemsize=itemsize, prefer=prefer)
             if codec != compression.NONE:
                 descs.append([PACKED, codec, memoryview(f).nbytes, itemsize])
                 out.append(payload)
@@ -191,9 +194,9 @@ def encode(frames: list, same_host: bool, compress: bool, streams: list | None =
     return descs, out
 
 
-def _choose_stream(buf: Any, itemsize: int) -> int:
+def _choose_stream(buf: Any, itemsize: int, prefer: str) -> int:
     t0 = now()
-    codec = compression.choose(buf, itemsize=itemsize, prefer="lz4")
+    codec = compression.choose(buf, itemsize=itemsize, prefer=prefer)
     # Data so compressible that shuffling gains nothing (constants: np.ones, zeros) still
     # goes through blosc2: it finds runs of one value per block and writes each chunk
     # straight into place, where plain lz4 decodes into a fresh buffer and copies it
