@@ -79,10 +79,18 @@ def _blosc():
     return _blosc2 or None
 
 
+def _available() -> bool:
+    """Whether blosc2 can compress here: its C library (loaded without importing the Python
+    package, which costs ~30 MiB of RSS), else the package itself."""
+    from frisky.data import blosc
+
+    return blosc.available() or _blosc() is not None
+
+
 def preload() -> None:
-    """Import blosc2 in the background: its import takes ~0.3 s, too long for a first transfer."""
+    """Load blosc2 in the background, so a first transfer does not wait for it."""
     if _blosc2 is None:
-        threading.Thread(target=_blosc, name="frisky-preload-blosc2", daemon=True).start()
+        threading.Thread(target=_available, name="frisky-preload-blosc2", daemon=True).start()
 
 
 _SCRATCH_MAX = 8 << 20  # blosc2 chunks up to this size compress into the thread's scratch
@@ -147,7 +155,7 @@ def _choose(mv: memoryview, itemsize: int, prefer: str) -> tuple[int, bytes | No
     if base is None:
         raise ValueError(f"prefer must be 'lz4' or 'zstd', got {prefer!r}")
     n = mv.nbytes
-    if n < MIN_SIZE or _blosc() is None:
+    if n < MIN_SIZE or not _available():
         return NONE, None
     whole = n <= N_SAMPLES * SAMPLE
     if whole:
@@ -191,7 +199,7 @@ def compress(buf: Any, codec: int, itemsize: int = 1) -> bytes | memoryview:
     mv = byte_view(buf)
     if codec == NONE:
         return mv
-    if _blosc() is None:
+    if not _available():
         raise ValueError("compression needs blosc2, which is not installed here")
     n = mv.nbytes
     if n <= _BLOSC_CHUNK:

@@ -201,7 +201,7 @@ def _choose_stream(buf: Any, itemsize: int, prefer: str) -> int:
     # goes through blosc2: it finds runs of one value per block and writes each chunk
     # straight into place, where plain lz4 decodes into a fresh buffer and copies it
     # (measured: np.ones, 4 MiB chunks, blosc2 ~6x faster to decode, ~2x to encode).
-    if codec in (compression.LZ4, compression.ZSTD) and itemsize <= 255 and compression._blosc() is not None:
+    if codec in (compression.LZ4, compression.ZSTD) and itemsize <= 255 and compression._available():
         codec |= compression.SHUFFLE | compression.BLOSC
     recorder.span("tcp.send.choose", t0)
     return codec
