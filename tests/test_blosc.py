@@ -153,3 +153,21 @@ def test_compressing_does_not_import_the_blosc2_package():
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_a_small_buffer_does_not_shrink_the_blocks_of_later_ones():
+    # blosc2 keeps a context's first block size for good: a 1.6 kB buffer compressed first
+    # would leave every later chunk on that thread cut into 1.6 kB blocks (38x larger output).
+    big = np.arange(MiB, dtype="i8")
+    sizes = {}
+
+    def on_a_new_thread():
+        sizes["alone"] = len(compress(big))
+
+    t = threading.Thread(target=on_a_new_thread)
+    t.start()
+    t.join()
+    for _ in range(2):
+        compress(np.arange(200, dtype="i8"))
+        sizes["after small"] = len(compress(big))
+        assert sizes["after small"] == sizes["alone"], sizes

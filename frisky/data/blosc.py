@@ -28,6 +28,7 @@ NOSHUFFLE, SHUFFLE = 0, 1  # BLOSC_NOSHUFFLE, BLOSC_SHUFFLE
 _CODES = {1: 1, 2: 5}  # frisky.data.compression.LZ4 / ZSTD -> BLOSC_LZ4 / BLOSC_ZSTD
 _MAX_FILTERS = 6  # BLOSC2_MAX_FILTERS
 _FORWARD_COMPAT_SPLIT = 4  # BLOSC_FORWARD_COMPAT_SPLIT
+_HEADER = 16  # BLOSC_MIN_HEADER_LENGTH: version, flags, typesize, nbytes, blocksize, cbytes
 _CONTEXTS_PER_THREAD = 16  # (codec, typesize, ...) settings a thread keeps a context for
 
 # Threads per call, unless a caller says otherwise. A second thread doubles the spill
@@ -81,11 +82,12 @@ _tls = threading.local()
 class _Context:
     """A blosc2 context owned by one thread; freed with it."""
 
-    __slots__ = ("ptr", "lib")
+    __slots__ = ("ptr", "lib", "block")
 
     def __init__(self, lib: Any, ptr: int) -> None:
         self.lib = lib
         self.ptr = ptr
+        self.block = 0  # the block size a compression context settled on (see compress_into)
 
     def __del__(self) -> None:
         if self.ptr:
@@ -165,19 +167,29 @@ def _new_dctx(lib: Any, nthreads: int) -> _Context | None:
     return _Context(lib, ptr) if ptr else None
 
 
-def _context(key: tuple, make: Any) -> _Context:
-    """This thread's context for ``key`` (made by ``make()`` the first time)."""
+def _cache() -> OrderedDict:
     cache = getattr(_tls, "contexts", None)
     if cache is None:
         cache = _tls.contexts = OrderedDict()
+    return cache
+
+
+def _keep(key: tuple, ctx: _Context) -> None:
+    cache = _cache()
+    cache[key] = ctx
+    if len(cache) > _CONTEXTS_PER_THREAD:
+        cache.popitem(last=False)  # freed by its __del__
+
+
+def _context(key: tuple, make: Any) -> _Context:
+    """This thread's context for ``key`` (made by ``make()`` the first time)."""
+    cache = _cache()
     ctx = cache.get(key)
     if ctx is None:
         ctx = make()
         if ctx is None:
             raise ValueError(f"blosc2 could not create a context for {key}")
-        cache[key] = ctx
-        if len(cache) > _CONTEXTS_PER_THREAD:
-            cache.popitem(last=False)  # freed by its __del__
+        _keep(key, ctx)
     else:
         cache.move_to_end(key)
     return ctx
@@ -210,11 +222,28 @@ def compress_into(src: Any, dst: Any, base: int, typesize: int, clevel: int = 1,
     code = _CODES[base & 3]
     n_threads = nthreads or THREADS
     filt = SHUFFLE if shuffle and typesize > 1 else NOSHUFFLE
-    ctx = _context(("c", code, typesize, clevel, n_threads, filt),
-                   lambda: _new_cctx(lib, code, typesize, clevel, n_threads, filt))
+    key = ("c", code, typesize, clevel, n_threads, filt)
+    # A compression context keeps the block size of its first call and forces it on every
+    # later one (blosc2_compress_ctx passes ctx->blocksize back in as the user's choice), so
+    # a context only serves buffers at least as large as its settled block size; a smaller
+    # buffer gets a context of its own (it fits in about one block: nothing to share).
+    ctx = _cache().get(key)
+    if ctx is not None and sn >= ctx.block:
+        _cache().move_to_end(key)
+        fresh = False
+    else:
+        ctx = _new_cctx(lib, code, typesize, clevel, n_threads, filt)
+        if ctx is None:
+            raise ValueError(f"blosc2 could not create a context for {key}")
+        fresh = True
     n = lib.blosc2_compress_ctx(ctx.ptr, sp, sn, dp, min(dn, (1 << 31) - 1))
     if n <= 0:
         raise ValueError(f"blosc2 could not compress {sn} bytes into {dn} (code {n})")
+    if fresh and n >= _HEADER:
+        block = int.from_bytes(_d[8:12].tobytes(), "little")  # the chunk header's blocksize
+        if 0 < block < sn - sn % typesize:  # chosen for the codec, not cut down to this buffer
+            ctx.block = block
+            _keep(key, ctx)
     return n
 
 
