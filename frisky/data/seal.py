@@ -12,7 +12,7 @@ connection, every frame sealed here. Keys come from the secret with HKDF-SHA256:
   ``HKDF(secret, "", "frisky bulk attach")``.
 
 Nonces are a per-key counter (never reset; one sender per key), checked by the receiver to
-grow strictly, so a replayed, reordered or repeated part is refused. Every part carries a
+run in sequence, so a dropped, replayed, reordered or repeated part is refused. Every part carries a
 header, bound as associated data: magic, flags, salt, transfer id, counter, the frame's
 plaintext length and this part's offset in it. A frame larger than :data:`PART` is sealed
 in parts, each a ZeroMQ message of its own, so the receiver decrypts one part while the
@@ -120,9 +120,13 @@ def peek(part) -> tuple[int, int]:
 class Opener:
     """The receiving side of a link: opens parts in order and reassembles whole messages.
 
+    Replies must come in sequence, counter after counter under each salt (a new salt, i.e.
+    a server that remade its side of the link, starts again at 0); attaches need only grow.
     Any failure raises :class:`SealError`; the link is not to be trusted afterwards (its
     owner drops it), so no partial state needs to survive one.
     """
+
+    MAX_SALTS = 64  # a server remakes its side of a link now and then, not without end
 
     def __init__(self, secret: bytes, attach: bool = False, max_frame: int = 1 << 30) -> None:
         if len(secret) != KEY_BYTES:
@@ -130,24 +134,24 @@ class Opener:
         self.secret = secret
         self.attach = attach
         self.max_frame = max_frame
-        self._keys: dict[bytes, object] = {}
-        self.last = -1  # the last counter opened
+        self._keys: dict[bytes, list] = {}  # salt -> [AESGCM, last counter opened]
         self.frames: list = []  # the message being reassembled
         self.buf: memoryview | None = None  # the frame being reassembled
         self.xfer: int | None = None
+        self.salt: bytes | None = None
         self._offset = 0
         self.opened = 0  # plaintext bytes opened, for telemetry
 
-    def _key(self, salt: bytes):
-        aead = self._keys.get(salt)
-        if aead is None:
+    def _key(self, salt: bytes) -> list:
+        state = self._keys.get(salt)
+        if state is None:
             if self.attach and salt != bytes(SALT_BYTES):
                 raise SealError("an attach part with a salt")
-            if len(self._keys) >= 4:  # a server restarts its side now and then, not a thousand times
-                self._keys.clear()
-            aead = self._keys[salt] = _aead(self.secret, b"" if self.attach else salt,
-                                            _ATTACH_INFO if self.attach else _REPLY_INFO)
-        return aead
+            if len(self._keys) >= self.MAX_SALTS:
+                raise SealError("too many salts on one link")
+            aead = _aead(self.secret, b"" if self.attach else salt, _ATTACH_INFO if self.attach else _REPLY_INFO)
+            state = self._keys[salt] = [aead, -1]
+        return state
 
     def feed(self, part) -> tuple[int, list] | None:
         """Open one part; ``(xfer, frames)`` once it completes a message, else None."""
@@ -156,33 +160,36 @@ class Opener:
             raise SealError(f"a sealed part of {mv.nbytes} bytes is too short")
         magic, flags, salt, xfer, counter, total, offset = HEADER.unpack_from(mv, 0)
         n = mv.nbytes - HEADER.size - TAG
-        if magic != MAGIC or flags > LAST_PART | LAST_FRAME or (flags == LAST_FRAME):
+        if magic != MAGIC or flags > LAST_PART | LAST_FRAME or flags == LAST_FRAME:
             raise SealError("not a sealed part (bad magic or flags)")
-        if counter <= self.last:
-            raise SealError(f"part {counter} replayed or out of order (after {self.last})")
         if total > self.max_frame or offset + n > total or (flags and offset + n != total):
             raise SealError(f"part of {n} bytes at {offset} does not fit a frame of {total}")
+        midway = self.buf is not None or self.frames
+        if midway and (xfer != self.xfer or salt != self.salt):
+            raise SealError("a message's parts from two transfers")
+        state = self._key(salt)
+        if counter != state[1] + 1 and (not self.attach or counter <= state[1]):
+            raise SealError(f"part {counter} out of sequence (after {state[1]})")
         if self.buf is None:
             if offset:
                 raise SealError("a message starts in the middle of a frame")
-            if self.frames and xfer != self.xfer:
-                raise SealError("a message's frames from two transfers")
-            self.buf = _buffer(total)
-        elif offset != self._offset or total != self.buf.nbytes or xfer != self.xfer:
-            raise SealError("a part out of place in its frame")
+            buf = _buffer(total)
+        else:
+            if offset != self._offset or total != self.buf.nbytes:
+                raise SealError("a part out of place in its frame")
+            buf = self.buf
         try:
-            self._key(salt).decrypt_into(_nonce(counter), mv[HEADER.size:], bytes(mv[:HEADER.size]),
-                                         self.buf[offset:offset + n])
+            state[0].decrypt_into(_nonce(counter), mv[HEADER.size:], bytes(mv[:HEADER.size]), buf[offset:offset + n])
         except Exception as e:  # InvalidTag (or a length the library refuses): never accepted
             raise SealError(f"a sealed part failed to authenticate ({type(e).__name__})") from None
-        self.last = counter
-        self.xfer = xfer
+        state[1] = counter
+        self.xfer, self.salt = xfer, salt
         self.opened += n
         if not flags:
-            self._offset = offset + n
+            self.buf, self._offset = buf, offset + n
             return None
-        self.frames.append(self.buf)
         self.buf = None
+        self.frames.append(buf)
         if not flags & LAST_FRAME:
             return None
         frames, self.frames = self.frames, []

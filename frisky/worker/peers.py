@@ -155,16 +155,13 @@ class Peers:
             self.bulk.send(bident, via, msg.req, reply)
         except zmq.ZMQError as e:  # its bulk connection is gone (nothing of the reply left): attach again
             log.debug("worker %s: bulk connection of a peer gone: %s", self.worker.name, e)
-            via.attached = False
-            self._park(ident, msg, via)
+            self._park(ident, msg, self.bulk.relink(bident))
             return
         try:
-            t0 = now()
             for payload in dataplane.chunks(streams or ()):
                 self.bulk.send(bident, via, msg.req, [payload])
-            recorder.span("tcp.send.seal", t0)
         except zmq.ZMQError as e:  # gone mid-reply: the asker's link fails and it asks again
-            via.attached = False
+            self.bulk.relink(bident)
             log.debug("worker %s: bulk reply to a peer cut: %s", self.worker.name, e)
 
     def _spilled_frames(self, key: str) -> list | None:

@@ -85,6 +85,15 @@ class BulkServer:
             self.links.move_to_end(ident)
         return link
 
+    def relink(self, ident: bytes) -> Link:
+        """Remake the server's side of ``ident``'s link (its connection went away mid-way: the
+        requester's opener expects a sequence that cannot continue, so it starts anew under
+        a fresh salt). What was parked stays parked."""
+        old = self.links[ident]
+        link = self.links[ident] = Link(old.secret)
+        link.parked = old.parked
+        return link
+
     def park(self, link: Link, item) -> bool:
         """Keep ``item`` until ``link`` attaches; True if it is the first one waiting."""
         link.parked.append(item)
