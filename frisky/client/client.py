@@ -43,6 +43,11 @@ from frisky.zmq import bulk, curve, sockets
 
 log = logging.getLogger("frisky.client")
 
+
+class _Refused(Exception):
+    """A sealed reply failed to open (its link is dropped; the fetch may be asked again)."""
+
+
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
 _NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
 _HOLDER_RECHECK = 0.5  # seconds between asking whether a worker slow to answer still holds a value
@@ -532,7 +537,19 @@ class Client(ClientIO):
         """Values of ``wkeys`` from the worker at ``address``. A slow answer is waited for
         while ``still_holder()`` says the scheduler still lists that worker as the holder;
         one the scheduler has declared dead is abandoned at once. With keys, the answer from
-        a worker over TCP comes sealed on its bulk socket (:mod:`frisky.zmq.bulk`)."""
+        a worker over TCP comes sealed on its bulk socket (:mod:`frisky.zmq.bulk`); a sealed
+        answer that is refused is asked for once more, on a new link."""
+        try:
+            return self._get_once(address, wkeys, timeout, still_holder)
+        except _Refused:
+            pass
+        try:
+            return self._get_once(address, wkeys, timeout, still_holder)
+        except _Refused as e:
+            raise FriskyError(f"a reply from worker {address} was refused twice: {e}") from None
+
+    def _get_once(self, address: str, wkeys: list[str], timeout: float,
+                  still_holder: Callable[[], bool] | None) -> dict[str, Any]:
         s = self._thread_socket(address)
         link = self._bulk_link(address) if self.keys is not None and address.startswith("tcp://") else None
         req = next(self._counter)
@@ -597,7 +614,7 @@ class Client(ClientIO):
         """The next whole message on ``link``'s bulk connection, or None while parts are to come.
 
         A part that fails to open is never accepted: the link is dropped (the next fetch
-        makes a new one) and this fetch fails with the reason."""
+        makes a new one) and this fetch fails with the reason (:class:`_Refused`)."""
         part = link.sock.recv(copy=False)
         try:
             opened = link.feed(part.buffer)
@@ -605,7 +622,7 @@ class Client(ClientIO):
             self._dropped(f"worker {address}", "sealed", f"refused: {e}")
             self._local.links.pop(address, None)
             link.close()
-            raise FriskyError(f"a reply from worker {address} was refused: {e}") from None
+            raise _Refused(str(e)) from None
         return None if opened is None else opened[1]
 
     def _drop_thread_socket(self, address: str) -> None:
