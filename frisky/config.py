@@ -15,6 +15,8 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     # networking
     "scheduler": None,  # address or connection file a Client() without one joins (None: a LocalCluster)
+    "dashboard": None,  # dashboard URL `frisky observe` reads (None: the connection file's, else :8787)
+    "connection": None,  # connection file `frisky observe` reads the dashboard URL from (None: ./frisky.json)
     "scheduler_port": 8786,  # `frisky scheduler`'s default port
     "host": "127.0.0.1",  # interface TCP sockets bind to (scheduler, workers' data sockets)
     "connect_timeout": 10.0,  # seconds a client/worker waits for the scheduler's welcome

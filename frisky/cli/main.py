@@ -1,24 +1,32 @@
-"""The ``frisky`` command: ``scheduler``, ``worker``, ``launch``, ``demo``."""
+"""The ``frisky`` command: ``scheduler``, ``worker``, ``launch``, ``keys``, ``demo``, ``observe``."""
 
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: frisky [--version] COMMAND [ARGS]
+_USAGE = """usage: frisky [--version] COMMAND [ARGS]
 
 commands:
   scheduler   run a scheduler (frisky scheduler --help)
   worker      run a worker connected to a scheduler (frisky worker --help)
   launch      start a cluster on many hosts over ssh (frisky launch --help)
   keys        make CURVE keys for a cluster (frisky keys new DIR)
-  demo        start a local cluster and run a small mixed workload (frisky demo --help)
+  demo        start a local cluster, run a mixed workload, show what it did (frisky demo --help)
+  observe     look inside a running cluster: frisky observe VIEW [URL] [--json], VIEW one of
+{views}
 """
+
+
+def usage() -> str:
+    from frisky.observe.views import summary
+
+    return _USAGE.format(views=summary(indent=4))
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE, end="")
+        print(usage(), end="")
         return
     if argv[0] in ("-V", "--version"):
         from frisky import __version__
@@ -36,10 +44,12 @@ def main(argv: list[str] | None = None) -> None:
         from frisky.cli.keys import main as run
     elif cmd == "demo":
         from frisky.cli.demo import main as run
+    elif cmd == "observe":
+        from frisky.observe.cli import main as run
     else:
         from frisky.cli.args import fail
 
-        fail("frisky", f"unknown command {cmd!r} (commands: scheduler, worker, launch, keys, demo; see frisky --help)")
+        fail("frisky", f"unknown command {cmd!r} (commands: scheduler, worker, launch, keys, demo, observe; see frisky --help)")
     run(rest)
 
 
