@@ -242,7 +242,7 @@ t0 = time.perf_counter()
 cluster = SSHCluster({hosts!r}, connect_options={{"known_hosts": {d!r} + "/known_hosts",
                      "client_keys": [{d!r} + "/client_key"], "username": "root"}},
                      worker_options={{"nthreads": 1, "n_workers": 2}},
-                     scheduler_options={{"port": 8786, "dashboard_address": ":8787"}}, remote_python={py!r})
+                     scheduler_options={{"host": {hosts!r}[0], "port": 8786, "dashboard_address": ":8787"}}, remote_python={py!r})
 c = Client(cluster)
 c.wait_for_workers(6, timeout=120)
 took = time.perf_counter() - t0
