@@ -217,22 +217,28 @@ class Peers:
     def _read_sealed(self, sock: zmq.Socket, link: bulk.BulkLink) -> None:
         """Open the sealed parts waiting on a bulk connection; a part that fails drops the link."""
         address = link.address
-        while True:
-            frames = sockets.recv(sock, copy=False)
-            if frames is None:
-                return
-            t0 = now()
-            try:
-                opened = link.feed(frames[-1].buffer)
-            except seal.SealError as e:  # never accepted: everything asked on this link is fetched again
-                self.worker.dropped(f"peer {address}", "sealed", f"refused: {e}")
-                recorder.count("tcp.recv.refused")
-                self._drop_link(link)
-                self.worker.peer_lost(address)
-                return
-            recorder.span("tcp.recv.open", t0)
-            if opened is not None:
-                self._on_message(sock, address, opened[1])
+        parts, busy = 0, 0
+        try:
+            while True:
+                frames = sockets.recv(sock, copy=False)
+                if frames is None:
+                    return
+                t0 = now()
+                try:
+                    opened = link.feed(frames[-1].buffer)
+                except seal.SealError as e:  # never accepted: everything asked on this link is fetched again
+                    self.worker.dropped(f"peer {address}", "sealed", f"refused: {e}")
+                    recorder.count("tcp.recv.refused")
+                    self._drop_link(link)
+                    self.worker.peer_lost(address)
+                    return
+                parts += 1
+                busy += now() - t0
+                if opened is not None:
+                    self._on_message(sock, address, opened[1])
+        finally:
+            if parts:
+                recorder.add("tcp.recv.open", parts, busy)
 
     def _drop_link(self, link: bulk.BulkLink) -> None:
         if self.links.get(link.address) is link:

@@ -26,6 +26,7 @@ import zmq
 
 from frisky import logs
 from frisky.data import seal
+from frisky.telemetry import now, recorder
 from frisky.zmq import zap
 
 log = logs.logger("zmq")
@@ -106,10 +107,13 @@ class BulkServer:
 
         Raises ``zmq.ZMQError`` (EHOSTUNREACH) when the requester is not connected."""
         send = self.sock.send
+        t0, parts = now(), 0
         for part in link.sealer.seal(xfer, frames):
             send(ident, zmq.SNDMORE)
             # without copying: ZeroMQ's I/O thread sends this part while the next is sealed
             send(part, 0, copy=False)
+            parts += 1
+        recorder.add("tcp.send.seal", parts, now() - t0)
 
     def read(self) -> list[tuple[bytes, Link]]:
         """Take the attaches waiting; returns the links that attached."""
