@@ -231,7 +231,11 @@ def dask_transfer(fh: FakeHosts, tls: bool, repeat: int) -> float:
         for p in procs:
             p.terminate()
         for p in procs:
-            p.wait(20)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:  # a dask worker slow to leave: it is done here
+                p.kill()
+                p.wait()
 
 
 SSHCLUSTER = """
@@ -272,33 +276,38 @@ def main(argv: list[str]) -> int:
         print(f"bench_launch: {why}", file=sys.stderr)
         return 2
     rows = []
+
+    def add(row: tuple) -> None:
+        rows.append(row)
+        print(f"  {row[0]}: {row[1]:.3f} {row[2]}", file=sys.stderr, flush=True)  # progress
+
     with FakeHosts(3) as fh:
         launches, teardowns = [], []
         for _ in range(repeat):
             proc, took, _conn = start(fh)
             launches.append(took)
             teardowns.append(stop(fh, proc))
-        rows.append(("launch 3 hosts x 2 workers, until registered", statistics.median(launches), "s"))
-        rows.append(("teardown after Ctrl-C, until nothing is left", statistics.median(teardowns), "s"))
+        add(("launch 3 hosts x 2 workers, until registered", statistics.median(launches), "s"))
+        add(("teardown after Ctrl-C, until nothing is left", statistics.median(teardowns), "s"))
         if "--no-dask" not in argv:
             ssh = [sshcluster_launch(fh) for _ in range(repeat)]
-            rows.append(("launch 3 hosts x 2 workers, dask SSHCluster", statistics.median(ssh), "s"))
+            add(("launch 3 hosts x 2 workers, dask SSHCluster", statistics.median(ssh), "s"))
         for label, args in (("secure", []), ("insecure", ["--insecure"])):
             proc, _, conn = start(fh, *args)
             try:
                 noop = client_code(fh, conn, NOOP.format(n=n))["s"]
-                rows.append((f"no-op map {n} over 6 workers, {label}", n / noop, "tasks/s"))
+                add((f"no-op map {n} over 6 workers, {label}", n / noop, "tasks/s"))
                 s = client_code(fh, conn, TRANSFER.format(repeat=repeat))["s"]
-                rows.append((f"256 MiB random h1 -> h2, {label}", (256 << 20) / s / 1e9, "GB/s"))
+                add((f"256 MiB random h1 -> h2, {label}", (256 << 20) / s / 1e9, "GB/s"))
             finally:
                 stop(fh, proc)
         for mode in ("plain", "curve", "sealed"):
             s = bare_transfer(fh, mode, repeat)
-            rows.append((f"bare 256 MiB h1 -> h2, pyzmq {mode}", (256 << 20) / s / 1e9, "GB/s"))
+            add((f"bare 256 MiB h1 -> h2, pyzmq {mode}", (256 << 20) / s / 1e9, "GB/s"))
         if "--no-dask" not in argv:
             for label, tls in (("TLS", True), ("plain TCP", False)):
                 s = dask_transfer(fh, tls, repeat)
-                rows.append((f"256 MiB random h1 -> h2, dask {label}", (256 << 20) / s / 1e9, "GB/s"))
+                add((f"256 MiB random h1 -> h2, dask {label}", (256 << 20) / s / 1e9, "GB/s"))
     if "--json" in argv:
         print(json.dumps([{"row": r, "value": v, "unit": u} for r, v, u in rows]))
     else:
