@@ -50,7 +50,7 @@ from frisky.client import map_job
 from frisky.client.future import _DONE_STATES, Future, Remote, wait
 from frisky.client.io import ClientIO
 from frisky.client.map_job import MapJob
-from frisky.data import dataplane, seal
+from frisky.data import compression, dataplane, seal
 from frisky.data.deps import extract, has_futures
 from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
 from frisky.deploy.launch import connection
@@ -133,6 +133,7 @@ class Client(ClientIO):
         self._io_dozing = True  # the I/O thread sleeps until woken (see _release_later)
         self._max_batch = config.get("max_batch")  # tasks in one submit message
         self._shm_threshold = config.get("shm_threshold")  # scattered buffers this big go to shared memory
+        self._prefer = compression.preference()  # codec for buffers scattered over TCP
         self.status = "connecting"
         self.waker = sockets.Waker()
         ident = f"c-{os.getpid()}-{self._prefix}".encode()
@@ -712,7 +713,7 @@ class Client(ClientIO):
             value_frames = dataplane.dumps(value)
             if same_host:  # written once into shared memory; the worker maps it
                 value_frames = dataplane.share(value_frames, self.cluster_id, _HANDOFF, self._shm_threshold)
-            descs, out = dataplane.encode(value_frames, same_host, compress=not same_host)
+            descs, out = dataplane.encode(value_frames, same_host, None if same_host else self._prefer)
             descs_all.append(descs)
             frames.extend(out)
         if keys:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from frisky import config, protocol
-from frisky.data import dataplane, seal
+from frisky.data import compression, dataplane, seal
 from frisky.telemetry import now, recorder
 from frisky.zmq import bulk, sockets
 
@@ -40,7 +40,7 @@ class Peers:
         self.incoming: dict[zmq.Socket, tuple] = {}  # peer socket -> (streamed reply, start)
         self._reqs = itertools.count(1)
         self._poller: zmq.Poller | None = None  # the worker loop's, once it runs
-        self.compression = config.get("compression") != "none"  # for peers on other hosts
+        self.prefer = compression.preference()  # codec for peers on other hosts (None: raw)
         # sealed answers to peers on other hosts (secure TCP only), and our links to theirs
         self.bulk: bulk.BulkServer | None = None
         if worker.keys is not None and self.address.startswith("tcp://"):
@@ -116,9 +116,9 @@ class Peers:
         connection when given)."""
         t0 = now()
         keys, same_host = msg.keys, msg.same_host
-        compress = not same_host and self.compression
+        prefer = None if same_host else self.prefer
         # peers that can take it (workers; not clients) get large buffers streamed
-        streams = [] if compress and msg.stream else None
+        streams = [] if prefer and msg.stream else None
         found, descs_all, missing, out = [], [], [], []
         for k in keys:
             frames = self.worker.shared.get(k)
@@ -132,7 +132,7 @@ class Peers:
                 if frames is None:
                     missing.append(k)
                     continue
-            descs, value_frames = dataplane.encode(frames, same_host, compress, streams)
+            descs, value_frames = dataplane.encode(frames, same_host, prefer, streams)
             found.append(k)
             descs_all.append(descs)
             out.extend(value_frames)
