@@ -46,10 +46,8 @@ _MISSING = ("Debian's chromium is not installed (apt-get install chromium)" if C
             "playwright is not installed (pip install -e '.[test]')" if sync_playwright is None else None)
 if _MISSING and IN_CI:
     raise RuntimeError(f"the dashboard browser tests cannot run in CI: {_MISSING}")
-# the pages' data half (the /api/v1 server) lands separately; until then there is nothing to drive
-_NO_API = None if hasattr(frisky.LocalCluster, "dashboard_link") else "the dashboard's /api/v1 server is not here yet"
 pytestmark = [pytest.mark.skipif(_MISSING is not None, reason=_MISSING or ""),
-              pytest.mark.skipif(_NO_API is not None, reason=_NO_API or ""), pytest.mark.timeout(45)]
+              pytest.mark.timeout(45)]
 
 
 # ------------------------------------------------------------------ the workload
