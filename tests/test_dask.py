@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 import os
+import pathlib
 import signal
 import threading
 
@@ -240,6 +242,21 @@ def test_a_graph_too_large_for_dask_order_streams_depth_first_with_the_same_resu
     streamed = submit_graph(client, dsk, keys, order_limit=0)
     assert client.gather([streamed[k] for k in keys]) == exact == [sum(range(1, 65)) + 100,
                                                                   sum(range(1, 65)), [1, 2, 3], 4]
+
+
+def test_a_delayed_graph_runs_only_what_its_keys_need(client, tmp_path):
+    # dask's own cull is skipped for delayed graphs (the walk from the keys culls): a task
+    # of the graph that the key does not need must still never run
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    unused = tmp_path / "unused-ran"
+    dsk = {"needed": (operator.add, 1, 2), "top": (operator.mul, "needed", 10),
+           "unused": (pathlib.Path.write_text, unused, "ran")}
+    graph = HighLevelGraph.from_collections("g", dsk, dependencies=())
+    assert Delayed("top", graph, layer="g").compute() == 30
+    assert dask.compute(Delayed("top", graph, layer="g"), Delayed("needed", graph, layer="g")) == (30, 3)
+    assert not unused.exists()
 
 
 def test_payload_is_the_pickle_of_its_index_and_dependency_references():

@@ -4,6 +4,24 @@ User threads serialize and queue messages; one background I/O thread owns the so
 to the scheduler, sends what is queued (so submissions batch themselves) and completes
 futures as results arrive. Queries and data fetches use per-thread sockets, so a
 done-callback may call ``result()`` without waiting on the I/O thread.
+
+Internal interface. :mod:`.future`, :mod:`.executor`, :mod:`.map_job` and :mod:`.dask`
+use these underscored members of :class:`Client`, and nothing else that is private;
+change them together:
+
+- ``_submit(fn, args, kwargs, ...)``, ``_map_job(fn, iterables)``: submit one call / an
+  executor map (a :class:`~frisky.client.map_job.MapJob`, no future per call).
+- ``_future(key, wkey)``: the live future of a key, made if needed; ``_futures``: wire
+  key -> weak reference to it; ``_held``: executor futures kept alive until done;
+  ``_jobs``: live map jobs.
+- ``_fetch_remote(wkey, key, remote, timeout)``: a result held by a worker.
+- ``_release_later(wkey)``, ``_release_job_keys(job, upto)``, ``_job_maybe_done(job)``:
+  tell the scheduler a key is no longer wanted (batched by the I/O thread).
+- ``_cancel_keys(wkeys)``, ``_cancel_queued(futures)``, ``_cancel_queued_keys(wkeys)``:
+  cancel, or take back work no worker has started.
+- ``_keep_until_done(future)``: a dropped future still runs its callbacks.
+- ``_send_frames(frames)``: queue a raw message, in order with submissions;
+  ``_check_open()``, ``_closed``, ``_dask_config``: lifetime and dask's default scheduler.
 """
 
 from __future__ import annotations

@@ -73,11 +73,39 @@ def raw_graph(dsk: Any) -> tuple[dict, dict]:
     (``{kind: {key: value}}``)."""
     annotations: dict = {}
     if not isinstance(dsk, Mapping) and hasattr(dsk, "__dask_graph__"):  # an expression
+        unculled = _delayed_graph(dsk)
+        if unculled is not None:
+            return unculled
         annotations = dict(dsk.__dask_annotations__() or {})
         dsk = dsk.__dask_graph__()
     if not isinstance(dsk, dict):
         dsk = dict(dsk)
     return dsk, annotations
+
+
+def _delayed_graph(expr: Any) -> tuple[dict, dict] | None:
+    """The graph of an expression of ``dask.delayed`` objects as built, skipping dask's
+    low-level optimizer when all it would do is cull: a pass over every task's
+    dependencies (seconds for a million tasks) before the first one could leave, where
+    the walk from the output keys culls anyway, streaming. None for anything else."""
+    import dask
+    from dask._expr import HLGExpr, _HLGExprSequence
+    from dask.delayed import optimize
+    from dask.highlevelgraph import HighLevelGraph
+
+    ops = expr.operands if type(expr) is _HLGExprSequence else [expr]
+    if dask.config.get("optimization.fuse.delayed") or not all(
+            type(o) is HLGExpr and o.low_level_optimizer is optimize for o in ops):
+        return None
+    hlg = HighLevelGraph.merge(*[o.hlg for o in ops])
+    annotations: dict = {}
+    for layer in hlg.layers.values():  # as ``HLGExpr.__dask_annotations__`` reads them
+        for kind, value in (layer.annotations or {}).items():
+            annotations.setdefault(kind, {}).update((k, value(k) if callable(value) else value) for k in layer)
+    graph: dict = {}
+    for layer in hlg.layers.values():
+        graph.update(layer)
+    return graph, annotations
 
 
 def cull(dsk: dict, keys) -> dict:

@@ -246,9 +246,9 @@ class LocalCluster:
     # ---------------------------------------------------------------- public
     def get_client(self, **kwargs):
         """A :class:`~frisky.client.client.Client` connected to this cluster."""
-        from frisky.client.client import Client
+        import frisky  # the public name: deploy never imports the client's modules (no cycle)
 
-        return Client(self, **kwargs)
+        return frisky.Client(self, **kwargs)
 
     @property
     def workers(self) -> dict[str, Any]:
