@@ -73,25 +73,28 @@ TRANSFERS = {
 
 CLIENTS = {
     "version": 1, "now": NOW,
-    "clients": [{"id": "c-1a2b", "name": "notebook", "connected": NOW - 300, "activity": "uploading",
+    "clients": [{"id": 1, "name": "notebook", "connected": True, "activity": "uploading",
                  "detail": "uploading a graph of 1,000,000 tasks", "tasks_total": 1_000_000, "tasks_done": 12_000,
                  "graph": {"built": 1_000_000, "uploaded": 400_000, "total": 1_000_000}, "waiting_on": 0,
-                 "since": NOW - 4.2},
-                {"id": "c-3c4d", "name": "", "connected": NOW - 20, "activity": "waiting",
+                 "since": NOW - 4.2, "for_seconds": 4.2},
+                {"id": 2, "name": "", "connected": True, "activity": "waiting",
                  "detail": "gather of 12 futures", "tasks_total": 12, "tasks_done": 11, "graph": None,
-                 "waiting_on": 1, "since": NOW - 19.5},
-                {"id": "c-5e6f", "name": "idle one", "connected": NOW - 2, "activity": "idle", "detail": "",
-                 "tasks_total": 0, "tasks_done": 0, "graph": None, "waiting_on": 0, "since": NOW - 2}],
+                 "waiting_on": 1, "since": NOW - 19.5, "for_seconds": 19.5},
+                {"id": 3, "name": "idle one", "connected": False, "activity": "idle", "detail": "",
+                 "tasks_total": 0, "tasks_done": 0, "graph": None, "waiting_on": 0, "since": NOW - 2,
+                 "for_seconds": 2.0}],
 }
 
 BLOCKED = {
     "version": 1, "now": NOW, "progressing": False,
-    "reasons": [{"kind": "long-running", "count": 1, "note": "running longer than 10x its prefix's median",
+    "reasons": [{"kind": "paused-worker", "count": 1, "note": "over their memory pause threshold",
+                 "examples": [{"worker": "1", "processing": 3, "memory": 7 * 2**30, "limit": 8 * 2**30}]},
+                {"kind": "long-running", "count": 1, "note": "running longer than 10x its prefix's median",
                  "examples": [{"key": "sleepy-0", "worker": "1", "age": 125.0}]},
                 {"kind": "no-matching-worker", "count": 7, "note": "",
-                 "examples": [{"key": f"inc-{i}", "restriction": ["no-such-worker"]} for i in range(7)]},
+                 "examples": [{"key": f"inc-{i}", "restriction": ["no-such-worker"]} for i in range(5)]},
                 {"kind": "missing-dependency", "count": 2, "note": "",
-                 "examples": [{"key": "add-1", "waiting_on": ["inc-0", "inc-1", "inc-2", "inc-3"]}]},
+                 "examples": [{"key": "add-1", "waiting_on": "inc-0"}]},
                 {"kind": "erred-upstream", "count": 1, "note": "",
                  "examples": [{"key": "sum-0", "upstream": "fail-0"}]}],
 }
@@ -110,7 +113,7 @@ TIMELINE_DETAILED = {
 SPANS = {
     "version": 1, "now": NOW,
     "spans": [{"name": "worker.exec.call", "worker": str(i % 4), "prefix": "inc" if i % 3 else "",
-               "start": NOW - i - 0.01, "stop": NOW - i, "seconds": 0.01 * (i + 1)} for i in range(20)],
+               "start": NOW - i - 0.01, "stop": NOW - i, "seconds": 0.01 * (i + 1), "bytes": 0} for i in range(20)],
     "stats": {"count": 99000, "p50": 0.0012, "p90": 0.004, "p99": 0.031, "max": 2.5},
 }
 
@@ -118,9 +121,11 @@ STRAGGLERS = {
     "version": 1, "now": NOW,
     "workers": [{"worker": "3", "excess_seconds": 40.5,
                  "deviations": [{"span": "worker.exec.call", "worker_seconds_per_call": 0.2,
-                                 "median_seconds_per_call": 0.01, "ratio": 20.0, "calls": 200},
+                                 "median_seconds_per_call": 0.01, "ratio": 20.0, "calls": 200,
+                                 "excess_seconds": 38.0},
                                 {"span": "spill.write", "worker_seconds_per_call": 0.02,
-                                 "median_seconds_per_call": 0.01, "ratio": 2.0, "calls": 30}]},
+                                 "median_seconds_per_call": 0.01, "ratio": 2.0, "calls": 30,
+                                 "excess_seconds": 0.3}]},
                 {"worker": "0", "excess_seconds": 0.0, "deviations": []},
                 {"worker": "1", "excess_seconds": -1.0, "deviations": []}],
 }
