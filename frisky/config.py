@@ -58,7 +58,29 @@ DEFAULTS: dict[str, Any] = {
     "validate": False,  # the scheduler and workers check every state-machine invariant after each event (tests)
     # telemetry
     "telemetry_spans": 65536,  # ring size per process
+    "telemetry": True,  # record spans and ship them; off only to measure what telemetry costs
+    # dashboard and /api/v1 on the scheduler: [host]:port, a taken port falls back to a free one; none disables
+    "dashboard_address": ":8787",
 }
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<the setting's default>"
+
+
+UNSET: Any = _Unset()  # an argument not given: the setting (environment, then default) decides
+
+
+def dashboard_address(value: Any = UNSET) -> str | None:
+    """The dashboard address to serve at: ``value`` if given (None disables), else the
+    ``dashboard_address`` setting; ``""``, ``"none"`` and ``"off"`` disable too."""
+    if value is UNSET:
+        value = get("dashboard_address")
+    if value is None:
+        return None
+    value = str(value).strip()
+    return None if value.lower() in ("", "none", "off", "false") else value
 
 
 def _coerce(name: str, raw: str) -> Any:

@@ -26,6 +26,9 @@ Client -> scheduler
   cancel-queued [op, req, keys]                   -> reply [keys cancelled before reaching a worker]
   scatter       [op, keys, descs, workers]        + value frames; descs per key: None (one
                 small frame the scheduler keeps) or data-plane descriptors (no STREAMED)
+  activity      [op, kind, done, total, detail]  what the client is doing, for the dashboard:
+                kind building | uploading (a graph of `total` tasks, `done` so far) | waiting
+                (on `total` futures, `done` ready) | idle; detail: a short str
   heartbeat     [op]
   bye           [op]
 
@@ -117,6 +120,9 @@ COMPUTE = "compute"
 STORE = "store"
 FREE = "free"
 CLOSE = "close"
+ACTIVITY = "activity"
+ACTIVITY_KINDS = ("building", "uploading", "waiting", "idle")
+MAX_DETAIL = 200  # characters of an activity's detail
 GET = "get"
 DATA = "data"
 
@@ -449,6 +455,18 @@ class Scatter(NamedTuple):
         return [header(SCATTER, self.keys, self.descs, self.workers), *self.frames]
 
 
+class Activity(NamedTuple):
+    """What a client is doing (dashboard only): ``kind`` one of :data:`ACTIVITY_KINDS`."""
+
+    kind: str
+    done: int
+    total: int
+    detail: str = ""
+
+    def encode(self) -> list:
+        return [header(ACTIVITY, self.kind, self.done, self.total, self.detail)]
+
+
 class Heartbeat(NamedTuple):
     def encode(self) -> list:
         return [header(HEARTBEAT)]
@@ -726,6 +744,17 @@ def _p_scatter(msg, frames) -> Scatter:
     return Scatter(keys, descs, _workers(msg[3]), rest)
 
 
+def _p_activity(msg, frames) -> Activity:
+    _fields(msg, 4)
+    kind = msg[1]
+    if kind not in ACTIVITY_KINDS:
+        _fail(f"activity kind must be one of {', '.join(ACTIVITY_KINDS)}")
+    detail = _str(msg[4], "detail")
+    if len(detail) > MAX_DETAIL:
+        _fail(f"detail is longer than {MAX_DETAIL} characters")
+    return Activity(kind, _id(msg[2], "done"), _id(msg[3], "total"), detail)
+
+
 def _p_heartbeat(msg, frames) -> Heartbeat:
     _fields(msg, 0)
     return Heartbeat()
@@ -900,7 +929,7 @@ _ANYONE = {
 }
 _FROM_CLIENT = {
     **_ANYONE, SUBMIT: _p_submit, RELEASE: _p_release, CANCEL: _p_cancel, CANCEL_QUEUED: _p_cancel_queued,
-    SCATTER: _p_scatter, HEARTBEAT: _p_heartbeat, BYE: _p_bye,
+    SCATTER: _p_scatter, HEARTBEAT: _p_heartbeat, BYE: _p_bye, ACTIVITY: _p_activity,
 }
 _FROM_WORKER = {
     **_ANYONE, FINISHED: _p_finished, ERRED: _p_task_erred, CANCELLED: _p_cancelled, MISSING: _p_missing,
@@ -929,7 +958,7 @@ DIRECTIONS = {
 _HEADER_ONLY = {
     _p_hello_client, _p_hello_worker, _p_where, _p_info, _p_wait_workers, _p_release, _p_cancel,
     _p_cancel_queued, _p_heartbeat, _p_bye, _p_cancelled, _p_missing, _p_worker_heartbeat, _p_welcome,
-    _p_running, _p_reply, _p_close, _p_free, _p_cancel_tasks, _p_get, _p_refused,
+    _p_running, _p_reply, _p_close, _p_free, _p_cancel_tasks, _p_get, _p_refused, _p_activity,
 }
 
 

@@ -15,6 +15,8 @@ import pytest
 
 # every scheduler the tests start checks its invariants after each batch of events
 os.environ.setdefault("FRISKY_VALIDATE", "1")
+# every cluster's dashboard on a free port of its own: tests run clusters side by side
+os.environ.setdefault("FRISKY_DASHBOARD_ADDRESS", ":0")
 
 import frisky  # noqa: E402
 

@@ -145,6 +145,62 @@ def test_bad_worker_report_is_dropped(sched, frames):
     _healthy(sched)
 
 
+def _telemetry(**change):
+    t = time.time()
+    good = {
+        "v": 1, "time": t, "buckets": [[int(t), {"worker.exec.call": [1, 0.1, 8]}]], "prefixes": [], "spans": [],
+        "spans_total": 1, "lost": 0,
+        "memory": {k: 0 for k in ("managed", "unmanaged", "spilled", "in_transit", "recv_pool", "rss", "limit",
+                                  "target_at", "spill_at", "pause_at", "terminate_at")} | {"paused": False},
+        "network": {"recv_bytes": 0, "sent_bytes": 0}, "disk": {"read_bytes": 0, "written_bytes": 0},
+        "executing": [], "transfers": [], "in_flight": [], "cpu_seconds": 0.0,
+    }
+    return {**good, **change}
+
+
+@pytest.mark.parametrize("telemetry", [
+    "not a map", [1, 2], _telemetry(v=99), _telemetry(time=-1.0),
+    _telemetry(buckets=[[1, {"x": [1, "a lot", 0]}]]), _telemetry(buckets=[[i, {}] for i in range(10_000)]),
+    _telemetry(spans=[["a", 1.0, 2.0, "p", 0]] * 5000), _telemetry(memory={"paused": "yes"}),
+    _telemetry(executing=[["k" * 100_000, 1.0]]), _telemetry(transfers=[[None, None, None, None, None]]),
+], ids=["str", "list", "version", "negative-time", "str-seconds", "10k-seconds", "5k-spans", "memory",
+        "huge-key", "nulls"])
+def test_hostile_telemetry_is_dropped_and_the_heartbeat_kept(sched, telemetry):
+    s = sched.connect()
+    _hello_worker(s)
+    s.send_multipart([protocol.header(protocol.HEARTBEAT, {"rss": 1, "telemetry": telemetry})])
+    _until(lambda: sched.bad_telemetry.count == 1)
+    assert sched.dropped.count == 0  # the heartbeat itself was fine
+    fake = [w for w in sched.state.alive_workers() if w.address == "tcp://127.0.0.1:1"]
+    assert fake and fake[0].metrics == {"rss": 1}
+    assert "tcp://127.0.0.1:1" not in sched.history.workers
+    s.send_multipart([protocol.header(protocol.BYE)])
+    _until(lambda: len(sched.state.alive_workers()) == 1)
+    _healthy(sched)
+    assert sched.bad_telemetry.count == 1  # the real worker's telemetry parses
+
+
+def test_well_formed_telemetry_is_kept(sched):
+    s = sched.connect()
+    _hello_worker(s)
+    s.send_multipart([protocol.header(protocol.HEARTBEAT, {"telemetry": _telemetry()})])
+    _until(lambda: "tcp://127.0.0.1:1" in sched.history.workers)
+    assert sched.bad_telemetry.count == 0
+    s.send_multipart([protocol.header(protocol.BYE)])
+
+
+def test_dropped_telemetry_logs_rate_limited(sched, caplog):
+    s = sched.connect()
+    _hello_worker(s)
+    with caplog.at_level("WARNING", logger="frisky.scheduler"):
+        for _ in range(200):
+            s.send_multipart([protocol.header(protocol.HEARTBEAT, {"telemetry": _telemetry(v=2)})])
+        _until(lambda: sched.bad_telemetry.count == 200)
+    lines = [r for r in caplog.records if "telemetry payload" in r.getMessage()]
+    assert 1 <= len(lines) <= 2 and "version" in lines[0].getMessage()
+    s.send_multipart([protocol.header(protocol.BYE)])
+
+
 def test_garbage_before_hello(sched):
     s = sched.connect()
     for frames in ([b""], [b"\xc1"], [protocol.pack([])], [protocol.pack(["get"])], [b"a", b"b", b"c"],

@@ -126,6 +126,7 @@ FROM_CLIENT = st.one_of(
     st.builds(p.WaitWorkers, ident, ident, st.floats(0, 1e6) | st.integers(0, 10**6)),
     st.builds(p.Release, keys), st.builds(p.Cancel, keys), st.builds(p.CancelQueued, ident, keys),
     st.just(p.Heartbeat()), st.just(p.Bye()),
+    st.builds(p.Activity, st.sampled_from(p.ACTIVITY_KINDS), ident, ident, st.text(max_size=20)),
 )
 FROM_WORKER = st.one_of(
     finisheds(), task_erreds(), st.builds(p.Cancelled, st.lists(ident, max_size=5)),
@@ -236,6 +237,10 @@ KILLERS = [
     ("ZMTP 1.0 garbage", p.parse_get, [bytes([1, 0, 4, 0, 0x61, 0x62, 0x63])]),
     ("scatter: frames disagree", p.parse_from_client, [p.header(p.SCATTER, ["a"], [[[0], [0]]], None), b"x"]),
     ("store: bad descriptor kind", p.parse_to_worker, [p.header(p.STORE, [1], ["a"], [[[7]]]), b"x"]),
+    ("activity: unknown kind", p.parse_from_client, [p.header(p.ACTIVITY, "dancing", 0, 1, "")]),
+    ("activity: negative total", p.parse_from_client, [p.header(p.ACTIVITY, "building", 0, -1, "")]),
+    ("activity: huge detail", p.parse_from_client, [p.header(p.ACTIVITY, "waiting", 0, 1, "x" * 10_000)]),
+    ("activity: unhashable kind", p.parse_from_client, [p.header(p.ACTIVITY, ["building"], 0, 1, "")]),
 ]
 
 

@@ -65,6 +65,8 @@ _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
 _NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
 _HOLDER_RECHECK = 0.5  # seconds between asking whether a worker slow to answer still holds a value
 _JOB_PENDING = map_job._PENDING
+ACTIVITY_INTERVAL = 0.25  # seconds between activity messages of one kind (the dashboard refreshes each second)
+ACTIVITY_MIN_TASKS = 10_000  # a map this big shows its upload on the dashboard
 
 
 def _funcname(fn: Callable) -> str:
@@ -127,6 +129,7 @@ class Client(ClientIO):
         self._io_dozing = True  # the I/O thread sleeps until woken (see _release_later)
         self._max_batch = config.get("max_batch")  # tasks in one submit message
         self._shm_threshold = config.get("shm_threshold")  # scattered buffers this big go to shared memory
+        self._act_kind, self._act_at = "idle", 0.0  # the last activity told to the scheduler (see _activity)
         self.status = "connecting"
         self.waker = sockets.Waker()
         ident = f"c-{os.getpid()}-{self._prefix}".encode()
@@ -164,6 +167,24 @@ class Client(ClientIO):
             raise ConnectionError(f"unexpected answer from {self.scheduler_address}: {type(msg).__name__}")
         self.id, self.cluster_id, self._welcome_info = msg.id, msg.cluster_id, msg.info
         self._token = msg.token  # names us in queries from our other sockets (``where``)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The cluster's dashboard URL (its JSON API under ``/api/v1``), or None if it has none."""
+        return self._welcome_info.get("dashboard")
+
+    def _activity(self, kind: str, done: int = 0, total: int = 0, detail: str = "", force: bool = False) -> None:
+        """Tell the scheduler what this client is doing (building or uploading a graph of
+        ``total`` tasks, waiting on ``total`` futures, idle), for the dashboard: at most every
+        ``ACTIVITY_INTERVAL`` seconds unless the kind changes or ``force``."""
+        t = time.monotonic()
+        if not force and kind == self._act_kind and t - self._act_at < ACTIVITY_INTERVAL:
+            return
+        if self._closed or self._lost:
+            return
+        self._act_kind, self._act_at = kind, t
+        self._outbox.append(protocol.Activity(kind, done, total, detail[:protocol.MAX_DETAIL]).encode())
+        self.waker.wake()
 
     # ------------------------------------------------------------- submitting
     def _check_open(self) -> None:
@@ -292,7 +313,8 @@ class Client(ClientIO):
         codec = self.codec
         fast = not kwargs and not codec.local
         dumps = codec.dumps_args
-        batches = _Batches(self, fid, fblob, retries, priority, restrict, batch_size)
+        batches = _Batches(self, fid, fblob, retries, priority, restrict, batch_size, name=name,
+                           total=_length(iterables))
         prefix = f"{name}-"
         fid_hasher = self._fid_hasher
         atomic = _ATOMIC
@@ -323,6 +345,7 @@ class Client(ClientIO):
             batches.flush()
         finally:
             _resume_gc(paused)
+            batches.finish()
 
     def _map_job(self, fn: Callable, iterables: tuple) -> MapJob:
         """Submit ``fn`` over ``iterables`` (all of it, now) as one :class:`MapJob`: results
@@ -340,7 +363,8 @@ class Client(ClientIO):
         items = iterables[0] if single else zip(*iterables)
         prefix = job.prefix + "."
         # a call's result slot exists before its task is sent
-        batches = _Batches(self, fid, fblob, on_send=lambda n: job.slots.extend([_JOB_PENDING] * n))
+        batches = _Batches(self, fid, fblob, on_send=lambda n: job.slots.extend([_JOB_PENDING] * n), name=name,
+                           total=_length(iterables))
         self._jobs[job.prefix] = job
         i = -1
         try:
@@ -360,6 +384,8 @@ class Client(ClientIO):
             job.n = batches.sent  # what was sent runs; the caller never sees it
             job.close(0)
             raise
+        finally:
+            batches.finish()
         job.n = i + 1
         return job
 
@@ -440,11 +466,16 @@ class Client(ClientIO):
         flat: list[Future] = []
         _collect(futures, flat)
         paused = _pause_gc()
+        pending = sum(1 for f in flat if not f.done())
+        if pending:
+            self._activity("waiting", len(flat) - pending, len(flat), f"gather of {len(flat)} futures", force=True)
         try:
             self._prefetch(flat)
             return _rebuild(futures, Future.result, skip=errors == "skip")
         finally:
             _resume_gc(paused)
+            if pending:
+                self._activity("idle", force=True)
 
     def _prefetch(self, futures: list[Future]) -> None:
         """Fetch remote results of many futures with one request per worker."""
@@ -773,8 +804,12 @@ class _Batches:
     small first batch so workers start at once, then full ones."""
 
     def __init__(self, client: Client, fid: bytes, fblob: bytes, retries=0, priority=0, workers=None,
-                 size: int | None = None, on_send: Callable[[int], None] | None = None) -> None:
+                 size: int | None = None, on_send: Callable[[int], None] | None = None, name: str = "",
+                 total: int | None = None) -> None:
         self.client, self.fid, self.fblob = client, fid, fblob
+        self.name = name
+        self.total = total  # calls in the map, if its iterables have a length
+        self.told = False  # the scheduler was told we are uploading (big maps only)
         self.options = (retries, priority, workers)
         self.size = size
         self.limit = size or _FIRST_BATCH
@@ -798,12 +833,26 @@ class _Batches:
     def flush(self) -> None:
         if not self.wkeys:
             return
+        t0 = now()
         if self.on_send is not None:
             self.on_send(len(self.wkeys))
         self.client._send_submit(self.wkeys, 0, [self.fid], [self.fblob], self.payloads,
                                  self.deps if self.any_deps else None, *self.options)
         self.sent += len(self.wkeys)
+        recorder.span("client.submit", t0, self.name, None, len(self.wkeys))
         self.wkeys, self.payloads, self.deps, self.any_deps = [], [], [], False
+        if self.sent >= ACTIVITY_MIN_TASKS:  # a big map: the dashboard shows its upload
+            total = max(self.total or 0, self.sent)
+            self.client._activity("uploading", self.sent, total, f"map of {self.name}", force=not self.told)
+            self.told = True
+
+    def finish(self) -> None:
+        """The map is submitted (or given up): no longer uploading."""
+        if self.told:
+            total = max(self.total or 0, self.sent)
+            self.client._activity("uploading", self.sent, total, f"map of {self.name}", force=True)
+            self.client._activity("idle", force=True)
+            self.told = False
 
 
 class _Handoff:
@@ -833,6 +882,14 @@ def _resume_gc(was: bool) -> None:
     if was:
         gc.enable()
 
+
+
+def _length(iterables: tuple) -> int | None:
+    """Calls a map over ``iterables`` makes, if they have lengths (the shortest decides)."""
+    try:
+        return min(len(it) for it in iterables)
+    except TypeError:
+        return None
 
 
 def _workers(workers: Any) -> list[str] | None:

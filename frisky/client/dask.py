@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from frisky import config, protocol
 from frisky.data.deps import DepRef
 from frisky.protocol import wire_key
+from frisky.telemetry import now, recorder
 
 if TYPE_CHECKING:  # pragma: no cover
     from frisky.client.client import Client
@@ -266,15 +267,19 @@ def submit_graph(client: Client, dsk: Any, keys: list, *, workers: Any = None, r
     import dask
 
     client._check_open()
+    t0 = now()
     graph, annotations = raw_graph(dsk)
+    n = len(graph)
+    client._activity("building", 0, n, f"dask graph of {n} tasks", force=True)
     futures = {k: client._future(k, wire_key(k))[0] for k in keys}
-    exact = len(graph) <= config.get("dask_order_limit", order_limit)
+    exact = n <= config.get("dask_order_limit", order_limit)
     if exact:
         import dask.order
         from dask._task_spec import convert_legacy_graph
 
         graph = cull(convert_legacy_graph(graph), keys)
         if not graph:
+            client._activity("idle", force=True)
             return futures
         walk = _Walk(graph)
         for k, node in graph.items():
@@ -287,7 +292,11 @@ def submit_graph(client: Client, dsk: Any, keys: list, *, workers: Any = None, r
     up = _Upload(client, walk, keys, annotations, dask.get_annotations(), workers, retries, priority)
     if exact:
         up.release_after_last_dependent(seq)
-    up.run(seq)
+    recorder.span("client.graph.build", t0, "", None, n)
+    try:
+        up.run(seq, n)
+    finally:
+        client._activity("idle", force=True)
     return futures
 
 
@@ -327,17 +336,22 @@ class _Upload:
                     at.setdefault(i, []).append(wk)
         self.release_at = at
 
-    def run(self, seq) -> None:
+    def run(self, seq, total: int = 0) -> None:
+        """Send ``seq`` (``total`` nodes, for the dashboard's progress) in batches."""
         it = iter(seq)
         pos = 0
         size = FIRST_BATCH
+        client = self.client
         while True:
+            t0 = now()
             chunk = list(itertools.islice(it, size))
             if not chunk:
                 break
             self._batch(chunk, pos)
             pos += len(chunk)
             size = BATCH
+            recorder.span("client.submit", t0, "", None, len(chunk))
+            client._activity("uploading", pos, max(total, pos), f"dask graph of {max(total, pos)} tasks")
         if self.release_at is None:  # streamed: every dependent is known only now
             existing = self.client._futures
             wkeys = self.wkeys

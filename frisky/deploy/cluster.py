@@ -35,7 +35,9 @@ class LocalCluster:
     Use ``cluster.get_client()`` or ``frisky.Client(cluster)``; other processes can
     join with ``frisky.Client(cluster.scheduler_address)``. Given neither ``n_workers`` nor
     ``threads_per_worker``, as with dask: a single-threaded worker process per core, or with
-    ``processes=False`` one worker with a thread per core.
+    ``processes=False`` one worker with a thread per core. ``dashboard_address``: where the
+    dashboard and its JSON API listen (default ``":8787"``, the ``dashboard_address``
+    setting; a taken port falls back to a free one; None disables); see ``dashboard_link``.
     """
 
     def __init__(
@@ -45,7 +47,7 @@ class LocalCluster:
         processes: bool = True,
         memory_limit: str | int | float | None = "auto",
         scheduler_port: int = 0,
-        dashboard_address: str | None = None,
+        dashboard_address: str | None = config.UNSET,
         *,
         transport: str | None = None,
         host: str | None = None,
@@ -91,6 +93,8 @@ class LocalCluster:
         if transport is None:
             transport = "tcp" if scheduler_port else ("ipc" if processes else "inproc")
         self.transport = transport
+        dashboard_address = config.dashboard_address(dashboard_address)
+        self._dashboard_link: str | None = None
         try:
             if processes:
                 self._start_processes(scheduler_port, dashboard_address)
@@ -149,9 +153,8 @@ class LocalCluster:
         self._zygote = zygote.get()
         # should this process end without closing us, the fork server tidies up after it
         self._zygote.tidy_up(self._ipc_dir, self.cluster_id)
-        argv = ["scheduler", "--cluster-id", self.cluster_id, "--quiet"]
-        if dashboard_address:
-            argv += ["--dashboard-address", dashboard_address]
+        argv = ["scheduler", "--cluster-id", self.cluster_id, "--quiet",
+                "--dashboard-address", dashboard_address or "none"]
         if self.transport == "ipc":
             self.scheduler_address = f"ipc://{self._ipc_dir}/scheduler"
             self._scheduler_proc = self._zygote.spawn(argv + ["--address", self.scheduler_address])
@@ -170,6 +173,20 @@ class LocalCluster:
         for i in range(self.n_workers):
             self._spawn_worker(str(i))
         self._wait_workers(self.n_workers)
+        if dashboard_address:
+            self._dashboard_link = self._ask_info().get("dashboard")
+
+    def _ask_info(self) -> dict:
+        """The scheduler's ``info`` (asked once, at start-up)."""
+        s = sockets.dealer(self.ctx, self.scheduler_address)
+        try:
+            s.send_multipart([protocol.header(protocol.INFO, 0)])
+            if not s.poll(int(self.timeout * 1000)):
+                raise TimeoutError(f"the scheduler did not answer within {self.timeout}s")
+            msg = protocol.parse_to_client(s.recv_multipart())
+            return msg.value if type(msg) is protocol.Reply and isinstance(msg.value, dict) else {}
+        finally:
+            s.close(0)
 
     def _read_address(self, fd: int) -> str:
         try:
@@ -244,6 +261,13 @@ class LocalCluster:
             s.close(0)
 
     # ---------------------------------------------------------------- public
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard's URL (its JSON API under ``/api/v1``), or None if it is disabled."""
+        if self.scheduler is not None and self.scheduler.dashboard is not None:
+            return self.scheduler.dashboard.address
+        return self._dashboard_link
+
     def get_client(self, **kwargs):
         """A :class:`~frisky.client.client.Client` connected to this cluster."""
         import frisky  # the public name: deploy never imports the client's modules (no cycle)

@@ -28,9 +28,14 @@ from frisky.scheduler.instructions import (
     Results,
     Running,
 )
+from frisky.scheduler.snapshot import Scanner
+from frisky.scheduler.snapshot import build as build_snapshot
 from frisky.scheduler.state import SchedulerState
 from frisky.scheduler.workers import Refused
-from frisky.telemetry import now, recorder
+from frisky.telemetry import now, payload, recorder
+from frisky.telemetry.history import History
+from frisky.telemetry.recorder import enable as enable_telemetry
+from frisky.telemetry.ship import Shipper
 from frisky.zmq import curve, sockets, zap
 
 log = logs.logger("scheduler")
@@ -40,8 +45,10 @@ _OPS = {
     protocol.Cancelled: protocol.CANCELLED, protocol.Missing: protocol.MISSING,
     protocol.WorkerHeartbeat: protocol.HEARTBEAT, protocol.Heartbeat: protocol.HEARTBEAT, protocol.Bye: protocol.BYE,
     protocol.Release: protocol.RELEASE, protocol.Cancel: protocol.CANCEL, protocol.CancelQueued: protocol.CANCEL_QUEUED,
-    protocol.Scatter: protocol.SCATTER,
+    protocol.Scatter: protocol.SCATTER, protocol.Activity: protocol.ACTIVITY,
 }
+SNAPSHOT_INTERVAL = 1.0  # seconds between the dashboard's snapshots (its stream ticks at this pace)
+CLIENTS_KEPT = 32  # disconnected clients the dashboard still lists
 
 
 def _peer(ident: bytes, who) -> str:
@@ -113,6 +120,14 @@ class SchedulerServer:
         self.dashboard_address = dashboard_address
         self.started = threading.Event()
         recorder.source = "scheduler"
+        self.started_at = time.time()
+        self.telemetry = config.get("telemetry")  # off only for the overhead benchmark
+        enable_telemetry(self.telemetry)
+        self.history = History()
+        self.scanner = Scanner()
+        self.shipper = Shipper(recorder)
+        self.bad_telemetry = logs.Dropped(log, "telemetry payload")  # heartbeats kept, their telemetry not
+        self.client_info: dict[int, dict] = {}  # client id -> what the dashboard shows of it
 
     # ----------------------------------------------------------- lifecycle
     def start(self) -> SchedulerServer:
@@ -133,16 +148,18 @@ class SchedulerServer:
         if self.dashboard_address:
             from frisky.dashboard.server import start_dashboard
 
-            self.dashboard = start_dashboard(self, self.dashboard_address)
+            self.dashboard = start_dashboard(self.dashboard_address, self.history)
+            self._publish()
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.waker.rfd, zmq.POLLIN)
         self._poller = poller
         self.started.set()
         next_beat = time.monotonic() + self.interval
+        next_snap = time.monotonic() + SNAPSHOT_INTERVAL
         try:
             while not self._stop:
-                timeout_ms = max(0, int((next_beat - time.monotonic()) * 1000)) + 1
+                timeout_ms = max(0, int((min(next_beat, next_snap) - time.monotonic()) * 1000)) + 1
                 events = poller.poll(timeout_ms)
                 for fd_or_sock, _ in events:
                     if fd_or_sock is self.sock:
@@ -165,6 +182,12 @@ class SchedulerServer:
                         self._heartbeat(t)
                     except Exception as e:  # noqa: BLE001 - a bug must not end the cluster
                         self._failed("the heartbeat", e)
+                if t >= next_snap:
+                    next_snap = t + SNAPSHOT_INTERVAL
+                    try:
+                        self._publish()
+                    except Exception as e:  # noqa: BLE001 - a bug must not end the cluster
+                        self._failed("the dashboard's snapshot", e)
         finally:
             self._shutdown()
 
@@ -236,6 +259,9 @@ class SchedulerServer:
             if who is None:
                 raise protocol.ProtocolError("submit before hello", protocol.SUBMIT)
             self._check_submit(msg)
+            ci = self.client_info.get(who[1])
+            if ci is not None:
+                ci["tasks_total"] += len(msg.keys)
             if msg.released:
                 state.release(who[1], msg.released)
             state.submit(who[1], msg.keys, msg.fidx, msg.fids, msg.fn_blobs, msg.payloads, msg.deps, msg.retries,
@@ -279,7 +305,10 @@ class SchedulerServer:
                 self._check_tids([msg.tid])
                 state.missing(i, msg.tid, msg.keys)
             elif kind is protocol.WorkerHeartbeat:
+                tele = msg.metrics.pop("telemetry", None)
                 state.heartbeat(i, msg.metrics)
+                if tele is not None:
+                    self._telemetry(ident, who, i, tele)
             elif kind is protocol.Bye:
                 self._remove_worker(i)
             return
@@ -290,6 +319,8 @@ class SchedulerServer:
             self._reply(ident, msg.req, state.cancel_queued(i, msg.keys))
         elif kind is protocol.Scatter:
             self._scatter(i, msg)
+        elif kind is protocol.Activity:
+            self._activity(i, msg)
         elif kind is protocol.Bye:
             self._remove_client(ident, i)
 
@@ -387,6 +418,10 @@ class SchedulerServer:
         self.last_seen[ident] = time.monotonic()
         self.client_ident[cid] = ident
         self.state.add_client(cid)
+        self.client_info[cid] = {
+            "id": cid, "name": msg.name, "connected": True, "activity": "idle", "detail": "", "tasks_total": 0,
+            "tasks_done": 0, "graph": None, "waiting_on": 0, "since": time.time(),
+        }
         token = secrets.token_hex(16)
         self.tokens[token] = cid
         self.client_token[cid] = token
@@ -451,6 +486,12 @@ class SchedulerServer:
         self.tokens.pop(self.client_token.pop(cid, ""), None)
         self.last_seen.pop(ident, None)
         self.state.remove_client(cid)
+        ci = self.client_info.get(cid)
+        if ci is not None:
+            ci.update(connected=False, activity="idle", detail="disconnected", waiting_on=0, since=time.time())
+            gone = [c for c, v in self.client_info.items() if not v["connected"]]
+            for c in gone[:max(0, len(gone) - CLIENTS_KEPT)]:
+                del self.client_info[c]
 
     def _remove_worker(self, w: int, reason: str = "said bye") -> None:
         ident = self.worker_ident.pop(w, None)
@@ -465,6 +506,7 @@ class SchedulerServer:
         if self.state.remove_worker(w):
             wi = self.state.workers[w]
             log.info("worker %s (%s) died: %s", wi.name, wi.address, reason)
+            self.history.worker_gone(wi.name, time.time())
 
     def _replace_predecessor(self, info: dict) -> None:
         """A worker its host's nanny restarted says hello under the old name before the old
@@ -485,8 +527,6 @@ class SchedulerServer:
 
     def _heartbeat(self, t: float) -> None:
         self._check_waiters(t)
-        if self.dashboard is not None:
-            self.dashboard.snapshot = self.info()
         beat = [protocol.header(protocol.HEARTBEAT)]
         for ident, last in list(self.last_seen.items()):
             who = self.idents.get(ident)
@@ -524,6 +564,7 @@ class SchedulerServer:
                 ident = self.client_ident.get(ins.client)
                 if ident is not None:
                     send(ident, [protocol.header(protocol.RESULTS, ins.keys), pack(ins.blobs)])
+                    self.client_info[ins.client]["tasks_done"] += len(ins.keys)
             elif kind is Running:
                 ident = self.client_ident.get(ins.client)
                 if ident is not None:
@@ -532,6 +573,7 @@ class SchedulerServer:
                 ident = self.client_ident.get(ins.client)
                 if ident is not None:
                     send(ident, [protocol.header(protocol.ERRED, ins.keys, ins.tracebacks), pack(ins.excs)])
+                    self.client_info[ins.client]["tasks_done"] += len(ins.keys)
             elif kind is Free:
                 send(self.worker_ident[ins.worker], [protocol.header(protocol.FREE, ins.keys)])
             elif kind is Cancel:
@@ -542,6 +584,56 @@ class SchedulerServer:
             else:
                 raise TypeError(f"unknown instruction {ins!r}")
 
+    # ----------------------------------------------------------- telemetry
+    def _telemetry(self, ident: bytes, who, w: int, tele) -> None:
+        """Keep a worker's telemetry payload; a malformed one is dropped (its heartbeat counts)."""
+        try:
+            payload.parse(tele)
+        except payload.BadTelemetry as e:
+            self.bad_telemetry(_peer(ident, who), protocol.HEARTBEAT, str(e))
+            return
+        wi = self.state.workers[w]
+        self.history.ingest(wi.name, wi.address, tele, time.time())
+
+    def _activity(self, cid: int, msg: protocol.Activity) -> None:
+        ci = self.client_info.get(cid)
+        if ci is None:
+            return
+        t = time.time()
+        if ci["activity"] != msg.kind:
+            ci["since"] = t
+        ci["activity"] = msg.kind
+        ci["detail"] = msg.detail
+        if msg.kind == "building":
+            ci["graph"] = {"built": msg.done, "uploaded": 0, "total": msg.total}
+        elif msg.kind == "uploading":
+            ci["graph"] = {"built": msg.total, "uploaded": msg.done, "total": msg.total}
+        ci["waiting_on"] = max(0, msg.total - msg.done) if msg.kind == "waiting" else 0
+
+    def client_activity(self, now: float) -> list[dict]:
+        """The clients as the dashboard lists them (copies)."""
+        out = []
+        for ci in self.client_info.values():
+            row = dict(ci)
+            row["graph"] = dict(ci["graph"]) if ci["graph"] else None
+            row["for_seconds"] = max(0.0, now - ci["since"])
+            out.append(row)
+        return out
+
+    def _publish(self) -> None:
+        """Once a second: the scheduler's own spans into the history, and a new snapshot
+        for the dashboard (plain data; its HTTP threads read nothing live)."""
+        if self.dashboard is None:
+            return  # the history is for the dashboard alone
+        t = time.time()
+        counts = self.state.counts
+        self.history.tick(t, counts["finished"], counts["erred"])
+        if self.telemetry:
+            self.history.ingest_local("scheduler", self.shipper.collect(), t)
+        snap = build_snapshot(self, self.scanner, t)
+        snap["started"] = self.started_at
+        self.dashboard.publish(snap, self.info())
+
     # --------------------------------------------------------------- views
     def info_without_dashboard(self) -> dict:
         info = self.state.info()
@@ -550,6 +642,7 @@ class SchedulerServer:
         info["pid"] = os.getpid()
         info["dropped_messages"] = self.dropped.count
         info["internal_errors"] = self.errors.count
+        info["dropped_telemetry"] = self.bad_telemetry.count
         return info
 
     def info(self) -> dict:
@@ -583,7 +676,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=cli.port, default=config.get("scheduler_port"),
                         help="TCP port, 0 for any free one (default 8786)")
     parser.add_argument("--address", type=cli.address, default=None, help="full address to bind instead (tcp/ipc)")
-    parser.add_argument("--dashboard-address", default=None, help="host:port for the dashboard, e.g. :8787")
+    parser.add_argument("--dashboard-address", default=None,
+                        help="[host]:port for the dashboard and its JSON API (default :8787; 'none' disables)")
     parser.add_argument("--cluster-id", default=None)
     parser.add_argument("--announce-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="do not print the address")
@@ -603,8 +697,9 @@ def main(argv: list[str] | None = None) -> None:
                               "it could run code on the workers; give --keys DIR (frisky keys new DIR) or --insecure")
     try:
         sockets.check_address(address)
-        server = SchedulerServer(address, cluster_id=args.cluster_id, dashboard_address=args.dashboard_address,
-                                 keys=keys)
+        dashboard = config.dashboard_address(args.dashboard_address if args.dashboard_address is not None
+                                             else config.UNSET)
+        server = SchedulerServer(address, cluster_id=args.cluster_id, dashboard_address=dashboard, keys=keys)
     except (ValueError, OSError, zmq.ZMQError) as e:  # a bad host, a port in use: one line, status 2
         cli.fail(parser.prog, f"cannot listen at {address}: {e}")
     signal.signal(signal.SIGTERM, lambda *_: server.stop())

@@ -132,7 +132,7 @@ class SpillFile:
         with self._lock:
             self._bytes_read += read
             self._read_ns += now() - t0
-        span("spill.read", t0, prefix=_prefix(key))
+        span("spill.read", t0, prefix=_prefix(key), nbytes=read)
         count("spill.bytes_read", read)
         return frames
 
@@ -297,7 +297,7 @@ class SpillFile:
             self._pending_bytes -= item.nbytes
             self._cond.notify_all()
         if err is None:
-            span("spill.write", item.t0, prefix=_prefix(key))
+            span("spill.write", item.t0, prefix=_prefix(key), nbytes=item.reserved)
             count("spill.bytes_written", item.reserved)
         item.frames = []  # the caller owns the memory; do not keep it alive
         if item.on_done is not None:

@@ -54,6 +54,8 @@ class Executor:
         self.skip: set[int] = set()  # tids cancelled after they were handed over
         self.active = False  # a batch is running
         self.functions: dict[bytes, Any] = {}
+        # per thread (ident): (key, perf_counter_ns start) of the task it runs now, for telemetry
+        self.current: dict[int, tuple] = {}
         self.threads = [
             threading.Thread(target=self._run, name=f"frisky-exec-{i}", daemon=True) for i in range(nthreads)
         ]
@@ -118,6 +120,8 @@ class Executor:
         n_de = t_de = t_ser = 0
         memory = self.memory
         running = memory.running
+        current = self.current
+        me = threading.get_ident()
         self.active = True  # the loop polls every millisecond meanwhile (see Worker._loop)
         last_wake = perf()
         for task in batch:
@@ -131,6 +135,7 @@ class Executor:
                 done.append(Skipped(task))
                 continue
             t0 = perf()
+            current[me] = (key, t0)
             try:
                 if not running.is_set():  # over the pause threshold: wait for memory to fall
                     memory.wait_until_running()
@@ -149,16 +154,18 @@ class Executor:
                     blob = None
                 t3 = perf()
                 # one raw span per call; (de)serialization is summed per batch
-                record("worker.exec.call", t1, key.partition("-")[0], t2)
+                record("worker.exec.call", t1, key.partition("-")[0], t2, nbytes)
                 n_de += 1
                 t_de += t1 - t0
                 t_ser += t3 - t2
                 done.append(Ran(task, nbytes, blob, (t2 - t1) / 1e9))
             except BaseException as e:  # noqa: BLE001 - user code may raise anything
                 done.append(Failed(task, codec.dumps_exception(e), format_exception(e)))
+                record("worker.exec.error", t0, key.partition("-")[0])
             # hold no reference to user objects while waiting for the next batch
             fn = args = kwargs = result = blob = None
         batch = task = tb = payload = None
+        current.pop(me, None)
         self.active = False
         if wake is not None:
             wake()

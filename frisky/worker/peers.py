@@ -3,8 +3,10 @@ DEALERs that fetch dependencies from other workers (on the worker's loop thread)
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import zmq
@@ -38,6 +40,12 @@ class Peers:
         self._reqs = itertools.count(1)
         self.poller: zmq.Poller | None = None  # the worker loop's, once it runs
         self.compression = config.get("compression") != "none"  # for peers on other hosts
+        # telemetry: fetches in flight (req -> [keys, address, start wall time, bytes so far])
+        # and the last ones finished ([key, from, nkeys, bytes, seconds])
+        self.flying: dict[int, list] = {}
+        self.finished: collections.deque = collections.deque(maxlen=200)
+        self.sent_bytes = 0
+        self.recv_bytes = 0
 
     def close(self) -> None:
         for s in [self.sock, *self.dealers.values()]:
@@ -85,15 +93,17 @@ class Peers:
             found.append(k)
             descs_all.append(descs)
             out.extend(value_frames)
+        sent = sum(map(_nbytes, out))
         try:
             self.sock.send_multipart(
                 [ident, protocol.header(protocol.DATA, msg.req, found, descs_all, missing), *out], copy=False
             )
             if streams:
-                self._stream(ident, streams)
+                sent += self._stream(ident, streams)
         except zmq.ZMQError as e:  # the asker is gone (its socket closed): nobody to answer
             log.debug("worker %s: reply to a peer dropped: %s", self.worker.name, e)
-        recorder.span("worker.transfer.send", t0)
+        self.sent_bytes += sent
+        recorder.span("worker.transfer.send", t0, found[0].partition("-")[0] if found else "", None, sent)
 
     def _spilled_frames(self, key: str) -> list | None:
         """A spilled value's frames for a peer, mapped from disk; None if they cannot be read."""
@@ -103,12 +113,15 @@ class Peers:
             log.warning("worker %s: cannot serve spilled %r: %s", self.worker.name, key, e)
             return None
 
-    def _stream(self, ident: bytes, streams: list) -> None:
-        """Send the chunks that follow a reply, each as soon as it is compressed."""
+    def _stream(self, ident: bytes, streams: list) -> int:
+        """Send the chunks that follow a reply, each as soon as it is compressed; returns their bytes."""
         sock = self.sock
+        sent = 0
         for payload in dataplane.chunks(streams):
             # without copying: ZeroMQ's I/O thread sends this chunk while we compress the next
             sockets.send(sock, [ident, payload], copy=False)
+            sent += _nbytes(payload)
+        return sent
 
     def fetch(self, address: str, keys: list[str]) -> None:
         sock = self.dealers.get(address)
@@ -122,7 +135,9 @@ class Peers:
             self.dealers[address] = sock
             self.peer_of_sock[sock] = address
             self.poller.register(sock, zmq.POLLIN)
-        sock.send_multipart([protocol.header(protocol.GET, next(self._reqs), keys, _same_host(address), True)])
+        req = next(self._reqs)
+        self.flying[req] = [keys, address, time.time(), 0]
+        sock.send_multipart([protocol.header(protocol.GET, req, keys, _same_host(address), True)])
 
     def read(self, sock: zmq.Socket) -> None:
         address = self.peer_of_sock.get(sock)
@@ -130,8 +145,13 @@ class Peers:
             frames = sockets.recv(sock, copy=False)
             if frames is None:
                 return
+            got = sum(len(f) for f in frames)
+            self.recv_bytes += got
             incoming = self.incoming.get(sock)
             if incoming is not None:  # the next chunk of a streamed reply
+                entry = self.flying.get(incoming[2])
+                if entry is not None:
+                    entry[3] += got
                 values, missing = self._chunk(sock, incoming, frames)
                 if values is None:
                     continue
@@ -143,10 +163,13 @@ class Peers:
                     self.worker.dropped(f"peer {address}", e.op, e.why)
                     self.worker.peer_lost(address)
                     continue
+                entry = self.flying.get(msg.req)
+                if entry is not None:
+                    entry[3] += got
                 values, missing = self._decode(msg, sock, t0, address)
                 if values is None:
                     continue
-                recorder.span("worker.transfer.recv", t0)
+                self._done(msg.req, t0)
             self.worker.received(values, missing, address)
 
     def _decode(self, msg: protocol.Data, sock: zmq.Socket, t0: int, address: str) -> tuple[dict | None, list]:
@@ -156,7 +179,7 @@ class Peers:
             if dataplane.streamed(msg.descs):
                 reply = dataplane.Incoming(msg.keys, msg.descs, msg.frames)
                 if reply.remaining > 0:
-                    self.incoming[sock] = (reply, t0)
+                    self.incoming[sock] = (reply, t0, msg.req)
                     return None, []
                 return reply.values(), msg.missing
             return dataplane.decode_values(msg.keys, msg.descs, msg.frames), msg.missing
@@ -166,7 +189,7 @@ class Peers:
 
     def _chunk(self, sock: zmq.Socket, incoming: tuple, frames: list) -> tuple[dict | None, list]:
         """Place one streamed chunk; the reply's values once it is complete."""
-        reply, t0 = incoming
+        reply, t0, req = incoming
         try:
             if not reply.feed(frames[-1].buffer):
                 return None, []
@@ -175,9 +198,37 @@ class Peers:
             self.worker.dropped("a peer", "chunk", f"corrupt transfer: {type(e).__name__}: {e}")
             values, missing = {}, list(reply.keys)
         del self.incoming[sock]
-        recorder.span("worker.transfer.recv", t0)
+        self._done(req, t0)
         return values, missing
 
+    def _done(self, req: int, t0: int) -> None:
+        """A fetch's reply is complete: record its span and keep it for the next heartbeat."""
+        entry = self.flying.pop(req, None)
+        keys = entry[0] if entry is not None else ()
+        sizes = self.worker.state.sizes  # what the values hold (through shared memory, more than the wire carried)
+        nbytes = max(entry[3] if entry is not None else 0, sum(sizes.get(k, 0) for k in keys))
+        recorder.span("worker.transfer.recv", t0, keys[0].partition("-")[0] if keys else "", None, nbytes)
+        if entry is not None:
+            self.finished.append([keys[0] if keys else "", entry[1], len(keys), nbytes, time.time() - entry[2]])
+
+    def telemetry(self) -> dict:
+        """Transfers for the heartbeat: in flight now, finished since the last call; byte totals."""
+        finished = list(self.finished)
+        self.finished.clear()
+        stale = time.time() - 600  # a reply that never came (its peer lost): the state machine moved on
+        for req in [r for r, e in self.flying.items() if e[2] < stale]:
+            del self.flying[req]
+        flying = [[e[0][0] if e[0] else "", e[1], len(e[0]), e[3], e[2]] for e in list(self.flying.values())[:100]]
+        return {"in_flight": flying, "finished": finished, "recv_bytes": self.recv_bytes, "sent_bytes": self.sent_bytes}
+
+
+
+def _nbytes(buf) -> int:
+    """Bytes of a frame we send (bytes, a buffer, a zmq.Frame)."""
+    try:
+        return memoryview(buf).nbytes
+    except TypeError:
+        return len(buf)
 
 
 def _same_host(address: str) -> bool:

@@ -23,6 +23,8 @@ from frisky.data.serialize import PickleCodec
 from frisky.protocol import pack
 from frisky.shm import arena
 from frisky.telemetry import now, recorder
+from frisky.telemetry.recorder import enable as enable_telemetry
+from frisky.telemetry.ship import Shipper
 from frisky.worker.executor import Executor
 from frisky.worker.memory import MemoryManager
 from frisky.worker.peers import Peers
@@ -116,6 +118,9 @@ class Worker:
         self.on_ready: Callable[[], None] | None = None  # called once registered (tells the nanny)
         self.error: BaseException | None = None
         recorder.source = self.name
+        self.telemetry = config.get("telemetry")  # off only for the overhead benchmark
+        enable_telemetry(self.telemetry)
+        self.shipper = Shipper(recorder)
 
     # ----------------------------------------------------------- lifecycle
     def start(self) -> Worker:
@@ -407,15 +412,49 @@ class Worker:
         self._do(self.state.finished([pop_here() for _ in range(len(here))], [pop_done() for _ in range(len(done))]))
 
     def _heartbeat(self) -> None:
+        rss = procs.rss()
         metrics = {
-            "rss": procs.rss(),
+            "rss": rss,
             "memory_limit": self.memory_limit,
             "memory": self.memory.stats(),
             "nbytes": self.store.nbytes,
             "keys": len(self.store),
-            "telemetry": recorder.snapshot(max_spans=50),
         }
+        if self.telemetry:
+            metrics["telemetry"] = self._telemetry(rss or 0)
         self._send(protocol.header(protocol.HEARTBEAT, metrics))
+
+    def _telemetry(self, rss: int) -> dict:
+        """The ``telemetry`` field of a heartbeat (see :mod:`frisky.telemetry.payload`)."""
+        wall = time.time()
+        offset = wall - now() / 1e9
+        mem = self.memory
+        managed = self.store.nbytes + self.fetched.nbytes
+        limit = self.memory_limit or 0
+        counters = recorder.counters
+        out = self.shipper.collect()
+        out["v"] = 1
+        out["time"] = wall
+        out["memory"] = {
+            "managed": managed, "unmanaged": max(0, rss - managed), "spilled": sum(mem.spilled.values()),
+            "in_transit": self.state.in_flight, "recv_pool": bufpool.pool.idle_bytes, "rss": rss,
+            "limit": limit, "target_at": int(limit * mem.target), "spill_at": int(limit * mem.spill_at),
+            "pause_at": int(limit * mem.pause_at), "terminate_at": int(limit * config.get("memory_terminate")),
+            "paused": mem.paused,
+        }
+        transfers = self.peers.telemetry()
+        out["network"] = {"recv_bytes": transfers["recv_bytes"], "sent_bytes": transfers["sent_bytes"]}
+        out["disk"] = {"read_bytes": int(counters.get("spill.bytes_read", 0) + counters.get("spill.bytes_mapped", 0)),
+                       "written_bytes": int(counters.get("spill.bytes_written", 0))}
+        out["transfers"] = transfers["finished"]
+        out["in_flight"] = transfers["in_flight"]
+        executing = []
+        if self.executor is not None:
+            for key, t0 in list(self.executor.current.values())[:100]:
+                executing.append([key, t0 / 1e9 + offset])
+        out["executing"] = executing
+        out["cpu_seconds"] = time.process_time()
+        return out
 
     def _send(self, *frames) -> None:
         try:
