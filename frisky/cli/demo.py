@@ -67,6 +67,7 @@ class Workload:
         self.say = say
         self.submitted = 0
         self.held: list = []  # blocks kept to the end: past the spill target, some go to disk
+        self.failed = None  # the failed task's future, kept: the overview counts it as erred
 
     def mapped(self, n: int) -> str:
         t = time.perf_counter()
@@ -121,7 +122,7 @@ class Workload:
         return f"reread {len(firsts) * BLOCK * 8 >> 20} MiB in {_ms(time.perf_counter() - t)}"
 
     def failure(self) -> str:
-        fut = self.client.submit(fail, 7, pure=False)
+        fut = self.failed = self.client.submit(fail, 7, pure=False)
         self.submitted += 1
         try:
             fut.result()
@@ -164,8 +165,12 @@ def main(argv: list[str] | None = None) -> None:
             names = sorted(str(w["name"]) for w in client.scheduler_info()["workers"].values())
             print(f"{workers} workers up in {_ms(time.perf_counter() - t0)}, "
                   f"{WORKER_MEMORY >> 20} MiB memory limit each", flush=True)
-            run(Workload(client, names, lambda s: print(s, flush=True)), args.duration, scratch)
+            work = Workload(client, names, lambda s: print(s, flush=True))  # its futures live on to the end
+            run(work, args.duration, scratch)
             problem = "the cluster has no dashboard" if not url else _overview(url, time.time())
+            if url and not problem and not args.keep:
+                print("(the cluster stops now: frisky demo --keep keeps it up for these commands and the "
+                      "dashboard)", flush=True)
             if args.keep and url:
                 print(f"the cluster stays up at {url}: Ctrl-C stops it", flush=True)
                 _wait_for_ctrl_c()
