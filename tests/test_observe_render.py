@@ -116,7 +116,7 @@ def test_sparkline_scales_to_the_largest_and_folds_to_its_width():
     assert text.sparkline([0, 1, 2, 4], 6) == " ▂▄█"
     line = text.sparkline(list(range(600)), 60)
     assert len(line) == 60 and line[-1] == "█" and line[0] == "▁"
-    assert text.sparkline([0, 0], 5) == "  " and text.sparkline([], 5) == ""
+    assert text.sparkline([0, 0], 5) == "    " and text.sparkline([], 5) == ""
 
 
 def test_hostile_text_cannot_move_the_cursor_or_widen_a_line():
