@@ -102,8 +102,8 @@ def test_demo_prints_its_dashboard_first_runs_a_mixed_workload_and_ends_with_its
     for words in ("map 5,000", "tree 2,047", "arrays", "held", "a failing task raised ValueError",
                   "succeeded on retry", "reread"):
         assert words in stdout, words
-    overview = stdout[stdout.index(f"Frisky at {url[1]}"):]
-    assert "→ frisky observe" in overview.splitlines()[-2], overview
+    overview = stdout[stdout.index(f"Frisky at {url[1]}"):stdout.index("(the cluster stops now")]
+    assert overview.splitlines()[-1].startswith("→ frisky observe "), overview
     assert lines[-1].startswith("done in")
     assert "erred 1" in overview  # the failing task
     assert not re.search(r"spill +spilled 0 B", overview), overview  # a little spill happened

@@ -128,7 +128,7 @@ def sparkline(values: Sequence[object], width: int) -> str:
     return "".join(out)
 
 
-def active_window(series: Iterable[Sequence[object]], keep: int = 10) -> int:
+def active_window(series: Iterable[Sequence[object]], keep: int = 5) -> int:
     """How many leading seconds to drop from aligned series: those before any activity,
     keeping at least the last ``keep`` seconds (a young run fills the sparkline's width)."""
     rows = [[_num(v) for v in s] for s in series]
