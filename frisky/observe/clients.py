@@ -30,7 +30,7 @@ def render(data: dict, ctx: Context) -> str:
     clients = data["clients"]
     now = float(data["now"])
     busy = [c for c in clients if c["activity"] != "idle"]
-    page.add(f"{len(clients)} clients · {len(busy)} active", "bold")
+    page.add(f"{plural(len(clients), 'client')} · {len(busy)} active", "bold")
     rows = [[_name(c), _connected(c, now), c["activity"], fmt_seconds(c["for_seconds"]),
              f"{fmt_count(c['tasks_done'])}/{fmt_count(c['tasks_total'])}", _graph(c), fmt_count(c["waiting_on"])]
             for c in clients]

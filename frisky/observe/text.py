@@ -64,6 +64,8 @@ def fmt_seconds(s: object) -> str:
         return "-" + fmt_seconds(-value)
     if value == 0:
         return "0 s"
+    if value < 5e-7:
+        return "<1 µs"
     if value < 1e-3:
         return f"{value * 1e6:.0f} µs"
     if value < 1:

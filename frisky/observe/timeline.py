@@ -78,8 +78,9 @@ def render_spans(data: dict, ctx: Context) -> str:
                  fmt_seconds(s["seconds"])] for s in spans]
         page.extend(table(["span", "worker", "prefix", "started", "took"], rows, right=(3, 4), flex=2))
         slow = max(spans, key=lambda s: float(s["seconds"]))
-        page.hint("timeline", "--view", "detailed", "--worker", slow["worker"],
-                  why=f"the slowest shown ran on worker {slow['worker']}")
+        if slow["worker"] != "scheduler" and not str(slow["worker"]).startswith("client"):
+            page.hint("timeline", "--view", "detailed", "--worker", slow["worker"],
+                      why=f"the slowest shown ran on worker {slow['worker']}")
     else:
         page.add("no spans recorded" + (" under this name (names: frisky observe timeline --view detailed)"
                                         if name else ""))
