@@ -63,15 +63,23 @@ Scheduler -> worker
   close         [op]
 
 Peer (worker or client) -> a worker's data ROUTER
-  get           [op, req, keys, same_host, stream]
+  get           [op, req, keys, same_host, stream, bulk]
                 same_host: the asker maps shared memory, else buffers come compressed;
                 stream (optional, default False): the asker takes STREAMED buffers;
-                answered for any key the worker holds: knowing a key is the only claim
-                checked here (peers are authenticated, if at all, by the sockets' ZAP policy)
+                bulk (optional, default None): [ident, secret] to have the answer sealed
+                with AES-256-GCM on the worker's plain bulk socket (``frisky.data.seal``):
+                ident (16 bytes) names the asker's connection there, secret (32 bytes) is
+                the link's secret; sent only inside CURVE. answered for any key the worker
+                holds: knowing a key is the only claim checked here (peers are
+                authenticated, if at all, by the sockets' ZAP policy)
 Worker -> peer
   data          [op, req, keys, descs, missing]   + value frames; when a desc is STREAMED,
                 the reply is followed by one message per chunk: a single frame, no header,
-                in descriptor order (see ``frisky.data.dataplane.chunks``)
+                in descriptor order (see ``frisky.data.dataplane.chunks``). For a bulk
+                get, the reply and its chunks travel sealed on the bulk connection
+  bulk          [op, req, port]                   answer to a bulk get whose ident has not
+                attached yet: connect to the worker's bulk socket at ``port`` (same host)
+                with that ident and send a sealed attach; the answer follows there
 
 Data-plane descriptors (one per buffer of a value): [0] RAW (a frame follows),
 [1, name, nbytes] SHM (a segment to map), [4, name, offset, nbytes, generation] ARENA
@@ -125,6 +133,7 @@ ACTIVITY_KINDS = ("building", "uploading", "waiting", "idle")
 MAX_DETAIL = 200  # characters of an activity's detail
 GET = "get"
 DATA = "data"
+BULK = "bulk"
 
 # data-plane descriptor kinds (the data plane gives them meaning)
 RAW, SHM, PACKED, STREAMED, ARENA = 0, 1, 2, 3, 4
@@ -627,9 +636,18 @@ class Get(NamedTuple):
     keys: list
     same_host: bool
     stream: bool = False
+    bulk: list | None = None  # [ident, secret]: answer sealed on the bulk socket
 
     def encode(self) -> list:
-        return [header(GET, self.req, self.keys, self.same_host, self.stream)]
+        return [header(GET, self.req, self.keys, self.same_host, self.stream, self.bulk)]
+
+
+class Bulk(NamedTuple):
+    req: int
+    port: int
+
+    def encode(self) -> list:
+        return [header(BULK, self.req, self.port)]
 
 
 class Data(NamedTuple):
@@ -910,9 +928,22 @@ def _p_cancel_tasks(msg, frames) -> CancelTasks:
 
 
 def _p_get(msg, frames) -> Get:
-    _fields(msg, 4, 3)
+    _fields(msg, 5, 3)
     stream = _bool(msg[4], "stream") if len(msg) > 4 else False
-    return Get(_id(msg[1], "req"), _keys(msg[2]), _bool(msg[3], "same_host"), stream)
+    bulk = msg[5] if len(msg) > 5 else None
+    if bulk is not None:
+        if (type(bulk) is not list or len(bulk) != 2 or type(bulk[0]) is not bytes or len(bulk[0]) != 16
+                or type(bulk[1]) is not bytes or len(bulk[1]) != 32):
+            _fail("bulk must be [16-byte ident, 32-byte secret]")
+    return Get(_id(msg[1], "req"), _keys(msg[2]), _bool(msg[3], "same_host"), stream, bulk)
+
+
+def _p_bulk(msg, frames) -> Bulk:
+    _fields(msg, 2)
+    port = _id(msg[2], "port")
+    if not 0 < port < 65536:
+        _fail(f"port {port} out of range")
+    return Bulk(_id(msg[1], "req"), port)
 
 
 def _p_data(msg, frames) -> Data:
@@ -944,7 +975,7 @@ _TO_WORKER = {
     CANCEL: _p_cancel_tasks, HEARTBEAT: _p_heartbeat, CLOSE: _p_close,
 }
 _TO_PEER = {GET: _p_get}
-_FROM_PEER = {DATA: _p_data}
+_FROM_PEER = {DATA: _p_data, BULK: _p_bulk}
 
 #: every op each direction accepts (the message table of docs/architecture.md)
 DIRECTIONS = {
@@ -958,7 +989,7 @@ DIRECTIONS = {
 _HEADER_ONLY = {
     _p_hello_client, _p_hello_worker, _p_where, _p_info, _p_wait_workers, _p_release, _p_cancel,
     _p_cancel_queued, _p_heartbeat, _p_bye, _p_cancelled, _p_missing, _p_worker_heartbeat, _p_welcome,
-    _p_running, _p_reply, _p_close, _p_free, _p_cancel_tasks, _p_get, _p_refused, _p_activity,
+    _p_running, _p_reply, _p_close, _p_free, _p_cancel_tasks, _p_get, _p_refused, _p_bulk, _p_activity,
 }
 
 
@@ -1004,6 +1035,7 @@ def parse_get(frames: list) -> Get:
     return _parse(_TO_PEER, frames)
 
 
-def parse_data(frames: list) -> Data:
-    """A worker's ``data`` reply (frames may be buffers or ``zmq.Frame`` buffers)."""
+def parse_data(frames: list) -> Data | Bulk:
+    """A worker's ``data`` reply, or its ``bulk`` pointer to the bulk socket (frames may be
+    buffers or ``zmq.Frame`` buffers)."""
     return _parse(_FROM_PEER, frames)

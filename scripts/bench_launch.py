@@ -9,8 +9,11 @@ Rows (medians of ``--repeat`` runs, one run of this script):
   /dev/shm, /tmp).
 - ``no-op map``: ``client.map`` of N no-op calls over the 6 workers, secure and ``--insecure``.
 - ``256 MiB h1 -> h2``: random float64 made on h1, consumed on h2 (submit to result), secure
-  (CURVE) and ``--insecure``; dask.distributed between the same hosts with TLS
-  (``Security.temporary()``) and plain TCP.
+  (requests over CURVE, the value sealed with AES-256-GCM) and ``--insecure``; dask.distributed
+  between the same hosts with TLS (``Security.temporary()``) and plain TCP.
+- ``bare 256 MiB h1 -> h2``: two bare pyzmq processes moving the same bytes in 4 MiB frames
+  into one buffer: plain, CURVE (the speed a CURVE-only cluster is bound by), and sealed with
+  :mod:`frisky.data.seal` (the bulk path's own ceiling).
 
 Usage: ``python scripts/bench_launch.py [--quick] [--json] [--no-dask]``. Rows for compare_peers.
 """
@@ -116,6 +119,86 @@ c.close()
 """
 
 
+BARE_SERVER = """
+import sys, zmq, numpy as np
+from frisky.data import seal
+mode, n, frame = sys.argv[1], 256 << 20, 4 << 20
+ctx = zmq.Context()
+s = ctx.socket(zmq.ROUTER)
+s.linger = 0
+pub = b"-"
+if mode == "curve":
+    pub, sec = zmq.curve_keypair()
+    s.curve_server, s.curve_secretkey, s.curve_publickey = True, sec, pub
+s.bind("tcp://198.18.0.11:8799")
+print(pub.decode(), flush=True)
+data = memoryview(np.random.default_rng(0).random(n // 8)).cast("B")
+while True:
+    ident, op = s.recv_multipart()
+    if op == b"bye":
+        break
+    if mode == "sealed":
+        for part in seal.Sealer(op).seal(1, [data]):
+            s.send_multipart([ident, part], copy=False)
+    else:
+        for off in range(0, n, frame):
+            s.send_multipart([ident, data[off:off + frame]], copy=False)
+"""
+
+BARE_CLIENT = """
+import json, os, sys, time, zmq, numpy as np
+from frisky.data import seal
+mode, server_pub, repeat, n = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), 256 << 20
+ctx = zmq.Context()
+d = ctx.socket(zmq.DEALER)
+d.linger = 0
+if mode == "curve":
+    pub, sec = zmq.curve_keypair()
+    d.curve_serverkey, d.curve_publickey, d.curve_secretkey = server_pub, pub, sec
+d.connect("tcp://198.18.0.11:8799")
+out = np.empty(n, np.uint8)
+times = []
+for _ in range(repeat + 1):  # the first one warms the connection and the buffers
+    t0 = time.perf_counter()
+    if mode == "sealed":
+        secret = os.urandom(32)
+        d.send(secret)
+        opener = seal.Opener(secret)
+        while opener.feed(d.recv(copy=False).buffer) is None:
+            pass
+    else:
+        d.send(b"go")
+        got = 0
+        while got < n:
+            b = d.recv(copy=False).buffer
+            out[got:got + len(b)] = np.frombuffer(b, np.uint8)
+            got += len(b)
+    times.append(time.perf_counter() - t0)
+d.send(b"bye")
+print(json.dumps({"s": sorted(times[1:])[len(times[1:]) // 2]}))
+"""
+
+
+def bare_transfer(fh: FakeHosts, mode: str, repeat: int) -> float:
+    """Seconds for 256 MiB from h1 to h2 between two bare pyzmq processes (median)."""
+    e = dict(os.environ, PYTHONPATH=ROOT)
+    server = subprocess.Popen(fh.on_host("h1", [sys.executable, "-c", BARE_SERVER, mode]), stdout=subprocess.PIPE,
+                              text=True, env=e)
+    try:
+        pub = server.stdout.readline().strip()
+        out = subprocess.run(fh.on_host("h2", [sys.executable, "-c", BARE_CLIENT, mode, pub, str(repeat)]),
+                             capture_output=True, text=True, timeout=600, env=e, check=False)
+        if out.returncode:
+            raise RuntimeError(out.stderr[-2000:])
+        return json.loads(out.stdout.strip().splitlines()[-1])["s"]
+    finally:
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:  # the client failed before its bye
+            server.kill()
+            server.wait()
+
+
 def dask_transfer(fh: FakeHosts, tls: bool, repeat: int) -> float:
     """dask.distributed: scheduler and a worker on h1, a worker on h2; seconds for 256 MiB h1 -> h2."""
     from distributed.security import Security
@@ -148,7 +231,11 @@ def dask_transfer(fh: FakeHosts, tls: bool, repeat: int) -> float:
         for p in procs:
             p.terminate()
         for p in procs:
-            p.wait(20)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:  # a dask worker slow to leave: it is done here
+                p.kill()
+                p.wait()
 
 
 SSHCLUSTER = """
@@ -159,7 +246,7 @@ t0 = time.perf_counter()
 cluster = SSHCluster({hosts!r}, connect_options={{"known_hosts": {d!r} + "/known_hosts",
                      "client_keys": [{d!r} + "/client_key"], "username": "root"}},
                      worker_options={{"nthreads": 1, "n_workers": 2}},
-                     scheduler_options={{"port": 8786, "dashboard_address": ":8787"}}, remote_python={py!r})
+                     scheduler_options={{"host": {hosts!r}[0], "port": 8786, "dashboard_address": ":8787"}}, remote_python={py!r})
 c = Client(cluster)
 c.wait_for_workers(6, timeout=120)
 took = time.perf_counter() - t0
@@ -189,30 +276,38 @@ def main(argv: list[str]) -> int:
         print(f"bench_launch: {why}", file=sys.stderr)
         return 2
     rows = []
+
+    def add(row: tuple) -> None:
+        rows.append(row)
+        print(f"  {row[0]}: {row[1]:.3f} {row[2]}", file=sys.stderr, flush=True)  # progress
+
     with FakeHosts(3) as fh:
         launches, teardowns = [], []
         for _ in range(repeat):
             proc, took, _conn = start(fh)
             launches.append(took)
             teardowns.append(stop(fh, proc))
-        rows.append(("launch 3 hosts x 2 workers, until registered", statistics.median(launches), "s"))
-        rows.append(("teardown after Ctrl-C, until nothing is left", statistics.median(teardowns), "s"))
+        add(("launch 3 hosts x 2 workers, until registered", statistics.median(launches), "s"))
+        add(("teardown after Ctrl-C, until nothing is left", statistics.median(teardowns), "s"))
         if "--no-dask" not in argv:
             ssh = [sshcluster_launch(fh) for _ in range(repeat)]
-            rows.append(("launch 3 hosts x 2 workers, dask SSHCluster", statistics.median(ssh), "s"))
+            add(("launch 3 hosts x 2 workers, dask SSHCluster", statistics.median(ssh), "s"))
         for label, args in (("secure", []), ("insecure", ["--insecure"])):
             proc, _, conn = start(fh, *args)
             try:
                 noop = client_code(fh, conn, NOOP.format(n=n))["s"]
-                rows.append((f"no-op map {n} over 6 workers, {label}", n / noop, "tasks/s"))
+                add((f"no-op map {n} over 6 workers, {label}", n / noop, "tasks/s"))
                 s = client_code(fh, conn, TRANSFER.format(repeat=repeat))["s"]
-                rows.append((f"256 MiB random h1 -> h2, {label}", (256 << 20) / s / 1e9, "GB/s"))
+                add((f"256 MiB random h1 -> h2, {label}", (256 << 20) / s / 1e9, "GB/s"))
             finally:
                 stop(fh, proc)
+        for mode in ("plain", "curve", "sealed"):
+            s = bare_transfer(fh, mode, repeat)
+            add((f"bare 256 MiB h1 -> h2, pyzmq {mode}", (256 << 20) / s / 1e9, "GB/s"))
         if "--no-dask" not in argv:
             for label, tls in (("TLS", True), ("plain TCP", False)):
                 s = dask_transfer(fh, tls, repeat)
-                rows.append((f"256 MiB random h1 -> h2, dask {label}", (256 << 20) / s / 1e9, "GB/s"))
+                add((f"256 MiB random h1 -> h2, dask {label}", (256 << 20) / s / 1e9, "GB/s"))
     if "--json" in argv:
         print(json.dumps([{"row": r, "value": v, "unit": u} for r, v, u in rows]))
     else:

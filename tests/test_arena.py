@@ -78,14 +78,14 @@ def test_values_round_trip_through_arena_descriptors(cid):
         x = np.arange(MiB, dtype="float64")
         shared = dataplane.share(dataplane.dumps(x), cid, shm.Registry(), arena=a)
         assert dataplane.is_shared(shared)
-        descs, out = dataplane.encode(shared, same_host=True, compress=False)
+        descs, out = dataplane.encode(shared, same_host=True, prefer=None)
         assert [d[0] for d in descs] == [dataplane.RAW, dataplane.ARENA]
         protocol._descriptor(descs[1], False)  # the boundary accepts what we send
         y = dataplane.loads(dataplane.decode(descs, out))
         assert not y.flags.writeable  # a read-only view, no copy
         assert np.array_equal(x, y)
         # across hosts the same value travels as bytes
-        descs2, _ = dataplane.encode(shared, same_host=False, compress=False)
+        descs2, _ = dataplane.encode(shared, same_host=False, prefer=None)
         assert dataplane.ARENA not in [d[0] for d in descs2]
         del y, shared
     finally:

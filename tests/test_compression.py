@@ -16,7 +16,7 @@ CODECS = [c.NONE, c.LZ4, c.ZSTD, c.LZ4 | c.SHUFFLE, c.ZSTD | c.SHUFFLE,
 
 
 def plain(codec: int) -> int:
-    """The codec without the blosc2 flag (set where blosc2 does the shuffle in C)."""
+    """The codec without the blosc2 flag (set on every codec choose() returns)."""
     return codec & ~c.BLOSC
 # Odd lengths, the 1 KiB boundary, one chunk exactly, and several chunks with a ragged end.
 LENGTHS = [0, 1, 7, 1023, 1024, 4097, 70_001, c.CHUNK, 2 * c.CHUNK + 13]
@@ -103,13 +103,13 @@ def test_arange_is_compressed_with_shuffle(prefer, base):
 
 def test_arange_without_itemsize_uses_plain_codec():
     arr = np.arange(1 << 18, dtype="f8")
-    assert c.choose(arr) == c.LZ4  # itemsize 1: no shuffle to try
+    assert plain(c.choose(arr)) == c.LZ4  # itemsize 1: no shuffle to try
     assert plain(c.choose(arr, 8)) == c.LZ4 | c.SHUFFLE
 
 
 def test_small_buffers_are_not_compressed():
     assert c.choose(b"\0" * 1023) == c.NONE
-    assert c.choose(b"\0" * 1024) == c.LZ4
+    assert plain(c.choose(b"\0" * 1024)) == c.LZ4
     codec, payload = c.encode(b"\0" * 100)
     assert codec == c.NONE and bytes(payload) == b"\0" * 100
 
@@ -122,24 +122,38 @@ def test_small_whole_buffer_payload_matches_compress():
     assert bytes(payload) == bytes(c.compress(arr, codec, 8))
 
 
-def test_env_none_disables(monkeypatch):
-    arr = np.zeros(1 << 20)
-    monkeypatch.setenv("FRISKY_COMPRESSION", "none")
-    assert c.choose(arr, 8) == c.NONE
-    assert c.choose(arr, 8, "zstd") == c.NONE
-    assert c.encode(arr, 8)[0] == c.NONE
-
-
-def test_env_named_codec_overrides_prefer(monkeypatch):
-    arr = np.arange(1 << 16, dtype="f8")
-    monkeypatch.setenv("FRISKY_COMPRESSION", "zstd")
-    assert c.choose(arr, 8, "lz4") & 3 == c.ZSTD
-    monkeypatch.setenv("FRISKY_COMPRESSION", "lz4")
-    assert c.choose(arr, 8, "zstd") & 3 == c.LZ4
-    assert c.choose(os.urandom(1 << 16)) == c.NONE  # a named codec still has to pay
-    monkeypatch.setenv("FRISKY_COMPRESSION", "gzip")
+def test_setting_maps_to_a_preference_once(monkeypatch):
+    # The setting is resolved by callers when they are created; choose() never reads it.
+    assert c.preference("auto") == "lz4" and c.preference("auto", "zstd") == "zstd"
+    assert c.preference("zstd", "lz4") == "zstd" and c.preference("LZ4", "zstd") == "lz4"
+    assert c.preference("none") is None
     with pytest.raises(ValueError):
-        c.choose(arr, 8)
+        c.preference("gzip")
+    monkeypatch.setenv("FRISKY_COMPRESSION", "none")
+    assert c.preference() is None
+    monkeypatch.setenv("FRISKY_COMPRESSION", "zstd")
+    assert c.preference() == "zstd"
+    arr = np.arange(1 << 16, dtype="f8")
+    assert c.choose(arr, 8, "lz4") & 3 == c.LZ4  # the environment is not read per buffer
+    assert c.choose(arr, 8, "zstd") & 3 == c.ZSTD
+    assert c.choose(os.urandom(1 << 16), 1, "zstd") == c.NONE  # a named codec still has to pay
+
+
+def test_spill_file_reads_the_setting_at_creation(monkeypatch, tmp_path):
+    from frisky.spill.file import SpillFile
+
+    monkeypatch.setenv("FRISKY_COMPRESSION", "gzip")
+    with pytest.raises(ValueError, match="gzip"):
+        SpillFile(str(tmp_path))
+    monkeypatch.setenv("FRISKY_COMPRESSION", "none")
+    f = SpillFile(str(tmp_path))
+    try:
+        monkeypatch.delenv("FRISKY_COMPRESSION")  # too late: the file read it when made
+        f.put("k", [np.zeros(1 << 20)])
+        f.flush()
+        assert f.stats["bytes_written"] >= 1 << 20  # zeros stored raw: "none" held
+    finally:
+        f.close()
 
 
 def test_bad_arguments():
@@ -172,7 +186,7 @@ def test_encode_falls_back_when_samples_mislead():
     size = c.SAMPLE
     for start in (0, (n - size) // 2, n - size):  # where choose() samples: make those zeros
         buf[start : start + size] = bytes(size)
-    assert c.choose(buf) == c.LZ4
+    assert plain(c.choose(buf)) == c.LZ4
     codec, payload = c.encode(buf)
     assert codec == c.NONE and payload.obj is buf
 

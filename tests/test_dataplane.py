@@ -256,7 +256,7 @@ def test_encode_streams_large_buffers_compressed_only_when_it_pays():
     value = make_streamable("pair")
     frames = dataplane.dumps(value)
     streams = []
-    descs, out = dataplane.encode(frames, same_host=False, compress=True, streams=streams)
+    descs, out = dataplane.encode(frames, same_host=False, prefer="lz4", streams=streams)
     assert [d[0] for d in descs] == [dataplane.RAW, dataplane.STREAMED, dataplane.STREAMED]
     assert len(out) == 1  # only the pickle stream travels in the reply itself
     (_, arange_codec, _), (_, random_codec, _) = streams
@@ -277,7 +277,7 @@ def test_incoming_rebuilds_values_and_stays_in_step_after_a_corrupt_chunk():
     value = make_streamable("pair")
     frames = dataplane.dumps(value)
     streams = []
-    descs, out = dataplane.encode(frames, same_host=False, compress=True, streams=streams)
+    descs, out = dataplane.encode(frames, same_host=False, prefer="lz4", streams=streams)
     chunks = list(dataplane.chunks(streams))
     assert len(chunks) > 2
     good = dataplane.Incoming(["k"], [descs], out)

@@ -12,6 +12,7 @@ import sys
 import pytest
 from fakehosts import Launch, wait_clean
 
+from frisky.data import seal
 from frisky.deploy.launch.testhosts import FakeHosts, unavailable
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
@@ -138,5 +139,8 @@ def test_capture_on_the_bridge_holds_no_plaintext(clean, secure):
     marker = b"FRISKY-PLAINTEXT-MARKER-"
     if secure:
         assert marker not in data and b"numpy" not in data
+        # the array crossed as AES-GCM sealed parts (each starts with the seal's magic)
+        assert data.count(seal.MAGIC) >= 2, data.count(seal.MAGIC)
     else:  # the same capture without keys shows the test can see plaintext
         assert marker in data
+        assert seal.MAGIC not in data

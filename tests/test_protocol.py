@@ -143,11 +143,13 @@ TO_WORKER = st.one_of(
     st.builds(p.Welcome, ident, key, st.dictionaries(key, ident, max_size=2)), st.just(p.Heartbeat()),
     st.just(p.Close()),
 )
-GETS = st.builds(p.Get, ident, keys, st.booleans(), st.booleans())
+GETS = st.builds(p.Get, ident, keys, st.booleans(), st.booleans(),
+                 st.none() | st.tuples(st.binary(min_size=16, max_size=16), st.binary(min_size=32, max_size=32)).map(list))
+BULKS = st.builds(p.Bulk, ident, st.integers(1, 65535))
 
 DIRECTIONS = [
     (p.parse_from_client, FROM_CLIENT), (p.parse_from_worker, FROM_WORKER), (p.parse_to_client, TO_CLIENT),
-    (p.parse_to_worker, TO_WORKER), (p.parse_get, GETS), (p.parse_data, datas()),
+    (p.parse_to_worker, TO_WORKER), (p.parse_get, GETS), (p.parse_data, st.one_of(datas(), BULKS)),
 ]
 
 

@@ -327,7 +327,9 @@ def test_checksum_properties():
     tail = bytearray(data)
     tail[-1] ^= 0x80
     assert checksum(tail) != base
-    assert checksum(b"") == 0
+    assert checksum(b"") != checksum(b"\0")
+    big = np.frombuffer(rng_bytes(4 << 20), np.uint8)  # over 64 KiB: hashed without the GIL
+    assert checksum(big) == checksum(big.tobytes()) != checksum(big[:-1])
 
 
 # --- errors -------------------------------------------------------------------------------

@@ -276,3 +276,38 @@ def test_random_event_sequences_keep_every_invariant(seed):
     assert s.in_flight == 0 and s.threaded == 0 and not s.executing and not s.cancelled
     assert all(n == 1 for n in reports.values()), "a task reported twice"
     assert set(reports) == set(range(next_tid[0])), "a task never reported"
+
+
+def test_a_task_resent_for_a_holder_restarted_at_the_same_address_asks_again():
+    """A restarted worker listens where the dead one did (ipc names): the request the dead one
+    never answered is forgotten with the cancelled task, and the new holder is asked afresh."""
+    s = WorkerState()
+    assert s.compute([task(1, ["x"])], {"x": ["ipc://w-0", 100]}, nothing_here) == [Fetch("ipc://w-0", ["x"])]
+    assert s.cancel([1]) == [Cancelled([1])]
+    assert s.fetching == {} and s.in_flight == 0
+    s.validate()
+    out = s.compute([task(1, ["x"])], {"x": ["ipc://w-0", 100]}, nothing_here)
+    assert out == [Fetch("ipc://w-0", ["x"])], "asked again, not left waiting for the dead one's answer"
+    out = s.got(["x"], [], "ipc://w-0")
+    assert out[0] == Keep("x", 100)
+    assert [t.tid for t in of(Execute, out)[0].tasks] == [1]
+    s.validate()
+
+
+def test_a_fetch_another_task_still_needs_survives_a_cancel():
+    s = WorkerState()
+    s.compute([task(1, ["x"]), task(2, ["x"])], {"x": ["tcp://a", 10]}, nothing_here)
+    assert s.cancel([1]) == [Cancelled([1])]
+    assert s.fetching == {"x": "tcp://a"}
+    s.validate()
+    out = s.got(["x"], [], "tcp://a")
+    assert [t.tid for t in of(Execute, out)[0].tasks] == [2]
+
+
+def test_a_cancel_that_abandons_a_fetch_sends_a_queued_one():
+    s = WorkerState(cap=100)
+    s.compute([task(1, ["x"]), task(2, ["y"])], {"x": ["tcp://a", 100], "y": ["tcp://b", 100]}, nothing_here)
+    assert s.queued == {"y": "tcp://b"}
+    assert s.cancel([1]) == [Cancelled([1]), Fetch("tcp://b", ["y"])]
+    assert s.in_flight == 100
+    s.validate()

@@ -89,46 +89,114 @@ def _keys(args: argparse.Namespace):
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    """This process is one worker."""
-    import zmq
+    """This process is one worker; it rejoins a scheduler that goes away and comes back.
 
-    from frisky.cli import args as cli
+    Each connection to the scheduler is a fresh :class:`Worker` (new socket identity, empty
+    store): a restarted scheduler knows nothing of the old one's tasks and data, and nothing
+    queued for the old one may reach it.
+    """
+    import time
+
     from frisky.deploy import malloc_tuning
     from frisky.procs import die_with_parent
-    from frisky.worker.server import Worker
 
     if args.die_with_parent:
         die_with_parent()
     malloc_tuning.set_mmap_threshold()  # forked workers have it from the fork server; by hand too
     status = _Status(args.status_fd)
     listen = args.listen_address or (f"tcp://{args.host}:0" if args.host else None)
-    try:
-        worker = Worker(args.address, keys=_keys(args), name=args.name, nthreads=args.nthreads, memory_limit=_limit(args),
-                        listen_address=listen)
-    except (OSError, ValueError, zmq.ZMQError) as e:  # a bad host, a port in use: one line, status 2
-        why = f"{_CANNOT_LISTEN} {listen or 'a free local port'}: {e}"
-        if status.fd is not None:  # supervised: the nanny reports it, in one line
-            status.say(f"fatal {why}")
-            sys.exit(cli.EXIT_USAGE)
-        cli.fail("frisky worker", why)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    limit, keys = _limit(args), _keys(args)
+    current: list = []
+    stopping: list = []
 
-    def ready() -> None:
-        status.say("ready")
-        if not args.quiet:
-            limit = worker.memory_limit or 0
+    def stop(*_) -> None:
+        stopping.append(True)
+        if current:
+            current[-1].stop(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    lost_at: float | None = None
+    began = time.monotonic()
+    while not stopping:
+        timeout = None
+        if lost_at is not None:  # keep trying until reconnect_timeout has passed since the loss
+            timeout = max(0.1, config.get("reconnect_timeout") - (time.monotonic() - lost_at))
+        worker = _new_worker(args, listen, limit, keys, timeout, status)
+        current.append(worker)
+        if stopping:
+            worker.stop(0)
+
+        def ready(worker=worker, lost_at=lost_at) -> None:
+            status.say("ready")
+            if args.quiet:
+                return
+            if lost_at is not None:
+                print(f"frisky worker {worker.name} rejoined the scheduler at {worker.scheduler_address} "
+                      f"after {time.monotonic() - lost_at:.1f} s", flush=True)
+                return
             print(f"frisky worker {worker.name} at {worker.address} (pid {os.getpid()}, {worker.nthreads} threads, "
-                  f"memory limit {limit / 2**20:.0f} MiB), scheduler {worker.scheduler_address}", flush=True)
+                  f"memory limit {(worker.memory_limit or 0) / 2**20:.0f} MiB), scheduler {worker.scheduler_address}",
+                  flush=True)
 
-    worker.on_ready = ready
-    try:
-        worker.run()
-    except (TimeoutError, ConnectionRefusedError) as e:  # no scheduler, or it refused us: one line
-        status.say(f"fatal {e}")
-        print(f"frisky worker: {e}", file=sys.stderr)
-        sys.exit(1)
+        worker.on_ready = ready
+        try:
+            worker.run()
+        except (TimeoutError, ConnectionRefusedError) as e:  # no scheduler, or it refused us
+            current.pop()
+            if _retry(e, lost_at, status.fd is not None, time.monotonic() - began):
+                time.sleep(0.5)  # a retry interval, not synchronisation
+                continue
+            if lost_at is None:  # at start: one line, and the nanny does not retry
+                status.say(f"fatal {e}")
+                print(f"frisky worker: {e}", file=sys.stderr)
+                sys.exit(1)
+            logger.error("worker %s: the scheduler did not come back within %ss; exiting", worker.name,
+                         config.get("reconnect_timeout"))
+            break
+        current.pop()
+        if not worker.lost:
+            break
+        lost_at = time.monotonic()
     status.say("stop")
+
+
+def _retry(error: Exception, lost_at: float | None, supervised: bool, running_for: float) -> bool:
+    """Whether a failed registration is worth another try. A refusal of our name while the
+    scheduler has yet to see our predecessor gone passes: after a scheduler restart (it drops
+    the old connection after a while), or when a nanny restarted us (it sees its child gone at
+    once on this host, the scheduler after heartbeat_timeout across hosts)."""
+    if not isinstance(error, ConnectionRefusedError):
+        return False  # a timeout: the rejoin deadline (reconnect_timeout) or no scheduler at start
+    if lost_at is not None:
+        return True
+    return supervised and running_for < config.get("heartbeat_timeout") + 5
+
+
+def _new_worker(args: argparse.Namespace, listen: str | None, limit: int, keys, connect_timeout: float | None,
+                status: _Status):
+    """A Worker for one connection to the scheduler; when rejoining, its listening port may
+    take a moment to be free again."""
+    import time
+
+    import zmq
+
+    from frisky.cli import args as cli
+    from frisky.worker.server import Worker
+
+    for _ in range(50):
+        try:
+            return Worker(args.address, keys=keys, name=args.name, nthreads=args.nthreads, memory_limit=limit,
+                          listen_address=listen, connect_timeout=connect_timeout)
+        except (OSError, ValueError, zmq.ZMQError) as e:  # a bad host, a port in use: one line, status 2
+            if connect_timeout is None:  # at start: fatal
+                why = f"{_CANNOT_LISTEN} {listen or 'a free local port'}: {e}"
+                if status.fd is not None:  # supervised: the nanny reports it, in one line
+                    status.say(f"fatal {why}")
+                    sys.exit(cli.EXIT_USAGE)
+                cli.fail("frisky worker", why)
+            time.sleep(0.05)  # rejoining: the last connection's port is being released
+    raise OSError(f"{_CANNOT_LISTEN} {listen} again")
 
 
 def _names(args: argparse.Namespace) -> list[str]:

@@ -45,21 +45,26 @@ from typing import Any
 
 import zmq
 
-from frisky import config, protocol
+from frisky import config, logs, protocol
 from frisky.client import map_job
 from frisky.client.future import _DONE_STATES, Future, Remote, wait
 from frisky.client.io import ClientIO
 from frisky.client.map_job import MapJob
-from frisky.data import dataplane
+from frisky.data import compression, dataplane, seal
 from frisky.data.deps import extract, has_futures
 from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
 from frisky.deploy.launch import connection
 from frisky.errors import ClientClosed, FriskyError, SchedulerGone
 from frisky.protocol import pack, wire_key
 from frisky.telemetry import now, recorder
-from frisky.zmq import curve, sockets
+from frisky.zmq import bulk, curve, sockets
 
 log = logging.getLogger("frisky.client")
+
+
+class _Refused(Exception):
+    """A sealed reply failed to open (its link is dropped; the fetch may be asked again)."""
+
 
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
 _NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
@@ -122,6 +127,7 @@ class Client(ClientIO):
         self._hashers: dict[bytes, Any] = {}  # fid -> blake2b that has absorbed it (see _fid_hasher)
         self._local = threading.local()
         self._thread_sockets: list[zmq.Socket] = []
+        self._dropped = logs.Dropped(log, "reply")  # replies refused (sealed parts that fail)
         self._requests: dict[int, list] = {}  # req id -> [event, reply], answered via the I/O thread
         self._news: dict[str, list] = {}  # key being re-fetched -> [event, outcome] (see _await_news)
         self._closed = False
@@ -130,6 +136,7 @@ class Client(ClientIO):
         self._max_batch = config.get("max_batch")  # tasks in one submit message
         self._shm_threshold = config.get("shm_threshold")  # scattered buffers this big go to shared memory
         self._act_kind, self._act_at = "idle", 0.0  # the last activity told to the scheduler (see _activity)
+        self._prefer = compression.preference()  # codec for buffers scattered over TCP
         self.status = "connecting"
         self.waker = sockets.Waker()
         ident = f"c-{os.getpid()}-{self._prefix}".encode()
@@ -579,21 +586,46 @@ class Client(ClientIO):
                   still_holder: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Values of ``wkeys`` from the worker at ``address``. A slow answer is waited for
         while ``still_holder()`` says the scheduler still lists that worker as the holder;
-        one the scheduler has declared dead is abandoned at once."""
+        one the scheduler has declared dead is abandoned at once. With keys, the answer from
+        a worker over TCP comes sealed on its bulk socket (:mod:`frisky.zmq.bulk`); a sealed
+        answer that is refused is asked for once more, on a new link."""
+        try:
+            return self._get_once(address, wkeys, timeout, still_holder)
+        except _Refused:
+            pass
+        try:
+            return self._get_once(address, wkeys, timeout, still_holder)
+        except _Refused as e:
+            raise FriskyError(f"a reply from worker {address} was refused twice: {e}") from None
+
+    def _get_once(self, address: str, wkeys: list[str], timeout: float,
+                  still_holder: Callable[[], bool] | None) -> dict[str, Any]:
         s = self._thread_socket(address)
+        link = self._bulk_link(address) if self.keys is not None and address.startswith("tcp://") else None
         req = next(self._counter)
         t0 = now()
-        s.send_multipart([protocol.header(protocol.GET, req, wkeys, not address.startswith("tcp://"))])
+        get = protocol.Get(req, wkeys, not address.startswith("tcp://"), False, link.field if link else None)
+        s.send_multipart(get.encode())
+        poller = zmq.Poller()
+        poller.register(s, zmq.POLLIN)
+        if link is not None and link.sock is not None:
+            poller.register(link.sock, zmq.POLLIN)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             wait = left if still_holder is None else min(left, _HOLDER_RECHECK)
-            if not s.poll(max(1, int(wait * 1000))):
+            ready = dict(poller.poll(max(1, int(wait * 1000))))
+            if not ready:
                 if time.monotonic() < deadline and still_holder is not None and still_holder():
                     continue
                 self._drop_thread_socket(address)
                 raise TimeoutError(f"worker {address} did not answer")
-            frames = [f.buffer for f in s.recv_multipart(copy=False)]
+            if s in ready:
+                frames = [f.buffer for f in s.recv_multipart(copy=False)]
+            else:
+                frames = self._open_sealed(link, address)
+                if frames is None:
+                    continue
             try:
                 msg = protocol.parse_data(frames)
             except protocol.ProtocolError as e:
@@ -601,6 +633,15 @@ class Client(ClientIO):
                 raise FriskyError(f"a malformed reply from worker {address}: {e.why}") from None
             if msg.req != req:
                 continue  # a late answer to an earlier, abandoned request
+            if type(msg) is protocol.Bulk:
+                if link is None:
+                    raise FriskyError(f"worker {address} pointed to a bulk socket this client did not ask for")
+                new = link.attach(s.context, msg.port, req)
+                if new is not None:
+                    with self._lock:
+                        self._thread_sockets.append(new)
+                    poller.register(new, zmq.POLLIN)
+                continue
             if any(d[0] == protocol.STREAMED for descs in msg.descs for d in descs):
                 raise FriskyError(f"worker {address} streamed a reply this client did not ask to stream")
             try:
@@ -609,6 +650,30 @@ class Client(ClientIO):
                 raise FriskyError(f"cannot decode the reply of worker {address}: {e!r}") from e
             recorder.span("client.gather", t0)
             return out
+
+    def _bulk_link(self, address: str) -> bulk.BulkLink:
+        links = getattr(self._local, "links", None)
+        if links is None:
+            links = self._local.links = {}
+        link = links.get(address)
+        if link is None:
+            link = links[address] = bulk.BulkLink(address, config.get("max_message_size"))
+        return link
+
+    def _open_sealed(self, link: bulk.BulkLink, address: str) -> list | None:
+        """The next whole message on ``link``'s bulk connection, or None while parts are to come.
+
+        A part that fails to open is never accepted: the link is dropped (the next fetch
+        makes a new one) and this fetch fails with the reason (:class:`_Refused`)."""
+        part = link.sock.recv(copy=False)
+        try:
+            opened = link.feed(part.buffer)
+        except seal.SealError as e:
+            self._dropped(f"worker {address}", "sealed", f"refused: {e}")
+            self._local.links.pop(address, None)
+            link.close()
+            raise _Refused(str(e)) from None
+        return None if opened is None else opened[1]
 
     def _drop_thread_socket(self, address: str) -> None:
         socks = getattr(self._local, "socks", {})
@@ -679,7 +744,7 @@ class Client(ClientIO):
             value_frames = dataplane.dumps(value)
             if same_host:  # written once into shared memory; the worker maps it
                 value_frames = dataplane.share(value_frames, self.cluster_id, _HANDOFF, self._shm_threshold)
-            descs, out = dataplane.encode(value_frames, same_host, compress=not same_host)
+            descs, out = dataplane.encode(value_frames, same_host, None if same_host else self._prefer)
             descs_all.append(descs)
             frames.extend(out)
         if keys:

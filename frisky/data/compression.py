@@ -1,15 +1,14 @@
-"""Buffer codecs (none / lz4 / zstd, optionally byteshuffled), chosen by sampling.
+"""Buffer codecs (none / lz4 / zstd, optionally byte-shuffled), chosen by sampling.
 
 Shared by the TCP path and the spill writer. A codec id is ``NONE``, ``LZ4`` or ``ZSTD``,
-possibly OR-ed with ``SHUFFLE``. Callers keep ``(codec, nbytes, itemsize)`` next to the
-payload; the payload itself carries no header when it fits one chunk.
+possibly OR-ed with ``SHUFFLE``; ``BLOSC`` is set on every id :func:`choose` returns (a
+payload is always blosc2) and may be left off by callers. Callers keep
+``(codec, nbytes, itemsize)`` next to the payload.
 
-Compressed layout: the input is cut into chunks of ``CHUNK`` bytes (rounded down to a
-multiple of ``itemsize``), each shuffled (with ``SHUFFLE``) and compressed on its own, so
-the shuffle runs in cache, needs only a chunk of scratch memory, and lz4's 2 GiB block
-limit never bites. One chunk: the payload is that chunk's compressed block. Several: a
-table of little-endian uint32 compressed sizes, then the blocks. lz4 blocks carry no size
-(``store_size=False``); zstd blocks are plain zstd frames.
+There is one path: every compressed payload is a blosc2 chunk, shuffled (``SHUFFLE``) and
+compressed in C on this thread's own context (:mod:`frisky.data.blosc`), so chunks carry
+their own sizes and checks. A payload over ``_BLOSC_CHUNK`` bytes is a table of
+little-endian uint32 chunk sizes followed by the chunks.
 """
 
 from __future__ import annotations
@@ -24,25 +23,23 @@ from frisky.telemetry import now, span
 
 NONE, LZ4, ZSTD = 0, 1, 2
 SHUFFLE = 4
-BLOSC = 8  # shuffled and compressed by blosc2 in C, several times faster than numpy's shuffle
-_VALID = frozenset({NONE, LZ4, ZSTD, LZ4 | SHUFFLE, ZSTD | SHUFFLE,
-                    LZ4 | SHUFFLE | BLOSC, ZSTD | SHUFFLE | BLOSC})
+BLOSC = 8  # a blosc2 chunk: true of every compressed payload, kept so old ids stay valid
+_VALID = frozenset({NONE} | {base | s | b for base in (LZ4, ZSTD) for s in (0, SHUFFLE) for b in (0, BLOSC)})
 _BLOSC_CHUNK = 1 << 30  # blosc2 takes up to 2 GiB in one call
 _NAMES = {"lz4": LZ4, "zstd": ZSTD}
 
-CHUNK = 1 << 20  # fits L2 with its scratch copy, yet large enough that per-call costs vanish
+CHUNK = 1 << 20  # the reference size of tests and callers that cut buffers themselves
 MIN_SIZE = 1024  # below this, framing and call overhead outweigh any saving
 SAMPLE = 64 * 1024
 N_SAMPLES = 3
 MAX_RATIO = 0.9  # compressed/original above this does not pay (dask uses the same bound)
-# A shuffle adds two passes over memory (shuffle + unshuffle), each as slow as lz4 on this
-# class of machine, so a shuffled codec must save more: this keeps random floats (whose
-# exponent bytes shuffle to ~0.85) uncompressed.
+# A shuffle adds two passes over memory (shuffle + unshuffle), so a shuffled codec must save
+# more: this keeps random floats (whose exponent bytes shuffle to ~0.85) uncompressed.
 MAX_RATIO_SHUFFLED = 0.8
 SHUFFLE_GAIN = 0.9  # shuffle only when it shrinks the sample by another 10% at least
-MAX_SHUFFLE_ITEMSIZE = 256
+MAX_SHUFFLE_ITEMSIZE = 255  # blosc2's typesize is a byte
 
-_tls = threading.local()  # zstd (de)compressors are not thread-safe; shuffle scratch
+_tls = threading.local()  # per-thread scratch for compressed chunks
 
 
 # ---------------------------------------------------------------------------- buffers
@@ -55,10 +52,6 @@ def _empty(size: int) -> memoryview:
     return memoryview(np.empty(size, np.uint8))
 
 
-def _chunk_size(itemsize: int) -> int:
-    return max(itemsize, CHUNK - CHUNK % itemsize)
-
-
 def _scratch(size: int) -> Any:
     import numpy as np
 
@@ -68,90 +61,13 @@ def _scratch(size: int) -> Any:
     return buf[:size]
 
 
-def _shuffle(src: memoryview, itemsize: int) -> memoryview:
-    """Byte ``i`` of every item together (like blosc), into per-thread scratch; tail as is."""
-    import numpy as np
-
-    a = np.frombuffer(src, np.uint8)
-    out = _scratch(len(a))
-    n = len(a) // itemsize
-    body = n * itemsize
-    planes, items = out[:body].reshape(itemsize, n), a[:body].reshape(n, itemsize)
-    for k in range(itemsize):  # one long strided copy per plane: ~3x faster than .T copies
-        planes[k] = items[:, k]
-    out[body:] = a[body:]
-    return memoryview(out)
-
-
-def _unshuffle(src: Any, itemsize: int, out: Any) -> None:
-    """Inverse of :func:`_shuffle`: write the restored bytes of ``src`` into ``out``."""
-    import numpy as np
-
-    a = np.frombuffer(src, np.uint8)
-    # Strided writes into fresh (page-faulting) memory are ~2x slower than into a warm
-    # cache-sized scratch followed by one sequential copy.
-    tmp = _scratch(len(a))
-    n = len(a) // itemsize
-    body = n * itemsize
-    planes, items = a[:body].reshape(itemsize, n), tmp[:body].reshape(n, itemsize)
-    for k in range(itemsize):
-        items[:, k] = planes[k]
-    tmp[body:] = a[body:]
-    np.frombuffer(out, np.uint8)[:] = tmp
-
-
 # ----------------------------------------------------------------------------- codecs
-
-
-def _zstd_c() -> Any:
-    c = getattr(_tls, "zc", None)
-    if c is None:
-        import zstandard
-
-        c = _tls.zc = zstandard.ZstdCompressor(level=1)
-    return c
-
-
-def _zstd_d() -> Any:
-    d = getattr(_tls, "zd", None)
-    if d is None:
-        import zstandard
-
-        d = _tls.zd = zstandard.ZstdDecompressor()
-    return d
-
-
-def _compress_block(data: memoryview, base: int) -> bytes:
-    if base == LZ4:
-        import lz4.block
-
-        return lz4.block.compress(data, store_size=False)
-    return _zstd_c().compress(data)
-
-
-def _decompress_block(data: memoryview, base: int, size: int) -> bytes:
-    if base == LZ4:
-        import lz4.block
-
-        out = lz4.block.decompress(data, uncompressed_size=size)
-    else:
-        out = _zstd_d().decompress(data, max_output_size=size)
-    if len(out) != size:
-        raise ValueError(f"corrupt block: {len(out)} bytes, expected {size}")
-    return out
-
-
-def _compress_piece(piece: memoryview, codec: int, itemsize: int) -> bytes:
-    if codec & SHUFFLE and itemsize > 1:
-        piece = _shuffle(piece, itemsize)
-    return _compress_block(piece, codec & 3)
-
 
 _blosc2: Any = None
 
 
 def _blosc():
-    """The blosc2 module, or None where it is not installed (the numpy shuffle is used)."""
+    """The blosc2 module, or None where it is not installed (then nothing is compressed)."""
     global _blosc2
     if _blosc2 is None:
         try:
@@ -163,10 +79,18 @@ def _blosc():
     return _blosc2 or None
 
 
+def _available() -> bool:
+    """Whether blosc2 can compress here: its C library (loaded without importing the Python
+    package, which costs ~30 MiB of RSS), else the package itself."""
+    from frisky.data import blosc
+
+    return blosc.available() or _blosc() is not None
+
+
 def preload() -> None:
-    """Import blosc2 in the background: its import takes ~0.3 s, too long for a first transfer."""
+    """Load blosc2 in the background, so a first transfer does not wait for it."""
     if _blosc2 is None:
-        threading.Thread(target=_blosc, name="frisky-preload-blosc2", daemon=True).start()
+        threading.Thread(target=_available, name="frisky-preload-blosc2", daemon=True).start()
 
 
 _SCRATCH_MAX = 8 << 20  # blosc2 chunks up to this size compress into the thread's scratch
@@ -174,7 +98,7 @@ _SCRATCH_MAX = 8 << 20  # blosc2 chunks up to this size compress into the thread
 
 def _blosc_compress(piece: memoryview, codec: int, itemsize: int, nthreads: int | None = None) -> bytes | memoryview:
     """One blosc2 chunk: through the C library when it loads (no GIL held, no zero-filled
-    output), else through the module.
+    output, no lock), else through the module.
 
     A chunk up to ``_SCRATCH_MAX`` compresses into this thread's scratch buffer and leaves
     as bytes of its compressed size: a fresh output per chunk cost an mmap, page faults and
@@ -182,16 +106,19 @@ def _blosc_compress(piece: memoryview, codec: int, itemsize: int, nthreads: int 
     """
     from frisky.data import blosc
 
+    shuffle = bool(codec & SHUFFLE)
     if blosc.available():
         if piece.nbytes <= _SCRATCH_MAX:
             out = _scratch(piece.nbytes + blosc.OVERHEAD)
-            return out[:blosc.compress_into(piece, out, codec, itemsize, nthreads=nthreads)].tobytes()
-        return blosc.compress(piece, codec, itemsize, nthreads)
+            n = blosc.compress_into(piece, out, codec, itemsize, nthreads=nthreads, shuffle=shuffle)
+            return out[:n].tobytes()
+        return blosc.compress(piece, codec, itemsize, nthreads, shuffle=shuffle)
     b = _blosc()
     name = b.Codec.LZ4 if codec & 3 == LZ4 else b.Codec.ZSTD
     # blosc2 needs whole items: an odd length is compressed as bytes (no effective shuffle)
-    typesize = itemsize if piece.nbytes % itemsize == 0 else 1
-    return b.compress(piece, typesize=typesize, clevel=1, filter=b.Filter.SHUFFLE, codec=name)
+    typesize = itemsize if 0 < itemsize <= 255 and piece.nbytes % itemsize == 0 else 1
+    filt = b.Filter.SHUFFLE if shuffle else b.Filter.NOSHUFFLE
+    return b.compress(piece, typesize=typesize, clevel=1, filter=filt, codec=name)
 
 
 def _check(codec: int, itemsize: int) -> None:
@@ -204,21 +131,31 @@ def _check(codec: int, itemsize: int) -> None:
 # ------------------------------------------------------------------------------ API
 
 
+def preference(mode: str | None = None, default: str = "lz4") -> str | None:
+    """The codec name to ``prefer`` under the ``compression`` setting ``mode`` (read from
+    config when None): ``default`` for ``auto``, the named codec for ``lz4``/``zstd``, None
+    for ``none``. Callers resolve this once, when they are created, not per buffer."""
+    if mode is None:
+        mode = config.get("compression")
+    mode = str(mode).lower()
+    if mode == "none":
+        return None
+    if mode == "auto":
+        if default not in _NAMES:
+            raise ValueError(f"default must be 'lz4' or 'zstd', got {default!r}")
+        return default
+    if mode in _NAMES:
+        return mode
+    raise ValueError(f"compression must be auto, none, lz4 or zstd, got {mode!r}")
+
+
 def _choose(mv: memoryview, itemsize: int, prefer: str) -> tuple[int, bytes | None]:
     """:func:`choose`, plus the compressed payload when the sample was the whole buffer."""
-    if prefer not in _NAMES:
+    base = _NAMES.get(prefer)
+    if base is None:
         raise ValueError(f"prefer must be 'lz4' or 'zstd', got {prefer!r}")
-    mode = config.get("compression")
-    if mode == "none":
-        return NONE, None
-    if mode == "auto":
-        base = _NAMES[prefer]
-    elif mode in _NAMES:
-        base = _NAMES[mode]
-    else:
-        raise ValueError(f"FRISKY_COMPRESSION must be auto, none, lz4 or zstd, got {mode!r}")
     n = mv.nbytes
-    if n < MIN_SIZE:
+    if n < MIN_SIZE or not _available():
         return NONE, None
     whole = n <= N_SAMPLES * SAMPLE
     if whole:
@@ -229,22 +166,21 @@ def _choose(mv: memoryview, itemsize: int, prefer: str) -> tuple[int, bytes | No
         starts = (0, (n - size) // 2, n - size)
         pieces = [mv[s - s % itemsize :][:size] for s in starts]
     total = sum(p.nbytes for p in pieces)
-    candidates = [base]
+    candidates = [base | BLOSC]
     if 1 < itemsize <= MAX_SHUFFLE_ITEMSIZE:
-        candidates.append(base | SHUFFLE)
+        candidates.append(base | SHUFFLE | BLOSC)
     best, best_ratio, best_out = NONE, 1.0, None
     for codec in candidates:
-        outs = [_compress_piece(p, codec, itemsize) for p in pieces]
+        # as compress() would: a whole-buffer sample is then its payload, byte for byte
+        outs = [_blosc_compress(p, codec, itemsize) for p in pieces]
         ratio = sum(map(len, outs)) / total
         limit = MAX_RATIO_SHUFFLED if codec & SHUFFLE else MAX_RATIO
         if codec & SHUFFLE and best != NONE:
             limit = min(limit, best_ratio * SHUFFLE_GAIN)
         if ratio <= limit:
             best, best_ratio, best_out = codec, ratio, outs[0]
-    if best & SHUFFLE and itemsize <= 255 and _blosc() is not None:
-        return best | BLOSC, None
-    # A whole-buffer sample that fits one chunk is exactly the payload compress() would make.
-    return best, best_out if whole and n <= _chunk_size(itemsize) else None
+    # A whole-buffer sample is exactly the payload compress() would make.
+    return best, best_out if whole else None
 
 
 def choose(buf: Any, itemsize: int = 1, prefer: str = "lz4") -> int:
@@ -252,7 +188,7 @@ def choose(buf: Any, itemsize: int = 1, prefer: str = "lz4") -> int:
 
     ``NONE`` when compression does not pay (ratio above 0.9, 0.8 with a shuffle, or under
     1 KiB). ``prefer`` is ``"lz4"`` (network) or ``"zstd"`` (level 1: disk, slow links);
-    ``FRISKY_COMPRESSION`` (``none``/``lz4``/``zstd``) overrides it.
+    callers map the ``compression`` setting to it once, with :func:`preference`.
     """
     return _choose(byte_view(buf), itemsize, prefer)[0]
 
@@ -263,14 +199,13 @@ def compress(buf: Any, codec: int, itemsize: int = 1) -> bytes | memoryview:
     mv = byte_view(buf)
     if codec == NONE:
         return mv
+    if not _available():
+        raise ValueError("compression needs blosc2, which is not installed here")
     n = mv.nbytes
-    if codec & BLOSC:
-        step, piece = _BLOSC_CHUNK, _blosc_compress
-    else:
-        step, piece = _chunk_size(itemsize), _compress_piece
-    if n <= step:
-        return piece(mv, codec, itemsize)
-    blocks = [piece(mv[off : off + step], codec, itemsize) for off in range(0, n, step)]
+    if n <= _BLOSC_CHUNK:
+        return _blosc_compress(mv, codec, itemsize)
+    step = _BLOSC_CHUNK - _BLOSC_CHUNK % itemsize
+    blocks = [_blosc_compress(mv[off : off + step], codec, itemsize) for off in range(0, n, step)]
     header = struct.pack(f"<{len(blocks)}I", *map(len, blocks))
     return b"".join([header, *blocks])
 
@@ -285,40 +220,32 @@ def decompress(
         if mv.nbytes != nbytes:
             raise ValueError(f"expected {nbytes} bytes, got {mv.nbytes}")
         return mv
-    if codec & BLOSC:
-        return _blosc_decompress(mv, nbytes)
-    base, shuffled = codec & 3, codec & SHUFFLE and itemsize > 1
-    step = _chunk_size(itemsize)
     try:
-        if nbytes <= step:
-            raw = _decompress_block(mv, base, nbytes)
-            if not shuffled:
-                return raw
-            out = _empty(nbytes)
-            _unshuffle(raw, itemsize, out)
+        # into numpy memory (huge pages where the kernel allows): a fresh bytes object
+        # of this size costs more in page faults than the decompression itself
+        out = _empty(nbytes)
+        if nbytes <= _BLOSC_CHUNK:
+            _blosc_into(mv, out)
             return out
+        step = _BLOSC_CHUNK - _BLOSC_CHUNK % itemsize
         sizes = _chunk_table(mv, nbytes, step)
-        dst = out = _empty(nbytes)
         pos = 4 * len(sizes)
         for i, csize in enumerate(sizes):
             off = i * step
-            size = min(step, nbytes - off)
-            raw = _decompress_block(mv[pos : pos + csize], base, size)
-            if shuffled:
-                _unshuffle(raw, itemsize, dst[off : off + size])
-            else:
-                dst[off : off + size] = raw
+            _blosc_into(mv[pos : pos + csize], out[off : off + step])
             pos += csize
         return out
     except ValueError:
         raise
-    except Exception as e:  # lz4/zstd errors and short tables: one exception type for callers
+    except Exception as e:  # blosc2 errors: one exception type for callers
         raise ValueError(f"corrupt payload for codec {codec}: {e}") from e
 
 
 def _chunk_table(mv: memoryview, nbytes: int, step: int) -> tuple[int, ...]:
     """The compressed sizes that head a payload of ``nbytes`` cut into ``step``-byte chunks."""
     count = -(-nbytes // step)
+    if mv.nbytes < 4 * count:
+        raise ValueError("payload shorter than its chunk table")
     sizes = struct.unpack_from(f"<{count}I", mv)
     if 4 * count + sum(sizes) != mv.nbytes:
         raise ValueError("chunk table does not match the payload length")
@@ -342,27 +269,6 @@ def _blosc_into(mv: memoryview, out: memoryview, nthreads: int | None = None) ->
         raise ValueError(f"blosc2 chunk of {nbytes}/{cbytes} bytes, expected {out.nbytes}/{mv.nbytes}")
     if nbytes:  # blosc2 refuses an empty dst
         b.decompress(mv, dst=out)
-
-
-def _blosc_decompress(mv: memoryview, nbytes: int) -> memoryview:
-    try:
-        # into numpy memory (huge pages where the kernel allows): a fresh bytes object
-        # of this size costs more in page faults than the decompression itself
-        out = _empty(nbytes)
-        if nbytes <= _BLOSC_CHUNK:
-            _blosc_into(mv, out)
-            return out
-        sizes = _chunk_table(mv, nbytes, _BLOSC_CHUNK)
-        pos = 4 * len(sizes)
-        for i, csize in enumerate(sizes):
-            off = i * _BLOSC_CHUNK
-            _blosc_into(mv[pos : pos + csize], out[off : off + _BLOSC_CHUNK])
-            pos += csize
-        return out
-    except ValueError:
-        raise
-    except Exception as e:  # blosc2 errors: one exception type for callers
-        raise ValueError(f"corrupt blosc2 payload: {e}") from e
 
 
 def encode(
@@ -426,10 +332,10 @@ def compress_chunk(piece: memoryview, codec: int, itemsize: int = 1,
                    nthreads: int | None = None) -> bytes | memoryview:
     """One streamed chunk: compressed with ``codec``, or ``piece`` itself if that is no smaller.
     ``nthreads``: blosc2 threads (default ``frisky.data.blosc.THREADS``)."""
-    if codec & BLOSC:
-        out = _blosc_compress(piece, codec, itemsize, nthreads)
-    else:
-        out = compress(piece, codec, itemsize)
+    _check(codec, itemsize)
+    if codec == NONE:
+        return piece
+    out = _blosc_compress(piece, codec, itemsize, nthreads)
     return out if len(out) < piece.nbytes else piece
 
 
@@ -442,12 +348,9 @@ def decompress_chunk(data: Any, codec: int, out: memoryview, itemsize: int = 1,
         return
     _check(codec, itemsize)
     try:
-        if codec & BLOSC:
-            _blosc_into(mv, out, nthreads)
-        elif codec == NONE:
+        if codec == NONE:
             raise ValueError(f"raw chunk of {mv.nbytes} bytes, expected {out.nbytes}")
-        else:
-            out[:] = decompress(mv, codec, out.nbytes, itemsize)
+        _blosc_into(mv, out, nthreads)
     except ValueError:
         raise
     except Exception as e:  # blosc2/lz4/zstd errors: one exception type for callers

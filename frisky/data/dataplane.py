@@ -29,6 +29,7 @@ from typing import Any
 
 from frisky import config, shm
 from frisky.data import bufpool, compression
+from frisky.data.buffers import byte_view
 from frisky.shm import arena as _arena
 from frisky.telemetry import now, recorder
 
@@ -91,7 +92,7 @@ def is_shared(frames: list) -> bool:
 
 
 def _copy_into(dst: memoryview, src) -> None:
-    src = compression.byte_view(src)
+    src = byte_view(src)
     if src.nbytes >= _NUMPY_COPY:
         import numpy as np
 
@@ -148,8 +149,11 @@ def release(frames: list, registry: shm.Registry) -> None:
             registry.decref(f.name)
 
 
-def encode(frames: list, same_host: bool, compress: bool, streams: list | None = None) -> tuple[list, list]:
+def encode(frames: list, same_host: bool, prefer: str | None, streams: list | None = None) -> tuple[list, list]:
     """Descriptors and frames to send ``frames`` to a peer.
+
+    ``prefer`` is the codec to try (``"lz4"``/``"zstd"``, from
+    :func:`frisky.data.compression.preference`), or None to send buffers uncompressed.
 
     With a ``streams`` list, large compressible buffers are not compressed here: each is
     described as STREAMED and appended to ``streams`` as ``(buffer, codec, itemsize)``, for
@@ -170,17 +174,17 @@ def encode(frames: list, same_host: bool, compress: bool, streams: list | None =
                 continue
             f = f.buf
         n = memoryview(f).nbytes
-        if compress and i > 0 and n >= 1024:
+        if prefer and i > 0 and n >= 1024:
             itemsize = itemsizes[i] if itemsizes else 1
             if streams is not None and n >= STREAM_MIN:
                 # incompressible buffers stream too (codec NONE, chunks sent without a copy):
                 # one big frame would land in memory ZeroMQ allocates fresh, whose first
                 # touch costs more than the copy out of small chunks into a warm buffer
-                codec = _choose_stream(f, itemsize)
+                codec = _choose_stream(f, itemsize, prefer)
                 descs.append([STREAMED, codec, n, itemsize])
                 streams.append((f, codec, itemsize))
                 continue
-            codec, payload = compression.encode(f, itemsize=itemsize, prefer="lz4")
+            codec, payload = compression.encode(f, itemsize=itemsize, prefer=prefer)
             if codec != compression.NONE:
                 descs.append([PACKED, codec, memoryview(f).nbytes, itemsize])
                 out.append(payload)
@@ -190,14 +194,14 @@ def encode(frames: list, same_host: bool, compress: bool, streams: list | None =
     return descs, out
 
 
-def _choose_stream(buf: Any, itemsize: int) -> int:
+def _choose_stream(buf: Any, itemsize: int, prefer: str) -> int:
     t0 = now()
-    codec = compression.choose(buf, itemsize=itemsize, prefer="lz4")
+    codec = compression.choose(buf, itemsize=itemsize, prefer=prefer)
     # Data so compressible that shuffling gains nothing (constants: np.ones, zeros) still
     # goes through blosc2: it finds runs of one value per block and writes each chunk
     # straight into place, where plain lz4 decodes into a fresh buffer and copies it
     # (measured: np.ones, 4 MiB chunks, blosc2 ~6x faster to decode, ~2x to encode).
-    if codec in (compression.LZ4, compression.ZSTD) and itemsize <= 255 and compression._blosc() is not None:
+    if codec in (compression.LZ4, compression.ZSTD) and itemsize <= 255 and compression._available():
         codec |= compression.SHUFFLE | compression.BLOSC
     recorder.span("tcp.send.choose", t0)
     return codec
@@ -208,7 +212,7 @@ def chunks(streams: list):
     one chunk at a time so each can be on the wire while the next is compressed."""
     add = recorder.add
     for buf, codec, itemsize in streams:
-        mv = compression.byte_view(buf)
+        mv = byte_view(buf)
         step = compression.stream_chunk(itemsize, mv.nbytes, codec)
         count, total = 0, 0
         for off in range(0, mv.nbytes, step):

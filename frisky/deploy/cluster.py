@@ -227,7 +227,7 @@ class LocalCluster:
             return
         self.status = "failed"
         logger.error("frisky LocalCluster: the scheduler (pid %d) %s; stopping the workers, no more are started",
-                     proc.pid, describe_exit(proc.poll()))
+                     proc.pid, describe_exit(proc))
         with self._lock:
             nannies = list(self._nannies.values())
         for n in nannies:

@@ -51,8 +51,10 @@ class ProcessLike(Protocol):
 Spawn = Callable[[int], ProcessLike]
 
 
-def describe_exit(status: int | None) -> str:
-    if status is None:
+def describe_exit(proc: ProcessLike) -> str:
+    """How ``proc`` ended, as far as we can know (the fork server keeps its children's status)."""
+    status = proc.poll()
+    if status is None or not getattr(proc, "status_known", True):
         return "exited"
     if status < 0:
         try:
@@ -226,12 +228,12 @@ class Nanny:
     def _exited(self) -> None:
         """The process is gone: decide whether to start another."""
         proc = self.process
-        status = proc.wait()
+        proc.wait()
         self._read_status()
         self._close_status()
         self.ready.clear()
         uptime = time.monotonic() - self._started_at
-        reason = self._killed_for or describe_exit(status if not self._said_stop else 0)
+        reason = self._killed_for or ("stopped" if self._said_stop else describe_exit(proc))
         if self.on_exit is not None:
             try:
                 self.on_exit(self, proc.pid, reason)

@@ -45,6 +45,7 @@ class Process:
         except OSError:  # already gone
             self._fd = None
         self.returncode: int | None = None
+        self.status_known = False  # the fork server reaps it: returncode is 0 whatever the status
 
     def fileno(self) -> int | None:
         return self._fd

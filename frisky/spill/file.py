@@ -12,13 +12,14 @@ import weakref
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-from frisky import config
+from frisky.data.buffers import byte_view
+from frisky.data.compression import preference
 from frisky.spill import reader
 from frisky.spill.directio import alignment, open_data_file
 from frisky.spill.errors import SpillError
 from frisky.spill.index import Entry, Extents
 from frisky.spill.sweep import dir_prefix, spill_root
-from frisky.spill.writer import Pending, Writer, default_workers, flat
+from frisky.spill.writer import Pending, Writer, default_workers
 from frisky.telemetry import count, now, span
 
 log = logging.getLogger("frisky.spill")
@@ -50,6 +51,10 @@ class SpillFile:
     def __init__(self, directory: str | None = None, *, name: str = "worker", direct: bool | None = None,
                  block_size: int = 4 << 20, max_pending_bytes: int = 256 << 20,
                  compression: str | None = None, workers: int | None = None) -> None:
+        # lz4 unless told otherwise: zstd compresses ~20% slower for a ratio that only pays off
+        # on a disk slower than the codecs (blosc2 lz4 on shuffled arange: 4.9 GB/s a core,
+        # zstd 4.0; an O_DIRECT disk here writes 1.6 GB/s). A bad setting fails here, first.
+        prefer = preference(compression, "lz4")
         root = spill_root(directory)
         try:
             self.directory = tempfile.mkdtemp(prefix=dir_prefix(name), dir=root)  # mode 0700
@@ -78,8 +83,7 @@ class SpillFile:
         self._bytes_read = 0
         self._bytes_mapped = 0  # served to peers from a mapping of the file
         self._read_ns = 0
-        mode = (compression or config.get("compression") or "auto").lower()
-        self._writer = Writer(self, self._fd, self.direct, self.align, self.block_size, mode,
+        self._writer = Writer(self, self._fd, self.direct, self.align, self.block_size, prefer,
                               workers or default_workers())
 
     # --- writing ------------------------------------------------------------------------
@@ -91,7 +95,7 @@ class SpillFile:
         Returns at once unless more than ``max_pending_bytes`` are already queued.
         ``itemsizes`` (default: each buffer's own) guide byte-shuffling before compression.
         """
-        views = [flat(f) for f in frames]
+        views = [byte_view(f) for f in frames]
         if itemsizes is None:
             itemsizes = [getattr(f, "itemsize", 1) for f in frames]
         elif len(itemsizes) != len(views):

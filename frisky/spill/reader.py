@@ -16,11 +16,12 @@ import mmap
 from collections.abc import Iterator
 from typing import Any
 
+from frisky.data.buffers import byte_view
 from frisky.spill.checksum import checksum
 from frisky.spill.directio import align_up, aligned_buffer, pread_into
 from frisky.spill.errors import ChecksumError
 from frisky.spill.index import Entry
-from frisky.spill.writer import POOL_MIN, flat, load_codecs
+from frisky.spill.writer import POOL_MIN, load_codecs
 from frisky.telemetry import count
 
 PAGE = 4096
@@ -56,7 +57,7 @@ def _decode_into(out: Any, data: memoryview, codec: int, csum: int, raw_len: int
     if codec & codecs.BLOSC:  # straight into place: no GIL, no temporary
         codecs.decompress_chunk(data, codec, memoryview(out), itemsize)
         return True
-    res = data if not codec else flat(codecs.decompress(data, codec, raw_len, itemsize))
+    res = data if not codec else byte_view(codecs.decompress(data, codec, raw_len, itemsize))
     # copyto releases the GIL, so the pool's threads assemble a frame in parallel.
     np.copyto(out, np.frombuffer(res, np.uint8))
     return True
@@ -158,7 +159,7 @@ def iter_chunks(fd: int, entry: Entry, key: Any, path: str, align: int,
             out = _decode(data, codec, csum, raw_len, meta.itemsize, codecs)
             if out is False:
                 raise _mismatch(key, path, entry, fi, pos)
-            piece = data if out is None else flat(out)
+            piece = data if out is None else byte_view(out)
             for s in range(0, raw_len, chunk):
                 yield fi, piece[s:s + chunk]
 

@@ -19,8 +19,7 @@ import queue
 import threading
 from typing import Any
 
-from frisky.data.buffers import address
-from frisky.data.buffers import byte_view as flat
+from frisky.data.buffers import address, byte_view
 from frisky.spill.checksum import checksum
 from frisky.spill.directio import align_up, aligned_buffer, pwritev_all
 from frisky.spill.errors import SpillError
@@ -72,20 +71,16 @@ class _Ready:
 
 
 def load_codecs() -> Any:
-    """The ``frisky.data.compression`` module, or None where it is not available (store raw)."""
-    try:
-        from frisky.data import compression
-    except ModuleNotFoundError as e:
-        if e.name != "frisky.data.compression":
-            raise
-        return None
+    """The codecs module (``frisky.data.compression``; blosc2 loads on its first use)."""
+    from frisky.data import compression
+
     return compression
 
 
 def encode(piece: memoryview, codec: int, itemsize: int, codecs: Any) -> tuple[memoryview, int, int]:
     """Compress ``piece`` with ``codec`` if that shrinks it; return (stored bytes, codec, checksum)."""
     if codec:
-        out = flat(codecs.compress(piece, codec, itemsize))
+        out = byte_view(codecs.compress(piece, codec, itemsize))
         if out.nbytes < piece.nbytes:
             return out, codec, checksum(out)
     return piece, 0, checksum(piece)
@@ -95,17 +90,13 @@ class Writer:
     """The packer thread, the compression pool and the single I/O thread of one spill file."""
 
     def __init__(self, owner: Any, fd: int, direct: bool, align: int, block_size: int,
-                 compression: str, workers: int, staging: int = 4) -> None:
+                 prefer: str | None, workers: int, staging: int = 4) -> None:
         self._owner = owner
         self._fd = fd
         self._direct = direct
         self._align = align
         self._block = block_size
-        self._mode = compression
-        # lz4 unless told otherwise: zstd compresses ~20% slower for a ratio that only pays off
-        # on a disk slower than the codecs (blosc2 lz4 on shuffled arange: 4.9 GB/s a core,
-        # zstd 4.0; an O_DIRECT disk here writes 1.6 GB/s).
-        self._prefer = "zstd" if compression == "zstd" else "lz4"
+        self._prefer = prefer  # the codec to try ("lz4"/"zstd"); None: every frame stored raw
         self._codecs: Any = _NOTHING
         self._values: queue.SimpleQueue = queue.SimpleQueue()
         self._io: queue.SimpleQueue = queue.SimpleQueue()
@@ -155,7 +146,7 @@ class Writer:
     def _choose(self, mv: memoryview, itemsize: int) -> int:
         if self._codecs is _NOTHING:
             self._codecs = load_codecs()
-        if self._codecs is None or self._mode == "none" or mv.nbytes < MIN_COMPRESS:
+        if self._codecs is None or self._prefer is None or mv.nbytes < MIN_COMPRESS:
             return 0
         return int(self._codecs.choose(mv, itemsize, prefer=self._prefer))
 

@@ -76,7 +76,15 @@ class Executor:
         for i in range(0, len(tasks), step):
             self.queue.put(tasks[i:i + step])
 
-    def stop(self) -> None:
+    def stop(self, drop_queued: bool = False) -> None:
+        """End the threads after what they run now, and after the queued batches too unless
+        ``drop_queued`` (nobody wants their results: the scheduler that sent them is gone)."""
+        if drop_queued:
+            try:
+                while True:
+                    self.queue.get_nowait()
+            except queue.Empty:  # drained (a thread may have taken the last batch meanwhile)
+                pass
         for _ in self.threads:
             self.queue.put(None)
 

@@ -44,6 +44,10 @@ from frisky.zmq import curve, sockets, zap
 
 log = logs.logger("worker")
 
+
+class Stopped(Exception):
+    """stop() was called while the worker waited for the scheduler's welcome."""
+
 _MISSING = object()
 
 
@@ -90,6 +94,12 @@ class Worker:
             sockets.register_inproc(self.address, self.ctx)
         ident = f"w-{self.name}-{os.getpid()}-{secrets.token_hex(3)}".encode()
         self.sock = sockets.dealer(self.ctx, scheduler_address, ident, keys=keys)
+        # a scheduler process that exits closes its end of the connection: the socket's monitor
+        # says so at once, where heartbeats would take heartbeat_timeout (inproc has no events)
+        self._monitor: zmq.Socket | None = None
+        if not scheduler_address.startswith("inproc://"):
+            self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.lost = False  # run() returned because the scheduler went away (exited, or silent)
         self.waker = sockets.Waker()
         self.state = WorkerState()
         self.validate = config.get("validate")  # check the state machine after every event
@@ -147,8 +157,21 @@ class Worker:
             "memory_limit": self.memory_limit, "pid": os.getpid(), "host": socket.gethostname(),
         }
         self.sock.send_multipart([protocol.header(protocol.HELLO_WORKER, info)])
-        if not self.sock.poll(int(self.connect_timeout * 1000)):
-            raise TimeoutError(f"no scheduler answered at {self.scheduler_address} within {self.connect_timeout}s")
+        # the hello waits in the socket until a scheduler listens there; stop() ends the wait
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.waker.rfd, zmq.POLLIN)
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no scheduler answered at {self.scheduler_address} within {self.connect_timeout}s")
+            events = dict(poller.poll(int(left * 1000) + 1))
+            if self._stop:
+                raise Stopped()
+            if self.sock in events:
+                break
+            self.waker.drain()
         try:
             msg = protocol.parse_to_worker(self.sock.recv_multipart())
         except protocol.ProtocolError as e:
@@ -168,7 +191,10 @@ class Worker:
             # threads first: once the scheduler has a worker, it has all of the worker's threads
             self.executor = Executor(self.nthreads, self.codec, inline_threshold=self.inline_threshold,
                                      keep=self.keep, value=self.value, memory=self.memory, wake=self.waker.wake)
-            self._hello()
+            try:
+                self._hello()
+            except Stopped:
+                return
             self.started.set()
             if self.on_ready is not None:
                 self.on_ready()
@@ -181,6 +207,8 @@ class Worker:
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.peers.sock, zmq.POLLIN)
         poller.register(self.waker.rfd, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         self.peers.poller = poller
         peers = self.peers
         last_heard = time.monotonic()
@@ -201,6 +229,9 @@ class Worker:
                     peers.serve()
                 elif item == self.waker.rfd:
                     self.waker.drain()
+                elif item is self._monitor:
+                    if self._scheduler_gone():
+                        return
                 else:
                     peers.read(item)
             self._report()
@@ -210,20 +241,42 @@ class Worker:
                 next_check = t + monitor
             if t >= next_beat:
                 if t - last_heard > self.timeout:
-                    log.warning("worker %s: scheduler silent for %ss, closing", self.name, self.timeout)
+                    log.warning("worker %s: the scheduler at %s was silent for %ss", self.name,
+                                self.scheduler_address, self.timeout)
+                    self.lost = True
                     return
                 self._heartbeat()
                 next_beat = t + self.interval
 
+    def _scheduler_gone(self) -> bool:
+        """Read the monitor's events; True if the scheduler's connection closed."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        gone = False
+        while self._monitor.poll(0):
+            gone |= recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED
+        if gone and not self._stop:  # not after the scheduler told us to close
+            log.warning("worker %s: lost the scheduler at %s", self.name, self.scheduler_address)
+            self.lost = True
+        return gone
+
     def _shutdown(self) -> None:
         if self.executor is not None:
-            self.executor.stop()
-            self.executor.join(2.0)
-        try:
-            self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
-        except zmq.ZMQError:  # cannot queue it: the scheduler learns from missed heartbeats instead
-            log.debug("worker %s: bye not sent", self.name, exc_info=True)
-        sockets.close_flushing(self.sock)  # the bye must arrive
+            # a lost scheduler wants none of the results: drop the queued batches and do not
+            # wait for the running ones
+            self.executor.stop(drop_queued=self.lost)
+            self.executor.join(0.0 if self.lost else 2.0)
+        if self._monitor is not None:
+            self.sock.disable_monitor()
+            self._monitor.close(0)
+        if self.lost:
+            self.sock.close(0)  # what was queued for the old scheduler must not reach a new one
+        else:
+            try:
+                self.sock.send_multipart([protocol.header(protocol.BYE)], zmq.NOBLOCK)
+            except zmq.ZMQError:  # cannot queue it: the scheduler learns from missed heartbeats instead
+                log.debug("worker %s: bye not sent", self.name, exc_info=True)
+            sockets.close_flushing(self.sock)  # the bye must arrive
         self.peers.close()
         if self.address.startswith("inproc://"):
             sockets.unregister_inproc(self.address)

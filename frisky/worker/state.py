@@ -373,6 +373,8 @@ class WorkerState:
             out.append(Skip(skip))
         if released:
             out.append(Release(released))
+        if dropped and self.queued and self.in_flight < self.cap:
+            out.extend(self._more_fetches())  # an abandoned request made room
         return out
 
     # ----------------------------------------------------------------- helpers
@@ -402,6 +404,12 @@ class WorkerState:
                 s.discard(tid)
                 if not s:
                     del self.needed_by[k]
+                    if k in self.fetching:
+                        # nobody here needs it now: forget the request (the scheduler cancels
+                        # the dependents of data lost with a dead holder, and may resend them
+                        # for a new holder at the same address, which must be asked afresh)
+                        self._abandon(k)
+                        self.sizes.pop(k, None)
         self._unref(task, released)
 
     def _abandon(self, key: str) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 import zmq
 from zmq.utils import z85
 
+from frisky.zmq import zap
+
 WORKER, CLIENT = "worker", "client"
 CLUSTER_FILE, CLIENT_FILE = "cluster.json", "client.json"
 
@@ -151,13 +153,18 @@ def client(sock: zmq.Socket, keys: Keys) -> None:
 
 
 def policy(keys: Keys):
-    """A ZAP policy accepting only CURVE peers holding the worker or the client key."""
+    """A ZAP policy accepting only CURVE peers holding the worker or the client key (and
+    NULL peers on bulk sockets, whose every frame is sealed: see :mod:`frisky.zmq.bulk`)."""
     roles = {}
     for pub, role in ((keys.worker_public, WORKER), (keys.client_public, CLIENT)):
         if pub is not None:
             roles[z85.decode(pub)] = role
 
     def decide(domain: str, address: str, mechanism: str, credentials: list) -> str | tuple[None, str] | None:
+        if domain == zap.BULK_DOMAIN:
+            # a worker's bulk socket: anyone may connect, nothing it sends is trusted
+            # unsealed (frisky.zmq.bulk), and it never carries a request
+            return None if mechanism == "NULL" else f"{mechanism} peers are not expected on a bulk socket"
         if mechanism != "CURVE":
             return f"{mechanism} peers are not accepted: this cluster needs its keys"
         role = roles.get(credentials[0]) if credentials else None

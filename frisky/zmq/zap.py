@@ -22,6 +22,7 @@ from frisky import logs
 
 ENDPOINT = "inproc://zeromq.zap.01"
 DOMAIN = "frisky"
+BULK_DOMAIN = "frisky-bulk"  # a worker's plain bulk socket: NULL peers, every frame sealed
 
 log = logs.logger("zmq")
 _lock = threading.Lock()
@@ -45,10 +46,10 @@ def set_policy(policy: Policy | None) -> None:
     _policy = policy or _accept_all
 
 
-def protect(sock: zmq.Socket) -> None:
+def protect(sock: zmq.Socket, domain: str = DOMAIN) -> None:
     """Have ``sock`` (a listening socket) authenticate its peers through this context's handler."""
     ensure_handler(sock.context)
-    sock.setsockopt(zmq.ZAP_DOMAIN, DOMAIN.encode())
+    sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
 
 
 def ensure_handler(ctx: zmq.Context) -> None:

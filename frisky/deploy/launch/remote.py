@@ -149,8 +149,7 @@ class Agent:
         argv = self._frisky("scheduler", "--host", self.address, "--port", str(role.get("port", 0)),
                             *self._keys(role))
         dport = role.get("dashboard_port")
-        if dport is not None:
-            argv += ["--dashboard-address", f"{self.address}:{dport}"]
+        argv += ["--dashboard-address", f"{self.address}:{dport}" if dport is not None else "none"]
         argv += role.get("scheduler_args", [])
         proc = self._spawn(argv)
         assert proc.stdout is not None
