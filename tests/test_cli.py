@@ -80,12 +80,37 @@ def test_worker_without_scheduler_exits_with_a_clear_error():
     assert out.returncode == 1 and "no scheduler answered" in out.stderr
 
 
-def test_demo_runs_end_to_end():
-    out = subprocess.run([sys.executable, "-m", "frisky.cli.main", "demo", "--tasks", "2000", "--workers", "2"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    for word in ("cluster up", "map", "tree", "numpy", "tasks/s", "done in"):
-        assert word in out.stdout, out.stdout
+def test_demo_prints_its_dashboard_first_runs_a_mixed_workload_and_ends_with_its_overview():
+    import glob
+    import re
+    import tempfile
+
+    tmp = tempfile.gettempdir()  # this run's private temp dir (tests/conftest.py), inherited
+    before = set(os.listdir(tmp))
+    proc = subprocess.Popen([sys.executable, "-m", "frisky.cli.main", "demo", "--duration", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    lines = stdout.splitlines()
+    url = re.fullmatch(r"dashboard: (http://127\.0\.0\.1:\d+) .*", lines[0])
+    assert url, lines[0]
+    for words in ("map 5,000", "tree 2,047", "arrays", "held", "a failing task raised ValueError",
+                  "succeeded on retry", "reread"):
+        assert words in stdout, words
+    overview = stdout[stdout.index(f"Frisky at {url[1]}"):stdout.index("(the cluster stops now")]
+    assert overview.splitlines()[-1].startswith("→ frisky observe "), overview
+    assert lines[-1].startswith("done in")
+    assert "erred 1" in overview  # the failing task
+    assert not re.search(r"spill +spilled 0 B", overview), overview  # a little spill happened
+    assert max(len(line) for line in overview.splitlines()) <= 100
+    # no leftovers: its processes are gone (checked after each test), and its files too
+    assert not glob.glob(f"/dev/shm/frisky-{proc.pid:x}p*")
+    assert not [n for n in set(os.listdir(tmp)) - before if n.startswith("frisky-")]
 
 
 def test_dashboard_serves_cluster_state_as_json():
@@ -121,7 +146,8 @@ def _frisky(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
     (["worker", "tcp://127.0.0.1:1", "--nthreads", "0"], "at least 1"),
     (["worker", "tcp://127.0.0.1:1", "--listen-address", "tcp://127.0.0.1:99999"], "0-65535"),
     (["demo", "--workers", "0"], "at least 1"),
-    (["demo", "--tasks", "many"], "not a whole number"),
+    (["demo", "--duration", "soon"], "not a number of seconds"),
+    (["demo", "--duration", "-1"], "between 0 and 86400"),
     (["nope"], "unknown command"),
 ])
 def test_argument_errors_are_one_line_and_status_2(argv, says):

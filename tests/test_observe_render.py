@@ -112,10 +112,11 @@ def test_numbers_read_at_a_glance(fn, value, shown):
 
 
 def test_sparkline_scales_to_the_largest_and_folds_to_its_width():
-    assert text.sparkline([0, 1, 2, 4], 10) == " ▂▄█"
+    assert text.sparkline([0, 1, 2, 4], 10) == "  ▂▂▄▄██"
+    assert text.sparkline([0, 1, 2, 4], 6) == " ▂▄█"
     line = text.sparkline(list(range(600)), 60)
     assert len(line) == 60 and line[-1] == "█" and line[0] == "▁"
-    assert text.sparkline([0, 0], 5) == "  " and text.sparkline([], 5) == ""
+    assert text.sparkline([0, 0], 5) == "    " and text.sparkline([], 5) == ""
 
 
 def test_hostile_text_cannot_move_the_cursor_or_widen_a_line():
@@ -288,3 +289,38 @@ def test_help_describes_every_view_in_one_line_within_100_columns():
             assert len([line for line in out.splitlines() if line.strip().startswith(view.name + " ")]) == 1
             assert view.help in out
         assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_colour_on_a_terminal_and_never_with_no_color():
+    import pty
+
+    server = _Server(200, json.dumps(S.OVERVIEW).encode())
+    try:
+        for env, coloured in (({"TERM": "xterm"}, True), ({"TERM": "xterm", "NO_COLOR": "1"}, False)):
+            leader, follower = pty.openpty()
+            try:
+                proc = subprocess.run([sys.executable, "-m", "frisky.cli.main", "observe", "overview", server.url],
+                                      stdout=follower, stderr=subprocess.PIPE, timeout=60,
+                                      env={k: v for k, v in {**os.environ, **env}.items()
+                                           if coloured is False or k != "NO_COLOR"})
+                os.close(follower)
+                follower = -1
+                chunks = []
+                while True:
+                    try:
+                        chunk = os.read(leader, 65536)
+                    except OSError:  # the terminal's other end is closed: all read
+                        break
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            finally:
+                os.close(leader)
+                if follower >= 0:
+                    os.close(follower)
+            assert proc.returncode == 0, proc.stderr
+            out = b"".join(chunks).decode()
+            assert ("\x1b[" in out) is coloured, out
+            assert "→ frisky observe" in out
+    finally:
+        server.close()

@@ -8,16 +8,16 @@ examples, most important first.
 from __future__ import annotations
 
 from frisky.observe.page import Context, Page
-from frisky.observe.text import clip, fmt_count, fmt_seconds, plural
+from frisky.observe.text import clip, fmt_bytes, fmt_count, fmt_seconds, plural
 
-TITLES = {
-    "no-workers": "no workers are connected to run them",
-    "no-matching-worker": "restricted to workers that do not exist",
-    "paused-worker": "held by workers paused over their memory limit",
-    "missing-dependency": "waiting on dependencies not computed yet",
-    "lost-dependency": "waiting on dependencies lost with a worker (being recomputed)",
-    "erred-upstream": "will not run: a task they depend on erred",
-    "long-running": "running for a long time",
+TITLES = {  # kind -> (what is counted, what it means)
+    "no-workers": ("task", "to run and no worker connected"),
+    "no-matching-worker": ("task", "restricted to workers that do not exist"),
+    "paused-worker": ("worker", "paused over its memory limit: starts no task"),
+    "missing-dependency": ("task", "waiting on a dependency that is gone"),
+    "lost-dependency": ("task", "waiting on a dependency lost with its worker"),
+    "erred-upstream": ("task", "erred because a task they depend on erred"),
+    "long-running": ("task", "running for a long time"),
 }
 ORDER = list(TITLES)
 EXAMPLES = 5
@@ -32,7 +32,7 @@ def _names(value: object) -> str:
 
 def describe(example: dict) -> str:
     """One example task and its detail fields, in words."""
-    parts = [str(example["key"])]
+    parts = [str(example["key"])] if example.get("key") is not None else []
     if example.get("restriction") is not None:
         parts.append(f"needs worker {_names(example['restriction'])}")
     if example.get("waiting_on") is not None:
@@ -41,7 +41,11 @@ def describe(example: dict) -> str:
     if example.get("upstream") is not None:
         parts.append(f"upstream {_names(example['upstream'])} erred")
     if example.get("worker") is not None:
-        parts.append(f"on worker {example['worker']}")
+        parts.append(f"{'on ' if parts else ''}worker {example['worker']}")
+    if example.get("memory") is not None and example.get("limit"):
+        parts.append(f"memory {fmt_bytes(example['memory'])} of {fmt_bytes(example['limit'])}")
+    if example.get("processing") is not None:
+        parts.append(f"{plural(example['processing'], 'task')} assigned")
     if example.get("age") is not None:
         parts.append(f"for {fmt_seconds(example['age'])}")
     return " · ".join(parts)
@@ -50,7 +54,7 @@ def describe(example: dict) -> str:
 def render(data: dict, ctx: Context) -> str:
     page = Page(ctx)
     reasons = sorted(data["reasons"], key=lambda r: ORDER.index(r["kind"]) if r["kind"] in ORDER else len(ORDER))
-    waiting = sum(int(r["count"]) for r in reasons)
+    waiting = sum(int(r["count"]) for r in reasons if TITLES.get(r["kind"], ("task",))[0] == "task")
     if data["progressing"]:
         head = "Tasks are progressing." + (" Some are held back:" if reasons else " Nothing is blocked.")
         page.add(head, "bold")
@@ -59,15 +63,15 @@ def render(data: dict, ctx: Context) -> str:
                  "bold", "red" if reasons else "")
     for r in reasons:
         kind = str(r["kind"])
-        title = TITLES.get(kind, kind)
-        page.heading(f"{kind}: {plural(r['count'], 'task')} · {title}")
+        unit, title = TITLES.get(kind, ("task", kind))
+        page.heading(f"{kind}: {plural(r['count'], unit)} {title}")
         if r.get("note"):
             page.add(f"  {r['note']}", "dim")
         for ex in r["examples"][:EXAMPLES]:
             page.add("  " + clip(describe(ex), 96), "yellow" if kind in ("no-matching-worker", "no-workers") else "")
         more = int(r["count"]) - min(len(r["examples"]), EXAMPLES)
         if more > 0:
-            page.add(f"  … and {fmt_count(more)} more (--json for the examples the API kept)", "dim")
+            page.add(f"  … and {fmt_count(more)} more", "dim")
     _hints(page, reasons, waiting)
     return page.render()
 

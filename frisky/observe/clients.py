@@ -14,6 +14,10 @@ def _graph(c: dict) -> str:
     return f"built {fmt_percent(g['built'], g['total'])} sent {fmt_percent(g['uploaded'], g['total'])}"
 
 
+def _name(c: dict) -> str:
+    return str(c["name"] or f"#{c['id']}")
+
+
 def _connected(c: dict, now: float) -> str:
     value = c["connected"]
     if isinstance(value, bool):
@@ -26,15 +30,15 @@ def render(data: dict, ctx: Context) -> str:
     clients = data["clients"]
     now = float(data["now"])
     busy = [c for c in clients if c["activity"] != "idle"]
-    page.add(f"{len(clients)} clients · {len(busy)} active", "bold")
-    rows = [[c["name"] or c["id"], _connected(c, now), c["activity"], fmt_seconds(now - float(c["since"])),
+    page.add(f"{plural(len(clients), 'client')} · {len(busy)} active", "bold")
+    rows = [[_name(c), _connected(c, now), c["activity"], fmt_seconds(c["for_seconds"]),
              f"{fmt_count(c['tasks_done'])}/{fmt_count(c['tasks_total'])}", _graph(c), fmt_count(c["waiting_on"])]
             for c in clients]
     if rows:
         page.add("")
         page.extend(table(["client", "connected", "activity", "for", "tasks done", "graph", "waiting on"], rows,
                           right=(1, 3, 4, 6), flex=0))
-        details = [(c["name"] or c["id"], c["detail"]) for c in clients if c.get("detail")]
+        details = [(_name(c), c["detail"]) for c in clients if c.get("detail")]
         if details:
             page.add("")
         for name, detail in details:

@@ -7,7 +7,15 @@ costliest span types over time, and the workers unlike their peers.
 from __future__ import annotations
 
 from frisky.observe.page import Context, Page
-from frisky.observe.text import fmt_bytes, fmt_count, fmt_percent, fmt_seconds, plural, sparkline
+from frisky.observe.text import (
+    active_window,
+    fmt_bytes,
+    fmt_count,
+    fmt_percent,
+    fmt_seconds,
+    plural,
+    sparkline,
+)
 
 COMPONENTS = ("compute", "network", "disk", "scheduler", "other")
 LABEL = 10
@@ -56,7 +64,9 @@ def render(data: dict, ctx: Context) -> str:
 
     comp = data["components"]
     series, totals = comp["series"], comp["totals"]
-    length = max((len(series.get(c) or ()) for c in COMPONENTS), default=0)
+    skip = active_window([series.get(c) or [] for c in COMPONENTS])
+    series = {c: (series.get(c) or [])[skip:] for c in COMPONENTS}
+    length = max((len(series[c]) for c in COMPONENTS), default=0)
     grand = sum(float(totals.get(c) or 0) for c in COMPONENTS)
     page.heading(f"{'where time went':<{LABEL + SPARK}}  {'total':>8}  share")
     page.add(f"{'':<{LABEL}}seconds per second, {window(data, length)}", "dim")
@@ -74,7 +84,7 @@ def render(data: dict, ctx: Context) -> str:
             name = str(s["name"])
             if len(name) > name_w:
                 name = name[: name_w - 1] + "…"
-            page.add(f"{name:<{name_w}}  {sparkline(s.get('series') or [], spark_w):<{spark_w}}  "
+            page.add(f"{name:<{name_w}}  {sparkline((s.get('series') or [])[skip:], spark_w):<{spark_w}}  "
                      f"{fmt_seconds(s['seconds']):>8}  {fmt_count(s['count']):>8}  {fmt_bytes(s['bytes']):>9}")
 
     outliers = data["outliers"]

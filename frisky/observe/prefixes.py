@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from frisky.observe.page import Context, Page
-from frisky.observe.text import bar, fmt_bytes, fmt_count, fmt_seconds, table
+from frisky.observe.text import bar, fmt_bytes, fmt_count, fmt_seconds, plural, table
 
 STATES = ("waiting", "queued", "processing", "memory", "erred")
 
@@ -19,7 +19,7 @@ def render(data: dict, ctx: Context) -> str:
     done = sum(int(p["done"]) for p in prefixes)
     tasks = sum(total(p) for p in prefixes)
     compute = sum(float(p["compute_seconds"]) for p in prefixes)
-    page.add(f"{len(prefixes)} kinds of task · {fmt_count(done)} of {fmt_count(tasks)} done · "
+    page.add(f"{plural(len(prefixes), 'prefix').replace('prefixs', 'prefixes')} (kinds of task) · {fmt_count(done)} of {fmt_count(tasks)} done · "
              f"{fmt_seconds(compute)} of compute", "bold")
     rows = []
     for p in prefixes:

@@ -21,7 +21,7 @@ def render(data: dict, ctx: Context) -> str:
         page.add(f"{len(slow)} of {len(ranked)} workers spent time over the median worker, largest first", "bold")
         page.add(f"{'#':>2}  {'worker':<16}  {'excess':>9}  deviations (per call: worker vs median)", "dim")
     for i, w in enumerate(slow[:ROWS], 1):
-        devs = sorted(w["deviations"], key=lambda d: -float(d["ratio"]))[:DEVIATIONS]
+        devs = w["deviations"][:DEVIATIONS]  # the API's order: most excess seconds first
         first = True
         for d in devs or [None]:
             lead = f"{i:>2}  {clip(w['worker'], 16):<16}  {'+' + fmt_seconds(w['excess_seconds']):>9}  " if first \
@@ -40,7 +40,7 @@ def render(data: dict, ctx: Context) -> str:
         page.hint("workers", why=f"is worker {top['worker']} paused, spilling or short of memory?")
         page.hint("timeline", "--view", "detailed", "--worker", top["worker"],
                   why=f"what worker {top['worker']} spent its time on")
-        devs = sorted(top["deviations"], key=lambda d: -float(d["ratio"]))
+        devs = top["deviations"]
         if devs:
             page.hint("spans", "--name", devs[0]["span"], why="those calls one by one, with their workers")
     return page.render(fallback=("overview", "nothing stands out here: the whole cluster"))

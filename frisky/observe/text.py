@@ -64,6 +64,8 @@ def fmt_seconds(s: object) -> str:
         return "-" + fmt_seconds(-value)
     if value == 0:
         return "0 s"
+    if value < 5e-7:
+        return "<1 µs"
     if value < 1e-3:
         return f"{value * 1e6:.0f} µs"
     if value < 1:
@@ -100,8 +102,9 @@ def fmt_percent(part: object, whole: object) -> str:
 
 
 def sparkline(values: Sequence[object], width: int) -> str:
-    """``values`` as at most ``width`` block characters, each the mean of the values it covers;
-    blank for zero, the tallest block for the largest mean."""
+    """``values`` as at most ``width`` block characters, each the mean of the values it covers
+    (a short series stretched, each value repeated); blank for zero, the tallest block for
+    the largest mean."""
     nums = [_num(v) for v in values]
     if not nums or width < 1:
         return ""
@@ -112,6 +115,9 @@ def sparkline(values: Sequence[object], width: int) -> str:
             lo, hi = i * n // width, max(i * n // width + 1, (i + 1) * n // width)
             cells.append(sum(nums[lo:hi]) / (hi - lo))
         nums = cells
+    elif len(nums) * 2 <= width:  # stretch a short series: each second as wide as it fits
+        each = width // len(nums)
+        nums = [v for v in nums for _ in range(each)]
     top = max(nums)
     if top <= 0 or not math.isfinite(top):
         return " " * len(nums)
@@ -122,6 +128,15 @@ def sparkline(values: Sequence[object], width: int) -> str:
         else:
             out.append(_BLOCKS[min(len(_BLOCKS) - 1, int(v / top * len(_BLOCKS) - 1e-9))])
     return "".join(out)
+
+
+def active_window(series: Iterable[Sequence[object]], keep: int = 5) -> int:
+    """How many leading seconds to drop from aligned series: those before any activity,
+    keeping at least the last ``keep`` seconds (a young run fills the sparkline's width)."""
+    rows = [[_num(v) for v in s] for s in series]
+    length = max((len(r) for r in rows), default=0)
+    first = min((next((i for i, v in enumerate(r) if v > 0), length) for r in rows), default=length)
+    return max(0, min(first, length - keep))
 
 
 def bar(fraction: float, width: int) -> str:

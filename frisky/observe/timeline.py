@@ -6,7 +6,16 @@ from __future__ import annotations
 import time
 
 from frisky.observe.page import Context, Page
-from frisky.observe.text import WIDTH, clip, fmt_count, fmt_load, fmt_seconds, sparkline, table
+from frisky.observe.text import (
+    WIDTH,
+    active_window,
+    clip,
+    fmt_count,
+    fmt_load,
+    fmt_seconds,
+    sparkline,
+    table,
+)
 
 ROWS = 16
 
@@ -19,8 +28,11 @@ def render_timeline(data: dict, ctx: Context) -> str:
     page = Page(ctx)
     opts = ctx.options
     series = {str(k): [float(x) for x in v] for k, v in data["series"].items()}
+    skip = active_window(series.values())
+    series = {k: v[skip:] for k, v in series.items()}
     length = max((len(v) for v in series.values()), default=0)
     t0, step = float(data["t0"]), float(data["step"])
+    t0 += skip * step
     scope = [f"{opts.get('view') or 'component'} timeline"]
     if opts.get("prefix"):
         scope.append(f"prefix {opts['prefix']}")
@@ -66,8 +78,9 @@ def render_spans(data: dict, ctx: Context) -> str:
                  fmt_seconds(s["seconds"])] for s in spans]
         page.extend(table(["span", "worker", "prefix", "started", "took"], rows, right=(3, 4), flex=2))
         slow = max(spans, key=lambda s: float(s["seconds"]))
-        page.hint("timeline", "--view", "detailed", "--worker", slow["worker"],
-                  why=f"the slowest shown ran on worker {slow['worker']}")
+        if slow["worker"] != "scheduler" and not str(slow["worker"]).startswith("client"):
+            page.hint("timeline", "--view", "detailed", "--worker", slow["worker"],
+                      why=f"the slowest shown ran on worker {slow['worker']}")
     else:
         page.add("no spans recorded" + (" under this name (names: frisky observe timeline --view detailed)"
                                         if name else ""))

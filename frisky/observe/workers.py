@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from frisky.observe.page import Context, Page
-from frisky.observe.text import bar, fmt_bytes, fmt_count, fmt_percent, fmt_seconds, fmt_size, table
+from frisky.observe.text import (
+    bar,
+    fmt_bytes,
+    fmt_count,
+    fmt_percent,
+    fmt_seconds,
+    fmt_size,
+    plural,
+    table,
+)
 
 SILENT = 5.0  # seconds without a heartbeat after which a worker is shown as silent
 
@@ -29,7 +38,7 @@ def render(data: dict, ctx: Context) -> str:
     used = sum(float(w["memory"]["used"]) for w in workers)
     limit = sum(float(w["memory"]["limit"]) for w in workers)
     paused = [w for w in workers if w["status"] == "paused"]
-    page.add(f"{len(workers)} workers · {fmt_count(sum(int(w['nthreads']) for w in workers))} threads · "
+    page.add(f"{plural(len(workers), 'worker')} · {plural(sum(int(w['nthreads']) for w in workers), 'thread')} · "
              f"{len(paused)} paused · memory {fmt_bytes(used)} of {fmt_bytes(limit)} ({fmt_percent(used, limit)})",
              "bold")
     if not workers:
