@@ -101,3 +101,22 @@ def nothing_left_at_exit():
 
     shutil.rmtree(_TMP, ignore_errors=True)
     assert not leftover, f"temporary files left at the end of the run: {leftover}"
+
+
+@pytest.fixture
+def procs():
+    """A list to append started ``subprocess.Popen`` objects to: each is terminated (killed
+    after 15 s) when the test ends."""
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.terminate()
+    for p in started:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

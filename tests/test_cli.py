@@ -33,19 +33,6 @@ with frisky.Client(sys.argv[1], timeout=20) as c:
 """
 
 
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        p.terminate()
-    for p in started:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
 
 def test_scheduler_and_workers_from_the_command_line(procs, tmp_path):
     port = _free_port()

@@ -46,20 +46,6 @@ def pid_of_worker():
     return os.getpid()
 
 
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.terminate()
-    for p in started:
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
 
 def _scheduler(procs) -> str:
     port = _free_port()

@@ -29,20 +29,6 @@ def inc(x):
     return x + 1
 
 
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.terminate()
-    for p in started:
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
 
 def _start_scheduler(port: int) -> tuple[subprocess.Popen, float]:
     sched = subprocess.Popen([sys.executable, "-m", "frisky.cli.main", "scheduler", "--port", str(port)],
