@@ -161,6 +161,12 @@ class _FutureRef:
         self.key = key
 
 
+def _GraphNode() -> type:
+    from dask._task_spec import GraphNode
+
+    return GraphNode
+
+
 class _Walk:
     """Per key of the graph: its dependencies and its wire key, found once."""
 
@@ -170,18 +176,36 @@ class _Walk:
         self.nodes: dict = {}  # nodes converted here (those holding futures)
 
     def visit(self, k: Any) -> tuple:
-        from dask._task_spec import GraphNode
-
         node = self.graph[k]
-        if isinstance(node, GraphNode):
-            found: Any = node.dependencies
+        if type(node) is tuple and node and callable(node[0]):
+            # the common legacy task ``(f, *args)``, its first level inline: a call here
+            # costs as much as the rest of a task's conversion
+            graph = self.graph
+            found: Any = []
+            for a in node[1:]:
+                ta = type(a)
+                if ta is str or ta is int or ta is float:
+                    if a in graph:
+                        found.append(a)
+                elif ta is tuple:
+                    try:
+                        if a in graph:
+                            found.append(a)
+                            continue
+                    except TypeError:  # unhashable inside: not a key
+                        pass
+                    legacy_deps(a, graph, found)
+                elif ta is not dict:
+                    legacy_deps(a, graph, found)
+        elif isinstance(node, _GraphNode()):
+            found = node.dependencies
         else:
             found = legacy_deps(node, self.graph, [])
-            if any(type(x) is _FutureRef for x in found):
-                from dask._task_spec import convert_legacy_task
+        if found and type(found) is list and _FutureRef in map(type, found):
+            from dask._task_spec import convert_legacy_task
 
-                node = self.nodes[k] = convert_legacy_task(k, node, self.graph)
-                found = node.dependencies
+            node = self.nodes[k] = convert_legacy_task(k, node, self.graph)
+            found = node.dependencies
         d = self.deps[k] = tuple(dict.fromkeys(found)) if len(found) > 1 else tuple(found)
         return d
 
@@ -235,6 +259,10 @@ def _int(j: int) -> bytes:
 
 
 _INDEX = [pickle.dumps((j,), protocol=5) for j in range(8192)]
+# a task's payload with dependencies: its head by index in the batch (< BATCH), then one
+# pickled ``DepRef(key)`` per dependency (see :func:`payload`)
+_HEAD = [b"\x80\x05(" + _int(j) + _REF for j in range(8192)]
+_SHORT = [b"\x8c" + bytes((n,)) for n in range(256)]
 
 
 def _dumps(obj: Any) -> bytes:
@@ -364,16 +392,20 @@ class _Upload:
         client = self.client
         codec = client.codec
         graph, converted, deps_of, wkeys = self.walk.graph, self.walk.nodes, self.deps_of, self.wkeys
-        nodes = [graph[k] for k in chunk]
+        nodes = list(map(graph.__getitem__, chunk))
         if converted:
             nodes = [converted.get(k, n) for k, n in zip(chunk, nodes)]
-        deps = [deps_of[k] for k in chunk]
+        deps = list(map(deps_of.__getitem__, chunk))
         batch = GraphBatch(chunk, nodes, deps)
         if codec.local:
             fblob = fid = codec.dumps_function(batch)
         else:
             fblob = _dumps(batch)
             fid = protocol.function_id(fblob)
+            if not self.annotated:
+                self._send_plain(chunk, deps, fid, fblob, start)
+                self._released_after(start, len(chunk))
+                return
         ann_workers, ann_retries, ann_priority = self.ann
         g_workers, g_retries, g_priority = self.glob
         workers, retries, priority = self.defaults
@@ -412,11 +444,55 @@ class _Upload:
                 run.append((wk, payload_, wdeps, r, prio - j))
         if run:
             self._send(run, fid, fblob, run_workers)
+        self._released_after(start, len(chunk))
+
+    def _released_after(self, start: int, n: int) -> None:
         if self.release_at:
-            for i in range(start, start + len(chunk)):
+            for i in range(start, start + n):
                 done = self.release_at.get(i)
                 if done:
                     self.released.extend(done)
+
+    def _send_plain(self, chunk: list, deps: list, fid: bytes, fblob: bytes, start: int) -> None:
+        """One ``submit`` for a batch without annotations, its columns built in one pass
+        (the loop every task of a large graph goes through: kept to a few µs a task)."""
+        wkeys = self.wkeys
+        get = wkeys.get
+        keys: list = []
+        wdeps_all: list = []
+        payloads: list = []
+        short = _SHORT
+        for j, k in enumerate(chunk):
+            wk = get(k)
+            if wk is None:
+                wk = wkeys[k] = k if type(k) is str else str(k)
+            keys.append(wk)
+            d = deps[j]
+            if not d:
+                wdeps_all.append(None)
+                payloads.append(_INDEX[j])
+                continue
+            wdeps = []
+            refs = []
+            for x in d:
+                wx = get(x)
+                if wx is None:
+                    wx = wkeys[x] = x if type(x) is str else str(x)
+                wdeps.append(wx)
+                b = wx.encode()
+                refs.append(short[len(b)] + b if len(b) < 256 else b"X" + len(b).to_bytes(4, "little") + b)
+            wdeps_all.append(wdeps)
+            # pickle.dumps((j, *map(DepRef, wdeps)), 5), as :func:`payload` writes it
+            payloads.append(_HEAD[j] + b"\x85Rh\x02".join(refs) + b"\x85Rt.")
+        workers, retries, priority = self.defaults
+        prio = self.base + 0xFFFFFFFF - start + (int(priority or 0) << 48)
+        released, self.released = self.released, []
+        self.client._send_frames(protocol.Submit(
+            keys=keys, fidx=0, fids=[fid], deps=wdeps_all if any(wdeps_all) else None,
+            retries=int(retries or 0), priority=list(range(prio, prio - len(keys), -1)),
+            workers=_restriction(workers), track=False, released=released or None, payloads=payloads,
+            fn_blobs=[fblob],
+        ).encode())
 
     def _send(self, run: list, fid: bytes, fblob: bytes, workers) -> None:
         released, self.released = self.released, []
