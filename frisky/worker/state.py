@@ -203,20 +203,22 @@ class WorkerState:
             inline = task.batch.inline
             missing = set()
             refs = self.fetched_refs
+            order = []  # the missing keys in the task's order: fetched first come, first asked
             for k in deps:
                 if k in inline:
                     continue  # travels with the task: no reference (see _unref)
                 refs[k] = refs.get(k, 0) + 1
-                if k in self.fetched or have(k):
+                if k in self.fetched or have(k) or k in missing:
                     continue
                 missing.add(k)
+                order.append(k)
             if not missing:
                 ready.append(task)
                 continue
             tid = task.tid
             self.waiting[tid] = task
             self.missing_of[tid] = missing
-            for k in missing:
+            for k in order:
                 self.needed_by.setdefault(k, set()).add(tid)
                 spec = where.get(k)
                 if spec is None:
