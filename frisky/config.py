@@ -29,8 +29,9 @@ DEFAULTS: dict[str, Any] = {
     # data plane
     "inline_threshold": 4096,  # results smaller than this ride inside `finished`
     "shm_threshold": 64 * 1024,  # buffers at least this big go to shared memory
-    # bytes of /dev/shm one worker's arena may hold (also at most its memory_limit): bytes,
-    # "4GiB", or a fraction of RAM; like Ray's object store, 30% of RAM by default
+    # bytes of /dev/shm the arena may hold on one host, split among the workers started
+    # together there (each also at most its memory_limit): bytes, "4GiB", or a fraction of
+    # RAM; like Ray's object store, 30% of RAM by default
     "shm_limit": 0.30,
     "transfer_bytes_in_flight": 256 * 1024 * 1024,  # per worker, for peer fetches
     "compression": "auto",  # auto | none | lz4 | zstd, for TCP frames and spill
@@ -185,10 +186,11 @@ def parse_memory_limit(value: str | int | float | None, total: int) -> int | Non
     return limit
 
 
-def shm_limit(memory_limit: int | None = None) -> int:
-    """Bytes one worker's shared-memory arena may hold: ``shm_limit`` of this host's RAM,
-    and no more than the worker's ``memory_limit`` (values there count against it)."""
-    limit = parse_bytes(get("shm_limit"), total_memory()) or 0
+def shm_limit(memory_limit: int | None = None, host_workers: int = 1) -> int:
+    """Bytes one worker's shared-memory region may hold: the host's ``shm_limit`` (a share of
+    its RAM, as Ray's object store) split evenly among the ``host_workers`` started together
+    on the host, and no more than the worker's ``memory_limit`` (values there count against it)."""
+    limit = (parse_bytes(get("shm_limit"), total_memory()) or 0) // max(1, host_workers)
     return min(limit, memory_limit) if memory_limit else limit
 
 

@@ -297,14 +297,14 @@ def _descriptor(d, streamed_ok: bool) -> int:
         if len(d) != 1:
             _fail("RAW descriptor takes no fields")
         return 1
+    if kind == ARENA:  # the common kind between workers of one host: checked without a generator
+        if (len(d) != 5 or type(d[1]) is not str or type(d[2]) is not int or type(d[3]) is not int
+                or type(d[4]) is not int or d[2] < 0 or d[3] <= 0 or d[4] < 0):
+            _fail("ARENA descriptor must be [4, name, offset, nbytes > 0, generation]")
+        return 0
     if kind == SHM:
         if len(d) != 3 or type(d[1]) is not str or type(d[2]) is not int or d[2] < 0:
             _fail("SHM descriptor must be [1, name, nbytes]")
-        return 0
-    if kind == ARENA:
-        if (len(d) != 5 or type(d[1]) is not str or any(type(x) is not int for x in d[2:])
-                or d[2] < 0 or d[3] <= 0 or d[4] < 0):
-            _fail("ARENA descriptor must be [4, name, offset, nbytes > 0, generation]")
         return 0
     if kind == PACKED or (kind == STREAMED and streamed_ok):
         if (len(d) != 4 or type(d[1]) is not int or d[1] < 0 or type(d[2]) is not int or d[2] < 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
 
 import psutil
@@ -26,6 +27,11 @@ _TMP = tempfile.mkdtemp(prefix="frisky-tests-")
 os.environ["TMPDIR"] = _TMP
 tempfile.tempdir = None
 _SHM = f"/dev/shm/frisky-{os.getpid():x}p*"
+
+
+def pytest_unconfigure(config):
+    """The run's private temp dir goes with it (each test already checked it left nothing)."""
+    shutil.rmtree(_TMP, ignore_errors=True)
 
 
 def _leftovers() -> set[str]:

@@ -319,3 +319,15 @@ def test_arenas_of_a_tree_killed_with_sigkill_are_swept_by_the_next_start():
             assert _files(cid) == []
     finally:
         _end(proc)
+
+
+def test_the_hosts_shm_limit_is_split_among_its_workers(monkeypatch):
+    monkeypatch.setenv("FRISKY_SHM_LIMIT", str(16 * MiB))  # the host's whole arena
+    with frisky.LocalCluster(n_workers=2, threads_per_worker=1) as c, c.get_client() as cl:
+        a, b = sorted(cl.scheduler_info()["workers"])
+        xs = [cl.submit(make, 6 * MiB // 8, workers=[a], pure=False) for _ in range(3)]
+        # 18 MiB made on a, whose share is 8 MiB: what does not fit stays on a's heap
+        assert [cl.submit(total, x, workers=[b], pure=False).result(timeout=60) for x in xs] == [6 * MiB // 8] * 3
+        held = [os.stat(os.path.join(shm.SHM_DIR, n)).st_blocks * 512 for n in _files(c.cluster_id)]
+        assert held and max(held) <= 8 * MiB + 8 * MiB // PAGE * 4 + PAGE, held
+        del xs

@@ -57,6 +57,28 @@ def _scheduler(procs) -> str:
     return address
 
 
+def _worker_lines(proc: subprocess.Popen, n: int, timeout: float) -> list[str]:
+    """The first ``n`` "frisky worker ..." lines ``proc`` prints, sorted; if they do not come
+    in time, the process is killed and the failure shows what it wrote on stderr."""
+    lines: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            if line.startswith("frisky worker "):
+                lines.append(line)
+                if len(lines) == n:
+                    break
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not done.wait(timeout) or len(lines) < n:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        pytest.fail(f"{len(lines)} of {n} workers said they started within {timeout} s; stderr:\n{err[-4000:]}")
+    return sorted(lines)
+
+
 def test_frisky_worker_restarts_workers_a_task_kills(procs):
     """The task that calls os._exit kills three workers in turn and errs; the workers live on."""
     address = _scheduler(procs)
@@ -65,17 +87,7 @@ def test_frisky_worker_restarts_workers_a_task_kills(procs):
                              text=True)
     procs.append(nanny)
     # each worker says who it is and where it is, as dask's do
-    lines: list[str] = []
-    for _ in range(20):  # blank or log lines may come first
-        line = nanny.stdout.readline()
-        if not line:
-            break
-        if line.startswith("frisky worker "):
-            lines.append(line)
-            if len(lines) == 2:
-                break
-    lines.sort()
-    assert len(lines) == 2, lines
+    lines = _worker_lines(nanny, 2, timeout=30)
     for name, line in zip(("w-0", "w-1"), lines):
         assert line.startswith(f"frisky worker {name} at tcp://127.0.0.1:") and f"scheduler {address}" in line, line
     with frisky.Client(address, timeout=20) as cl:

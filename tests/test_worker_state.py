@@ -85,6 +85,36 @@ def test_a_queued_fetch_moves_to_the_new_holder_without_leaking_its_bytes():
     s.validate()
 
 
+def test_many_inputs_from_one_peer_go_as_several_requests_in_flight_at_once():
+    s = WorkerState(cap=100)
+    deps = [f"x{i}" for i in range(12)]
+    out = s.compute([task(1, deps)], {k: ["ipc://a", 10] for k in deps}, nothing_here)
+    # 100 bytes may be in flight, at most a quarter of them in one request
+    assert out == [Fetch("ipc://a", ["x0", "x1"]), Fetch("ipc://a", ["x2", "x3"]),
+                   Fetch("ipc://a", ["x4", "x5"]), Fetch("ipc://a", ["x6", "x7"]),
+                   Fetch("ipc://a", ["x8", "x9"])]
+    assert list(s.queued) == ["x10", "x11"] and s.in_flight == 100
+    s.validate()
+    out = s.got(["x0"], [], "ipc://a")
+    assert of(Fetch, out) == [Fetch("ipc://a", ["x10"])], "one answer lets one more go, in order"
+    s.validate()
+
+
+def test_queued_fetches_go_in_order_until_the_next_does_not_fit():
+    s = WorkerState(cap=100)
+    s.compute([task(1, ["big"])], {"big": ["tcp://a", 100]}, nothing_here)
+    s.compute([task(2, ["y", "z", "w"])], {"y": ["tcp://a", 60], "z": ["tcp://b", 50], "w": ["tcp://b", 10]},
+              nothing_here)
+    assert list(s.queued) == ["y", "z", "w"]
+    out = s.got(["big"], [], "tcp://a")
+    # y goes; z does not fit after it, and w waits behind z (no pass over the whole queue)
+    assert of(Fetch, out) == [Fetch("tcp://a", ["y"])] and list(s.queued) == ["z", "w"]
+    s.validate()
+    out = s.got(["y"], [], "tcp://a")
+    assert of(Fetch, out) == [Fetch("tcp://b", ["z"]), Fetch("tcp://b", ["w"])] and not s.queued
+    s.validate()
+
+
 def test_fetched_inputs_are_released_when_the_last_task_reading_them_reports():
     s = WorkerState()
     s.compute([task(1, ["x"]), task(2, ["x"])], {"x": ["tcp://a", 10]}, nothing_here)

@@ -52,14 +52,18 @@ def address(text: str) -> str:
     return text
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, least: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
     return value
+
+
+def nonnegative_int(text: str) -> int:
+    return positive_int(text, least=0)
 
 
 def memory_limit(text: str) -> int | None:

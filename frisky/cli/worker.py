@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
                    help="supervise the workers but do not restart one that dies")
     p.add_argument("--quiet", action="store_true", help="do not print the worker's address when it starts")
     p.add_argument("--keys", default=None, help="directory of the cluster's keys (frisky keys new DIR)")
+    p.add_argument("--shm-limit", type=cli.nonnegative_int, default=None, help=argparse.SUPPRESS)  # bytes, per worker
     p.add_argument("--status-fd", type=int, default=None, help=argparse.SUPPRESS)  # to the nanny
     p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -187,7 +188,7 @@ def _new_worker(args: argparse.Namespace, listen: str | None, limit: int, keys, 
     for _ in range(50):
         try:
             return Worker(args.address, keys=keys, name=args.name, nthreads=args.nthreads, memory_limit=limit,
-                          listen_address=listen, connect_timeout=connect_timeout)
+                          shm_limit=args.shm_limit, listen_address=listen, connect_timeout=connect_timeout)
         except (OSError, ValueError, zmq.ZMQError) as e:  # a bad host, a port in use: one line, status 2
             if connect_timeout is None:  # at start: fatal
                 why = f"{_CANNOT_LISTEN} {listen or 'a free local port'}: {e}"
@@ -216,7 +217,8 @@ def run_nanny(args: argparse.Namespace) -> int:
     if args.listen_address and args.nworkers > 1 and not args.listen_address.endswith(":0"):
         parser().error("--listen-address names one address: with --nworkers > 1 give port 0 or --host")
     limit = _limit(args)
-    common = ["--no-nanny", "--status-fd", "{fd0}", "--nthreads", str(args.nthreads), "--memory-limit", str(limit)]
+    common = ["--no-nanny", "--status-fd", "{fd0}", "--nthreads", str(args.nthreads), "--memory-limit", str(limit),
+              "--shm-limit", str(config.shm_limit(limit, args.nworkers))]
     if args.keys:
         _keys(args)  # unreadable keys: one line now, not a crash loop
         common += ["--keys", args.keys]

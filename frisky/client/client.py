@@ -14,7 +14,8 @@ change them together:
 - ``_future(key, wkey)``: the live future of a key, made if needed; ``_futures``: wire
   key -> weak reference to it; ``_held``: executor futures kept alive until done;
   ``_jobs``: live map jobs.
-- ``_fetch_remote(wkey, key, remote, timeout)``: a result held by a worker.
+- ``_fetch_remote(wkey, key, remote, timeout)``: a result held by a worker
+  (:mod:`.fetch`, with the per-thread sockets and ``_query``).
 - ``_release_later(wkey)``, ``_release_job_keys(job, upto)``, ``_job_maybe_done(job)``:
   tell the scheduler a key is no longer wanted (batched by the I/O thread).
 - ``_cancel_keys(wkeys)``, ``_cancel_queued(futures)``, ``_cancel_queued_keys(wkeys)``:
@@ -47,28 +48,23 @@ import zmq
 
 from frisky import config, logs, protocol
 from frisky.client import map_job
-from frisky.client.future import _DONE_STATES, Future, Remote, wait
+from frisky.client.fetch import ClientFetch
+from frisky.client.future import _DONE_STATES, Future, wait
 from frisky.client.io import ClientIO
 from frisky.client.map_job import MapJob
-from frisky.data import compression, dataplane, seal
+from frisky.data import compression, dataplane
 from frisky.data.deps import extract, has_futures
 from frisky.data.serialize import _ATOMIC, PickleCodec, is_atomic
 from frisky.deploy.launch import connection
-from frisky.errors import ClientClosed, FriskyError, SchedulerGone
+from frisky.errors import ClientClosed, SchedulerGone
 from frisky.protocol import pack, wire_key
 from frisky.telemetry import now, recorder
-from frisky.zmq import bulk, curve, sockets
+from frisky.zmq import curve, sockets
 
 log = logging.getLogger("frisky.client")
 
 
-class _Refused(Exception):
-    """A sealed reply failed to open (its link is dropped; the fetch may be asked again)."""
-
-
 _FIRST_BATCH = 1000  # map sends its first tasks early so workers start at once
-_NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
-_HOLDER_RECHECK = 0.5  # seconds between asking whether a worker slow to answer still holds a value
 _JOB_PENDING = map_job._PENDING
 ACTIVITY_INTERVAL = 0.25  # seconds between activity messages of one kind (the dashboard refreshes each second)
 ACTIVITY_MIN_TASKS = 10_000  # a map this big shows its upload on the dashboard
@@ -81,7 +77,7 @@ def _funcname(fn: Callable) -> str:
     return name.replace("-", "_")
 
 
-class Client(ClientIO):
+class Client(ClientIO, ClientFetch):
     """Connect to a scheduler (an address, or a :class:`~frisky.deploy.cluster.LocalCluster`).
 
     ``Client()`` with no address starts a private LocalCluster and closes it on close.
@@ -483,220 +479,6 @@ class Client(ClientIO):
             _resume_gc(paused)
             if pending:
                 self._activity("idle", force=True)
-
-    def _prefetch(self, futures: list[Future]) -> None:
-        """Fetch remote results of many futures with one request per worker."""
-        by_addr: dict[str, list[Future]] = {}
-        for f in futures:
-            f._wait()
-            if type(f._result) is Remote and f._state == "FINISHED":
-                by_addr.setdefault(f._result.address, []).append(f)
-        for address, fs in by_addr.items():
-            try:
-                values = self._get_from(address, [f._wkey for f in fs], self.timeout,
-                                        still_holder=lambda a=address, k=fs[0]._wkey: self._holder(k) == a)
-            except (TimeoutError, OSError, zmq.ZMQError):
-                continue  # result() will find the data again, or say why not
-            for f in fs:
-                if f._wkey in values:
-                    f._result = values[f._wkey]
-
-    def _fetch_remote(self, wkey: str, key: Any, remote: Remote, timeout: float | None) -> Any:
-        """The value of ``wkey`` held by a worker (``remote``), wherever it is by now.
-
-        Every wait ends: a closed client raises at once, a lost scheduler raises, and a value
-        its holder lost is awaited on the scheduler's news of it (recomputed or failed),
-        never polled in a loop; ``timeout`` bounds the whole call.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        address = remote.address
-        while True:
-            self._check_fetchable(key, address)
-            if remote.error is not None:
-                raise remote.error
-            left = self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                values = self._get_from(address, [wkey], min(left, self.timeout),
-                                        still_holder=lambda a=address: self._holder(wkey) == a)
-                if wkey in values:
-                    return values[wkey]
-            except (TimeoutError, OSError, zmq.ZMQError):
-                self._check_fetchable(key, address)  # closed meanwhile: say so, not "timed out"
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"could not fetch the result of {key!r} from {address} within {timeout}s")
-            # the holder lost it or died: the scheduler knows where it is now, or recomputes it
-            where = self._where_now(wkey, key, remote, deadline)
-            if type(where) is not str:
-                return self.codec.loads_value(where)
-            address = where
-
-    def _holder(self, wkey: str) -> Any:
-        """What the scheduler says of ``wkey`` now: a holder's address, an inline blob, or None."""
-        return self._query(protocol.WHERE, [wkey], self._token)[0]
-
-    def _check_fetchable(self, key: Any, address: str) -> None:
-        if self._closed:
-            raise ClientClosed(f"this Client is closed: the result of {key!r} on {address} "
-                               "can no longer be fetched")
-
-    def _where_now(self, wkey: str, key: Any, remote: Remote, deadline: float | None) -> Any:
-        """Where ``wkey``'s value is now (an address or an inline blob); waits for the
-        scheduler's news while it is recomputed, and raises the task's error if it failed."""
-        slot: list = [threading.Event()]
-        self._news[wkey] = slot  # before asking: news arriving meanwhile is not missed
-        try:
-            while True:
-                if self._lost:
-                    raise SchedulerGone(f"the scheduler at {self.scheduler_address} is gone; "
-                                        f"the result of {key!r} is lost")
-                if remote.error is not None:  # reported before this wait began
-                    raise remote.error
-                where = self._holder(wkey)
-                if where is not None:
-                    return where
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"the result of {key!r} was lost by its worker and was not "
-                                       "recomputed in time")
-                # news comes with the key's results or error; ask again now and then in case
-                # it came before this wait began
-                if slot[0].wait(_NEWS_RECHECK if left is None else min(left, _NEWS_RECHECK)):
-                    self._check_fetchable(key, "the cluster")
-                    outcome = slot[1]
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-                    return outcome
-        finally:
-            if self._news.get(wkey) is slot:
-                del self._news[wkey]
-
-    def _thread_socket(self, address: str) -> zmq.Socket:
-        socks = getattr(self._local, "socks", None)
-        if socks is None:
-            socks = self._local.socks = {}
-        s = socks.get(address)
-        if s is None:
-            ctx = sockets.context_for(address) if address.startswith("inproc://") else self.ctx
-            s = socks[address] = sockets.dealer(ctx, address, keys=self.keys)
-            with self._lock:
-                self._thread_sockets.append(s)
-        return s
-
-    def _get_from(self, address: str, wkeys: list[str], timeout: float,
-                  still_holder: Callable[[], bool] | None = None) -> dict[str, Any]:
-        """Values of ``wkeys`` from the worker at ``address``. A slow answer is waited for
-        while ``still_holder()`` says the scheduler still lists that worker as the holder;
-        one the scheduler has declared dead is abandoned at once. With keys, the answer from
-        a worker over TCP comes sealed on its bulk socket (:mod:`frisky.zmq.bulk`); a sealed
-        answer that is refused is asked for once more, on a new link."""
-        try:
-            return self._get_once(address, wkeys, timeout, still_holder)
-        except _Refused:
-            pass
-        try:
-            return self._get_once(address, wkeys, timeout, still_holder)
-        except _Refused as e:
-            raise FriskyError(f"a reply from worker {address} was refused twice: {e}") from None
-
-    def _get_once(self, address: str, wkeys: list[str], timeout: float,
-                  still_holder: Callable[[], bool] | None) -> dict[str, Any]:
-        s = self._thread_socket(address)
-        link = self._bulk_link(address) if self.keys is not None and address.startswith("tcp://") else None
-        req = next(self._counter)
-        t0 = now()
-        get = protocol.Get(req, wkeys, not address.startswith("tcp://"), False, link.field if link else None)
-        s.send_multipart(get.encode())
-        poller = zmq.Poller()
-        poller.register(s, zmq.POLLIN)
-        if link is not None and link.sock is not None:
-            poller.register(link.sock, zmq.POLLIN)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            wait = left if still_holder is None else min(left, _HOLDER_RECHECK)
-            ready = dict(poller.poll(max(1, int(wait * 1000))))
-            if not ready:
-                if time.monotonic() < deadline and still_holder is not None and still_holder():
-                    continue
-                self._drop_thread_socket(address)
-                raise TimeoutError(f"worker {address} did not answer")
-            if s in ready:
-                frames = [f.buffer for f in s.recv_multipart(copy=False)]
-            else:
-                frames = self._open_sealed(link, address)
-                if frames is None:
-                    continue
-            try:
-                msg = protocol.parse_data(frames)
-            except protocol.ProtocolError as e:
-                self._drop_thread_socket(address)
-                raise FriskyError(f"a malformed reply from worker {address}: {e.why}") from None
-            if msg.req != req:
-                continue  # a late answer to an earlier, abandoned request
-            if type(msg) is protocol.Bulk:
-                if link is None:
-                    raise FriskyError(f"worker {address} pointed to a bulk socket this client did not ask for")
-                new = link.attach(s.context, msg.port, req)
-                if new is not None:
-                    with self._lock:
-                        self._thread_sockets.append(new)
-                    poller.register(new, zmq.POLLIN)
-                continue
-            if any(d[0] == protocol.STREAMED for descs in msg.descs for d in descs):
-                raise FriskyError(f"worker {address} streamed a reply this client did not ask to stream")
-            try:
-                out = dataplane.decode_values(msg.keys, msg.descs, msg.frames)
-            except Exception as e:  # noqa: BLE001 - a bad pickle, segment or codec: this fetch fails
-                raise FriskyError(f"cannot decode the reply of worker {address}: {e!r}") from e
-            recorder.span("client.gather", t0)
-            return out
-
-    def _bulk_link(self, address: str) -> bulk.BulkLink:
-        links = getattr(self._local, "links", None)
-        if links is None:
-            links = self._local.links = {}
-        link = links.get(address)
-        if link is None:
-            link = links[address] = bulk.BulkLink(address, config.get("max_message_size"))
-        return link
-
-    def _open_sealed(self, link: bulk.BulkLink, address: str) -> list | None:
-        """The next whole message on ``link``'s bulk connection, or None while parts are to come.
-
-        A part that fails to open is never accepted: the link is dropped (the next fetch
-        makes a new one) and this fetch fails with the reason (:class:`_Refused`)."""
-        part = link.sock.recv(copy=False)
-        try:
-            opened = link.feed(part.buffer)
-        except seal.SealError as e:
-            self._dropped(f"worker {address}", "sealed", f"refused: {e}")
-            self._local.links.pop(address, None)
-            link.close()
-            raise _Refused(str(e)) from None
-        return None if opened is None else opened[1]
-
-    def _drop_thread_socket(self, address: str) -> None:
-        socks = getattr(self._local, "socks", {})
-        s = socks.pop(address, None)
-        if s is not None:
-            s.close(0)
-
-    def _query(self, op: str, *fields) -> Any:
-        """A request answered by the scheduler, on this thread's own socket."""
-        s = self._thread_socket(self.scheduler_address)
-        req = next(self._counter)
-        s.send_multipart([protocol.header(op, req, *fields)])
-        deadline = time.monotonic() + self.timeout
-        while True:
-            if not s.poll(max(1, int((deadline - time.monotonic()) * 1000))):
-                self._drop_thread_socket(self.scheduler_address)
-                raise TimeoutError(f"the scheduler at {self.scheduler_address} did not answer")
-            try:
-                msg = protocol.parse_to_client(s.recv_multipart())
-            except protocol.ProtocolError as e:
-                raise FriskyError(f"a malformed answer from the scheduler: {e.why}") from None
-            if type(msg) is protocol.Reply and msg.req == req:
-                return msg.value
 
     def scheduler_info(self) -> dict:
         """The scheduler's view: ``info["workers"]`` maps worker addresses to name, pid, nthreads…"""

@@ -301,12 +301,22 @@ def decode(descs: list, frames: list, segments: bool = False) -> list:
     """Buffers of one value from what :func:`encode` sent (segments mapped read-only;
     as :class:`~frisky.shm.Segment` objects when ``segments``; arena blocks as read-only
     views, pinned while they live)."""
-    out = []
-    pos = 0
+    out: list = []
+    _decode_into(out, descs, frames, 0, segments)
+    return out
+
+
+def _decode_into(out: list, descs: list, frames: list, pos: int, segments: bool = False) -> int:
+    """Append the buffers of one value to ``out``, its frames read from ``frames[pos:]``;
+    returns the position after them."""
+    attach = _arena.attach
     for d in descs:
         kind = d[0]
-        if kind == ARENA:
-            out.append(_arena.attach(d[1], d[2], d[3], d[4]))
+        if kind == RAW:
+            out.append(frames[pos])
+            pos += 1
+        elif kind == ARENA:
+            out.append(attach(d[1], d[2], d[3], d[4]))
         elif kind == SHM:
             seg = shm.attach(d[1])
             out.append(seg if segments else seg.buf)
@@ -314,19 +324,23 @@ def decode(descs: list, frames: list, segments: bool = False) -> list:
             out.append(compression.decode(d[1], frames[pos], d[2], d[3]))
             pos += 1
         else:
-            out.append(frames[pos])
-            pos += 1
-    return out
+            raise ValueError(f"descriptor kind {kind!r} has no buffer here")
+    return pos
 
 
 def decode_values(keys: list[str], descs_per_key: list, frames: list) -> dict:
-    """The values of a ``data`` reply: ``frames`` are the reply's frames after its header."""
+    """The values of a ``data`` reply: ``frames`` are the reply's frames after its header.
+
+    Many small values are the common case (one task reading thousands of results): one
+    pass, no per-value slicing of the frames or per-value helper lists beyond the buffers."""
     values = {}
     pos = 0
+    unpickle = pickle.loads
+    decode_into = _decode_into
     for key, descs in zip(keys, descs_per_key):
-        n = count_frames(descs)
-        values[key] = loads(decode(descs, frames[pos:pos + n]))
-        pos += n
+        bufs: list = []
+        pos = decode_into(bufs, descs, frames, pos)
+        values[key] = unpickle(bufs[0], buffers=bufs[1:])
     return values
 
 

@@ -74,6 +74,7 @@ class LocalCluster:
         total = config.total_memory()
         limit = config.parse_memory_limit(memory_limit, total)
         self.memory_limit = total // max(1, n_workers) if limit is None else limit
+        self.shm_limit = config.shm_limit(self.memory_limit, n_workers)  # per worker: the host's share split
         self.host = host or config.get("host")
         self.timeout = config.get("connect_timeout", timeout)
         self._restart_workers = restart_workers
@@ -123,7 +124,7 @@ class LocalCluster:
         for i in range(self.n_workers):
             listen = f"inproc://frisky-{self.cluster_id}-w{i}"
             w = Worker(self.scheduler_address, name=str(i), nthreads=self.threads_per_worker,
-                       memory_limit=self.memory_limit, listen_address=listen, ctx=self.ctx,
+                       memory_limit=self.memory_limit, shm_limit=self.shm_limit, listen_address=listen, ctx=self.ctx,
                        codec=LocalCodec(self.table))
             self._threads.append(w.start())
         # each worker has its welcome, so the scheduler has it: no round trip of our own
@@ -206,7 +207,8 @@ class LocalCluster:
             listen = f"tcp://{self.host}:0"
         return ["worker", self.scheduler_address, "--no-nanny", "--quiet", "--status-fd", "{fd0}",
                 "--name", name, "--nthreads", str(self.threads_per_worker),
-                "--memory-limit", str(self.memory_limit), "--listen-address", listen]
+                "--memory-limit", str(self.memory_limit), "--shm-limit", str(self.shm_limit),
+                "--listen-address", listen]
 
     def _spawn_worker(self, name: str) -> None:
         argv = self._worker_argv(name)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from frisky import config
+from frisky import config, procs
 from frisky.scheduler.outbox import Outbox
 from frisky.scheduler.placement import Placement
 from frisky.scheduler.ready import ReadyQueues
@@ -42,6 +42,9 @@ class SchedulerState:
     def __init__(self, *, allowed_failures: int | None = None, local: bool = False,
                  validate: bool | None = None) -> None:
         self.local = local  # in-process cluster: blobs are handles the server must release
+        # load the C library now: loaded at the first give-back, its objects would land in
+        # the arenas of the peak and pin them
+        procs.libc()
         self.validating = config.get("validate", validate)
         self.max_batch = config.get("max_batch")
         self.counts = {"submitted": 0, "finished": 0, "erred": 0, "recomputed": 0, "ignored_reports": 0}
@@ -390,9 +393,7 @@ class SchedulerState:
         elif self._trim_due and not out and not len(self.tasks):
             # once idle, again: buffers of the last messages were freed after the shrink
             self._trim_due = False
-            from frisky.procs import malloc_trim as trim
-
-            trim()
+            procs.malloc_trim()
         if self.validating and len(self.tasks) <= VALIDATE_ROWS:
             # O(tasks) each time: small states (where bugs are found) are checked after
             # every batch; large ones are not, so a big test's scheduler keeps its pace
@@ -418,10 +419,8 @@ class SchedulerState:
         self.queues.recomputing = set()
         import gc
 
-        from frisky.procs import malloc_trim as trim
-
         gc.collect()  # rare (a large release): cycles made meanwhile would pin the freed arenas
-        trim()
+        procs.malloc_trim()
         self._trim_due = True
 
     def validate(self) -> None:

@@ -165,7 +165,9 @@ class Transitions:
         w = t.tproc[tid]
         t.tproc[tid] = -1
         wi = self.workers[w]
-        wi.load -= wi.processing.pop(tid)
+        est = wi.processing.pop(tid)
+        # reset when idle: sums of float estimates drift (a residue like 5e-15 would skew placement)
+        wi.load = wi.load - est if wi.processing else 0.0
         t.nstate[PROCESSING] -= 1
         if answered:
             t.tpending[tid] -= 1
@@ -230,7 +232,7 @@ class Transitions:
                 self._deactivate(tid)
             if wanted is None and twaiters[tid] == 0:
                 self.release(tid)
-        wi.load -= load
+        wi.load = wi.load - load if wi.processing else 0.0
         self.counts["finished"] += n_done
 
     def _late_answer(self, wi: WorkerInfo, tid: int, blob, stored: bool) -> bool:

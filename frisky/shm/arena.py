@@ -320,7 +320,7 @@ def _unlink(name: str) -> None:
 class _Mapping:
     """Another process's arena, mapped read-only once in this process and kept."""
 
-    __slots__ = ("name", "fd", "mm", "header", "pins")
+    __slots__ = ("name", "fd", "mm", "header", "size", "pins")
 
     def __init__(self, name: str) -> None:
         fd = os.open(_path(name), os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
@@ -334,6 +334,7 @@ class _Mapping:
             raise
         self.name, self.fd = name, fd  # kept open: closing any fd drops this process's locks
         self.header = _header_for(st.st_size)
+        self.size = st.st_size
         self.pins: dict[int, int] = {}  # offset -> live views in this process
 
 
@@ -353,43 +354,64 @@ def _header_for(file_size: int) -> int:
 def attach(name: str, offset: int, nbytes: int, gen: int) -> memoryview:
     """A read-only view of block ``offset`` of arena ``name``, pinned while it lives.
 
-    The arena is mapped on first use and stays mapped. Raises FileNotFoundError when the
-    arena is gone or the block was freed and reused (a stale descriptor), ValueError when
-    the descriptor does not fit the arena.
+    The arena is mapped on first use and stays mapped, so attaching is an offset
+    computation, a pin and a view: no new mapping. Raises FileNotFoundError when the arena
+    is gone or the block was freed and reused (a stale descriptor), ValueError when the
+    descriptor does not fit the arena.
     """
     if type(offset) is not int or type(nbytes) is not int or type(gen) is not int:
         raise ValueError("arena descriptor fields must be integers")
     if offset < 0 or nbytes <= 0 or offset % PAGE:
         raise ValueError(f"bad arena block offset {offset} / size {nbytes}")
-    with _locked():
-        owner = _owned.get(name)
-        m = _mapped.get(name)
-    if owner is not None:
-        return _attach_own(owner, offset, nbytes, gen)
+    # a plain dict read is atomic: the common case (mapped before) takes no lock here
+    m = _mapped.get(name)
     if m is None:
-        m = _Mapping(name)
-        with _locked():
-            other = _mapped.setdefault(name, m)
-        if other is not m:  # another thread mapped it meanwhile
-            os.close(m.fd)
-            m.mm.close()
-            m = other
+        owner = _owned.get(name)
+        if owner is not None:
+            return _attach_own(owner, offset, nbytes, gen)
+        m = _map(name)
     start = m.header + offset
-    if start + nbytes > len(m.mm):
+    if start + nbytes > m.size:
         raise ValueError(f"arena block {offset}+{nbytes} lies outside {name}")
-    import numpy as np
-
-    with _locked():
+    size = -(-nbytes // PAGE) * PAGE
+    with _lock:
         count = m.pins.get(offset, 0)
         if count == 0:
-            fcntl.lockf(m.fd, fcntl.LOCK_SH, _round(nbytes), start)  # never blocks: owner only tries
+            fcntl.lockf(m.fd, fcntl.LOCK_SH, size, start)  # never blocks: the owner only tries
         m.pins[offset] = count + 1
-        if _GEN.unpack_from(m.mm, (offset // PAGE) * _GEN.size)[0] != gen:
-            _unpin(m, offset, _round(nbytes), start)
-            raise FileNotFoundError(f"arena block {name}+{offset} was freed")
-    root = np.frombuffer(m.mm, np.uint8, count=nbytes, offset=start)
-    weakref.finalize(root, _defer, _unpin, m, offset, _round(nbytes), start).atexit = False
+        if _GEN.unpack_from(m.mm, (offset >> 12) * _GEN.size)[0] != gen:
+            _unpin(m, offset, size, start)
+            stale = True
+        else:
+            stale = False
+            np = _np or _numpy()
+            root = np.frombuffer(m.mm, np.uint8, count=nbytes, offset=start)
+            # a weak reference with a callback: a tenth of what weakref.finalize costs
+            ref = weakref.ref(root, _dropped)
+            _watched[id(ref)] = (ref, m, offset, size, start)
+    if _deferred:
+        _drain()
+    if stale:
+        raise FileNotFoundError(f"arena block {name}+{offset} was freed")
     return memoryview(root)
+
+
+def _map(name: str) -> _Mapping:
+    m = _Mapping(name)
+    with _locked():
+        other = _mapped.setdefault(name, m)
+    if other is not m:  # another thread mapped it meanwhile
+        os.close(m.fd)
+        m.mm.close()
+    return other
+
+
+def _dropped(ref: weakref.ref) -> None:
+    # the last view of a block attached from another process's arena is gone (any thread,
+    # maybe inside a locked region: only queue the unpin, see _defer)
+    entry = _watched.pop(id(ref), None)
+    if entry is not None:
+        _defer(_unpin, *entry[1:])
 
 
 def _attach_own(arena: Arena, offset: int, nbytes: int, gen: int) -> memoryview:
@@ -432,6 +454,19 @@ def _unpin(m: _Mapping, offset: int, size: int, start: int) -> None:
         fcntl.lockf(m.fd, fcntl.LOCK_UN, size, start)
     except OSError:  # the fd is gone with a mapping dropped at exit: nothing left to unpin
         pass
+
+
+def _numpy() -> Any:
+    """numpy, imported on first use (``import frisky`` stays cheap) and kept at hand."""
+    global _np
+    import numpy
+
+    _np = numpy
+    return numpy
+
+
+_np: Any = None
+_watched: dict[int, tuple] = {}  # id(weak ref to a view of another process's block) -> (ref, pin)
 
 
 def pinned(name: str) -> int:

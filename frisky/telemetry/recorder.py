@@ -1,14 +1,29 @@
-"""A bounded ring of spans and a dict of counters, one per process."""
+"""A bounded ring of spans and running totals per span name and counter, one per process.
+
+The ring holds no Python object per span: each span is 32 bytes packed into one
+``bytearray`` (name and key prefix as small interned ids, start, stop, bytes). A ring of
+tuples kept up to ``telemetry_spans`` of them alive, made while everything else was being
+made, and after a large graph was released those few scattered survivors pinned the
+allocator's arenas: the scheduler stayed hundreds of MiB above where it started.
+"""
 
 from __future__ import annotations
 
-import collections
+import struct
 import time
+from array import array
 from typing import Any
 
 from frisky import config
 
 now = time.perf_counter_ns
+
+_SLOT = struct.Struct("=IIqqq")  # name id, prefix id, start_ns, stop_ns, nbytes
+SLOT = _SLOT.size
+FIRST_SLOTS = 256  # the ring starts this small and doubles up to its length
+MAX_NAMES = 1024  # span names are fixed strings in the code; more than this are "other"
+MAX_PREFIXES = 4096  # distinct key prefixes named at once; past it the oldest half is forgotten
+OTHER = "other"
 
 
 class Recorder:
@@ -16,48 +31,155 @@ class Recorder:
 
     A span is ``(name, start_ns, stop_ns, prefix, nbytes)`` in ``perf_counter_ns`` time;
     :class:`~frisky.telemetry.ship.Shipper` turns the ring into per-second buckets when a
-    heartbeat leaves, so recording stays an append and a running total.
+    heartbeat leaves, so recording stays a pack into the ring and two running totals.
+
+    Threads may record at once without a lock: a span is written before the ring's
+    position moves, so a reader sees whole spans; two threads racing for one slot lose
+    one span (and may mix their fields: readers clamp ``stop`` to ``start``).
     """
 
     def __init__(self, maxlen: int | None = None) -> None:
-        self.spans: collections.deque = collections.deque(maxlen=maxlen or config.get("telemetry_spans"))
-        self.totals: dict[str, list] = {}  # name -> [count, total_ns]
-        self.added: dict[str, list] = {}  # name -> [count, total_ns] of add()s (no raw spans)
+        self.maxlen = max(1, maxlen or config.get("telemetry_spans"))
+        self._buf = bytearray(SLOT * min(FIRST_SLOTS, self.maxlen))
+        self._end = len(self._buf)
+        self._pos = 0  # byte offset of the next slot
+        self._wraps = 0  # times the full ring wrapped
+        self._name_id: dict[str, int] = {OTHER: 0}
+        self._names: list[str] = [OTHER]
+        self._prefix_id: dict[str, int] = {"": 0}
+        self._prefixes: dict[int, str] = {0: ""}
+        self._next_prefix = 1
+        # per name id: spans and their nanoseconds, recorded or added; added alone
+        self._count = array("q", bytes(8 * MAX_NAMES))
+        self._ns = array("q", bytes(8 * MAX_NAMES))
+        self._added_count = array("q", bytes(8 * MAX_NAMES))
+        self._added_ns = array("q", bytes(8 * MAX_NAMES))
         self.counters: dict[str, float] = {}
         self.source = ""  # worker name / "scheduler" / "client", set by the owning process
+        self._pack = _SLOT.pack_into
 
     def span(self, name: str, start_ns: int, prefix: str = "", stop_ns: int | None = None, nbytes: int = 0) -> None:
         """Record ``name`` from ``start_ns`` until ``stop_ns`` (default: now), moving ``nbytes``."""
         stop = now() if stop_ns is None else stop_ns
-        self.spans.append((name, start_ns, stop, prefix, nbytes))
-        tot = self.totals.get(name)
-        if tot is None:
-            self.totals[name] = [1, stop - start_ns]
-        else:
-            tot[0] += 1
-            tot[1] += stop - start_ns
+        a = self._name_id.get(name)
+        if a is None:
+            a = self._intern_name(name)
+        b = self._prefix_id.get(prefix)
+        if b is None:
+            b = self._intern_prefix(prefix)
+        i = self._pos
+        self._pack(self._buf, i, a, b, start_ns, stop, nbytes)
+        i += SLOT
+        self._pos = i if i < self._end else self._wrap()
+        self._count[a] += 1
+        self._ns[a] += stop - start_ns
 
     def add(self, name: str, count: int, total_ns: int) -> None:
         """Add ``count`` spans of ``name`` taking ``total_ns`` together, keeping no raw spans
         (for steps too small and frequent to record one by one)."""
-        for d in (self.totals, self.added):
-            tot = d.get(name)
-            if tot is None:
-                d[name] = [count, total_ns]
-            else:
-                tot[0] += count
-                tot[1] += total_ns
+        a = self._name_id.get(name)
+        if a is None:
+            a = self._intern_name(name)
+        self._count[a] += count
+        self._ns[a] += total_ns
+        self._added_count[a] += count
+        self._added_ns[a] += total_ns
 
     def count(self, name: str, value: float = 1) -> None:
         """Add ``value`` to counter ``name``."""
         self.counters[name] = self.counters.get(name, 0) + value
 
+    # ------------------------------------------------------------ rare paths of span()
+    def _intern_name(self, name: str) -> int:
+        if len(self._names) >= MAX_NAMES:
+            return 0
+        i = self._name_id[name] = len(self._names)
+        self._names.append(name)
+        return i
+
+    def _intern_prefix(self, prefix: str) -> int:
+        ids, strs = self._prefix_id, self._prefixes
+        if len(ids) >= MAX_PREFIXES:
+            # forget the older half (ids are never reused: spans still naming one read as "other")
+            for p in list(ids)[1:MAX_PREFIXES // 2]:
+                del strs[ids.pop(p)]
+        i = self._next_prefix
+        if i >= 1 << 32:  # four billion distinct prefixes: start counting again
+            ids.clear()
+            strs.clear()
+            ids[""], strs[0] = 0, ""
+            i = 1
+        self._next_prefix = i + 1
+        ids[prefix] = i
+        strs[i] = prefix
+        return i
+
+    def _wrap(self) -> int:
+        """The ring is full: double it (up to ``maxlen`` spans), else start over at slot 0."""
+        size = len(self._buf) // SLOT
+        if size < self.maxlen:
+            self._buf.extend(bytes(SLOT * (min(2 * size, self.maxlen) - size)))
+            self._end = len(self._buf)
+            return size * SLOT
+        self._wraps += 1
+        return 0
+
+    # ------------------------------------------------------------ reading
+    def recorded(self) -> int:
+        """Spans recorded so far (including those the ring no longer holds)."""
+        while True:
+            wraps, pos = self._wraps, self._pos
+            if wraps == self._wraps:  # no wrap in between (another thread records meanwhile)
+                return wraps * self.maxlen + pos // SLOT
+
+    def since(self, mark: int) -> tuple[list[tuple], int, bool]:
+        """The spans recorded after the first ``mark`` (oldest first) as ``(name, start_ns,
+        stop_ns, prefix, nbytes)`` tuples, the new mark, and whether some had left the ring."""
+        end = self.recorded()
+        buf = self._buf
+        size = len(buf) // SLOT
+        n = end - mark
+        lost = n > size
+        n = min(max(n, 0), size)
+        first = (end - n) % size
+        last = first + n
+        # slices are copies: a thread recording meanwhile changes none of them
+        raw = buf[first * SLOT:last * SLOT] if last <= size else buf[first * SLOT:] + buf[:(last - size) * SLOT]
+        names, prefixes = self._names, self._prefixes
+        out = [(names[a] if a < len(names) else OTHER, t0, t1 if t1 >= t0 else t0, prefixes.get(b, OTHER), nb)
+               for a, b, t0, t1, nb in _SLOT.iter_unpack(raw)]
+        return out, end, lost
+
+    @property
+    def spans(self) -> list[tuple]:
+        """The spans the ring holds, oldest first (see :meth:`since`)."""
+        return self.since(0)[0]
+
+    @property
+    def totals(self) -> dict[str, list]:
+        """``{name: [count, total_ns]}`` of every span recorded or added so far."""
+        return self._sum(self._count, self._ns)
+
+    @property
+    def added(self) -> dict[str, list]:
+        """``{name: [count, total_ns]}`` of the spans given to :meth:`add` (no raw spans)."""
+        return self._sum(self._added_count, self._added_ns)
+
+    def _sum(self, c: array, ns: array) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for i, name in enumerate(self._names):  # a name two threads interned at once has two ids
+            if c[i]:
+                t = out.setdefault(name, [0, 0])
+                t[0] += c[i]
+                t[1] += ns[i]
+        return out
+
     def snapshot(self, max_spans: int = 200) -> dict[str, Any]:
         """Totals, counters and the most recent raw spans, as plain JSON-able data."""
-        spans = list(self.spans)[-max_spans:]
+        spans = self.since(max(0, self.recorded() - max_spans))[0]
         return {
             "source": self.source,
-            "totals": {k: list(v) for k, v in self.totals.items()},
+            "totals": self.totals,
             "counters": dict(self.counters),
             "spans": [list(s) for s in spans],
         }

@@ -1,10 +1,9 @@
 """What a process ships with its heartbeat: its spans since the last one, as per-second
 buckets per span name, plus a bounded sample of the raw spans.
 
-Recording stays an append to the ring (:mod:`.recorder`); the work of bucketing is done
-here, once per heartbeat, over the spans appended since the last one. The last span
-shipped is remembered by identity, so the new ones are found without a counter on the
-hot path; if the ring wrapped meanwhile, what fell out is counted as ``lost``.
+Recording stays a pack into the ring (:mod:`.recorder`); the work of bucketing is done
+here, once per heartbeat, over the spans recorded since the last one (the recorder counts
+them); if the ring wrapped meanwhile, the wrap is counted as ``lost``.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ class Shipper:
 
     def __init__(self, rec: Recorder) -> None:
         self.rec = rec
-        self.mark: tuple | None = None  # the last span shipped
+        self.mark = max(0, rec.recorded() - rec.maxlen)  # spans recorded before the last call
         self.added: dict[str, tuple] = {}  # rec.added as it was at the last call
         self.lost = 0  # spans that left the ring before they were shipped
 
@@ -33,19 +32,9 @@ class Shipper:
         start, stop, prefix, nbytes], ...] (wall-clock seconds), "spans_total": n, "lost": n}``."""
         wall = time.time()
         offset = wall - time.perf_counter_ns() / 1e9
-        spans = list(self.rec.spans)  # one C-level copy: no thread runs meanwhile
-        start = 0
-        mark = self.mark
-        if mark is not None:
-            for i in range(len(spans) - 1, -1, -1):
-                if spans[i] is mark:
-                    start = i + 1
-                    break
-            else:  # wrapped past the mark: everything in the ring is new, and some were lost
-                self.lost += 1
-        new = spans[start:] if start else spans
-        if new:
-            self.mark = new[-1]
+        new, self.mark, wrapped = self.rec.since(self.mark)
+        if wrapped:
+            self.lost += 1
         buckets: dict[int, dict] = {}
         prefixes: dict[int, dict] = {}
         for name, t0, t1, prefix, nb in new:

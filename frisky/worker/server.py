@@ -61,6 +61,7 @@ class Worker:
         name: str | None = None,
         nthreads: int = 1,
         memory_limit: int | None = None,
+        shm_limit: int | None = None,
         listen_address: str | None = None,
         ctx: zmq.Context | None = None,
         codec=None,
@@ -73,6 +74,8 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.nthreads = nthreads
         self.memory_limit = memory_limit
+        # this worker's share of the host's arena (whoever starts several workers splits it)
+        self.shm_limit = config.shm_limit(memory_limit) if shm_limit is None else min(shm_limit, memory_limit or shm_limit)
         self.ctx = ctx or zmq.Context.instance()
         self.codec = codec or PickleCodec()
         self.inline_threshold = config.get("inline_threshold")
@@ -183,7 +186,7 @@ class Worker:
             raise ConnectionError(f"unexpected answer from scheduler: {type(msg).__name__}")
         self.worker_id, self.cluster_id = msg.id, msg.cluster_id
         if self.use_shm and self.arena is None:
-            self.arena = self.memory.arena = _make_arena(self.cluster_id, self.memory_limit)
+            self.arena = self.memory.arena = _make_arena(self.cluster_id, self.shm_limit)
 
     def run(self) -> None:
         """Register with the scheduler and serve until told to close or it goes silent."""
@@ -516,10 +519,9 @@ class Worker:
             log.debug("worker %s: message to the scheduler dropped: %s", self.name, e)
 
 
-def _make_arena(cluster_id: str, memory_limit: int | None) -> arena.Arena | None:
+def _make_arena(cluster_id: str, limit: int) -> arena.Arena | None:
     """This worker's shared-memory arena, or None (values then go to segments of their own)."""
     try:
-        limit = config.shm_limit(memory_limit)
         return arena.Arena(cluster_id, limit) if limit >= arena.PAGE else None
     except (OSError, ValueError) as e:
         log.warning("no shared-memory arena (%s); using a segment per value", e)

@@ -1,9 +1,11 @@
 """``frisky-launch``: start a scheduler and workers on many hosts over ssh, and stop them.
 
 Every host gets one ssh session (:mod:`.session`) running the agent (:mod:`.remote`).
-All sessions start at once; the scheduler's host is told its role first, and the
-others as soon as the scheduler's address is known, so ssh handshakes and interpreter
-start-ups overlap. The launcher prints one line per host as it comes up, then the
+All sessions start at once, each agent starting at once the processes it will run (they
+import while the others connect); the scheduler's host is told its role first, and the
+others as soon as the scheduler's address is known: with a fixed port, that is as soon as
+the scheduler's host reports its own address, before the scheduler runs. So ssh
+handshakes, interpreter start-ups and the scheduler's own start overlap. The launcher prints one line per host as it comes up, then the
 scheduler's address and dashboard, writes the connection file, and either runs a
 command (``-- python script.py``) or waits for Ctrl-C / SIGTERM; then it closes every
 session, which stops every remote process.
@@ -116,6 +118,19 @@ class Launcher:
         return {"workers": workers, "nthreads": self.nthreads, "memory_limit": self.memory_limit,
                 "restart": self.restart, "keys": self.keys.to_json() if self.keys else None}
 
+    def _warm(self, spec: HostSpec) -> list[str]:
+        """The processes ``spec``'s agent starts before it knows its role (see :mod:`.remote`)."""
+        warm = ["scheduler"] if spec == self.scheduler_host else []
+        if self._role(spec)["workers"] != 0:
+            warm.append("workers")
+        return warm
+
+    def _send_roles(self, address: str) -> None:
+        """Tell every host but the scheduler's to start its workers, connecting to ``address``."""
+        for other, s in self.sessions.items():
+            if other != self.scheduler_host:
+                s.send({**self._role(other), "scheduler": address})
+
     def start(self) -> None:
         """Start every host; raise :class:`LaunchError` if the cluster cannot be used."""
         self.started_at = time.monotonic()
@@ -125,8 +140,8 @@ class Launcher:
         try:
             for spec in specs:
                 self.sessions[spec] = Session(spec, self.ssh, self.python, self._event, self._stderr)
-            for s in self.sessions.values():
-                s.start(first)
+            for spec, s in self.sessions.items():
+                s.start({**first, "warm": self._warm(spec)})
             role = {**self._role(self.scheduler_host), "run_scheduler": True, "port": self.port,
                     "dashboard_port": self.dashboard_port}
             self.sessions[self.scheduler_host].send(role)
@@ -154,8 +169,11 @@ class Launcher:
         return "; ".join(f"{spec}: {why}" for spec, why in self.failed.items())
 
     def _wait_up(self) -> None:
+        from frisky.deploy.launch.remote import predicted_address
+
         deadline = self.started_at + self.timeout
         pending = set(self.sessions)
+        early = None  # the scheduler's address, told to the other hosts before it ran
         while pending:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -172,11 +190,17 @@ class Launcher:
             spec, kind = session.spec, event.get("event")
             if kind == "host":
                 self.facts[spec] = event
+                if spec == self.scheduler_host and isinstance(event.get("address"), str):
+                    early = predicted_address(event["address"], self.port)
+                    if early:
+                        self._send_roles(early)
             elif kind == "scheduler":
                 self.scheduler_address, self.dashboard = event["address"], event.get("dashboard")
-                for other, s in self.sessions.items():
-                    if other != self.scheduler_host:
-                        s.send({**self._role(other), "scheduler": self.scheduler_address})
+                if early is None:
+                    self._send_roles(self.scheduler_address)
+                elif early != self.scheduler_address:  # cannot be, unless the agent and we disagree
+                    raise LaunchError(f"scheduler host {spec}: the scheduler listens at "
+                                      f"{self.scheduler_address}, not at {early} as its host said")
                 if self._role(spec)["workers"] == 0:
                     self._host_up(spec, 0)
                     pending.discard(spec)

@@ -11,6 +11,14 @@ died), when ``stop`` arrives, or when the launcher's heartbeat lines stop for
 
 Every process it starts gets a private work directory as ``TMPDIR`` (ipc directories,
 spill files), removed when the agent exits.
+
+Start-up is the sum of what cannot overlap, so the agent overlaps what it can: as soon as
+it runs it starts the processes its first line says it will need (``warm``: the scheduler,
+the workers), each importing its modules (the workers' also start their fork server)
+while the launcher is still reaching the other hosts; the role then only hands them
+their command lines (:func:`warm`). With a fixed scheduler port the scheduler's address
+is known before the scheduler runs, so the workers start at once, next to it, and
+connect as it binds (a worker waits ``connect_timeout`` for its welcome).
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ class Agent:
         self.children: list[subprocess.Popen] = []
         self.workers_up = 0
         self.workers_wanted = 0
+        self.warm: dict[str, subprocess.Popen] = {}  # kind -> a process waiting for its command line
         self._out = threading.Lock()
         self.workdir = tempfile.mkdtemp(prefix="frisky-launch-")
         self.env = dict(os.environ, TMPDIR=self.workdir)
@@ -124,14 +133,33 @@ class Agent:
                 self.got_role.set()
 
     # ------------------------------------------------------------------ processes
-    def _spawn(self, argv: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=self.env,
+    def _spawn(self, argv: list[str], stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=self.env,
                                 cwd=self.workdir, start_new_session=True, preexec_fn=_die_with_parent)
         self.children.append(proc)
         return proc
 
-    def _frisky(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "frisky.cli.main", *args]
+    def prewarm(self, kinds: list) -> None:
+        """Start a waiting process (see :func:`warm`) for each of ``kinds`` the role may use."""
+        for kind in kinds:
+            if kind in WARM_KINDS and kind not in self.warm:
+                self.warm[kind] = self._spawn([sys.executable, "-m", "frisky.deploy.launch.remote", "warm", kind],
+                                              stdin=subprocess.PIPE)
+
+    def _run_frisky(self, kind: str, args: list[str]) -> subprocess.Popen:
+        """``frisky <args>``: in the warm process of ``kind`` if there is one, else a new one."""
+        proc = self.warm.pop(kind, None)
+        if proc is not None:
+            if _hand_over(proc, args):
+                return proc
+            self.children.remove(proc)  # it died waiting: start afresh
+        return self._spawn([sys.executable, "-m", "frisky.cli.main", *args])
+
+    def _drop_warm(self) -> None:
+        """Warm processes the role did not use exit now (an empty command)."""
+        for proc in self.warm.values():
+            _hand_over(proc, None)
+        self.warm.clear()
 
     def _keys(self, role: dict) -> list[str]:
         """``--keys DIR`` for the cluster's keys, written 0600 into our private work directory
@@ -145,13 +173,16 @@ class Agent:
             curve.write(directory, curve.load(role["keys"], serving=True), None)
         return ["--keys", directory]
 
-    def start_scheduler(self, role: dict) -> str | None:
-        argv = self._frisky("scheduler", "--host", self.address, "--port", str(role.get("port", 0)),
-                            *self._keys(role))
+    def start_scheduler(self, role: dict) -> subprocess.Popen:
+        argv = ["scheduler", "--host", self.address, "--port", str(role.get("port", 0)), *self._keys(role)]
         dport = role.get("dashboard_port")
         argv += ["--dashboard-address", f"{self.address}:{dport}" if dport is not None else "none"]
         argv += role.get("scheduler_args", [])
-        proc = self._spawn(argv)
+        return self._run_frisky("scheduler", argv)
+
+    def scheduler_up(self, proc: subprocess.Popen, role: dict) -> str | None:
+        """Wait for the scheduler's address line and report it; None if it did not start."""
+        dport = role.get("dashboard_port")
         assert proc.stdout is not None
         line = proc.stdout.readline().decode(errors="replace")
         m = _SCHEDULER_LINE.match(line)
@@ -168,8 +199,8 @@ class Agent:
     def start_workers(self, role: dict, scheduler: str) -> None:
         n = role.get("workers") or _cores()
         self.workers_wanted = n
-        argv = self._frisky("worker", scheduler, "--nworkers", str(n), "--host", self.address,
-                            "--name", role.get("name") or socket.gethostname())
+        argv = ["worker", scheduler, "--nworkers", str(n), "--host", self.address,
+                "--name", role.get("name") or socket.gethostname()]
         for flag in ("nthreads", "memory_limit"):
             if role.get(flag) is not None:
                 argv += ["--" + flag.replace("_", "-"), str(role[flag])]
@@ -178,7 +209,7 @@ class Agent:
         if role.get("keys"):
             argv += self._keys(role)
         argv += role.get("worker_args", [])
-        proc = self._spawn(argv)
+        proc = self._run_frisky("workers", argv)
         threading.Thread(target=self._read_workers, args=(proc,), daemon=True).start()
 
     def _read_workers(self, proc: subprocess.Popen) -> None:
@@ -202,6 +233,7 @@ class Agent:
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
+        self.prewarm(list(self.first.get("warm") or ()))
         threading.Thread(target=self._read_stdin, daemon=True, name="stdin").start()
         self.emit("host", hostname=socket.gethostname(), cores=_cores(), memory=config.total_memory(),
                   address=self.address, python=sys.executable, pid=os.getpid())
@@ -213,12 +245,23 @@ class Agent:
                     return 0
             role = self.role or {}
             scheduler = role.get("scheduler")
+            workers = role.get("workers", 1) != 0
             if role.get("run_scheduler"):
-                scheduler = self.start_scheduler(role)
+                proc = self.start_scheduler(role)
+                early = predicted_address(self.address, role.get("port", 0))
+                if early and workers:  # they connect as it binds
+                    self.start_workers(role, early)
+                scheduler = self.scheduler_up(proc, role)
                 if scheduler is None:
                     return 1
-            if scheduler and role.get("workers", 1) != 0:
+                if early and workers and scheduler != early:  # cannot be, unless the scheduler moved
+                    self.emit("error", message=f"the scheduler listens at {scheduler}, not at {early}")
+                    return 1
+                if early:
+                    workers = False
+            if scheduler and workers:
                 self.start_workers(role, scheduler)
+            self._drop_warm()
             while not self.stopping.wait(0.5):
                 if time.monotonic() - self.last_seen > self.heartbeat_timeout:
                     self.stop(f"no heartbeat from the launcher for {self.heartbeat_timeout:.0f}s")
@@ -248,6 +291,48 @@ class Agent:
         self.emit("exit", why=self.why)
 
 
+WARM_KINDS = ("scheduler", "workers")
+
+
+def predicted_address(address: str, port: int) -> str | None:
+    """The address a scheduler started with ``--host address --port port`` will print, when
+    that is known beforehand: a fixed port and an IPv4 address (None otherwise)."""
+    if not port or ":" in address:
+        return None
+    return f"tcp://{address}:{port}"
+
+
+def _hand_over(proc: subprocess.Popen, args: list[str] | None) -> bool:
+    """Give a warm process its command line (None: exit); False if it is gone."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(args).encode() + b"\n")
+        proc.stdin.close()
+        return True
+    except (BrokenPipeError, OSError, ValueError):  # it died while it waited
+        return False
+
+
+def warm(kind: str) -> None:
+    """A process started before its command line is known: import what ``frisky <kind>``
+    needs (workers: also start the fork server they are forked from), then read the command
+    line, a JSON list, from stdin and run it; exit on null or end of input."""
+    if kind == "workers":
+        import frisky.cli.worker  # noqa: F401 - imported now, while the launcher waits
+        from frisky.deploy import nanny, zygote  # noqa: F401
+
+        zygote.get()
+    else:
+        import frisky.scheduler.server  # noqa: F401
+    line = sys.stdin.buffer.readline()
+    args = json.loads(line) if line.strip() else None
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        sys.exit(0)
+    from frisky.cli.main import main as frisky_main
+
+    frisky_main(args)
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -258,3 +343,10 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 def main(first: dict[str, Any]) -> None:
     """Entry point for the bootstrap in :mod:`.session`."""
     sys.exit(Agent(first).run())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "warm" and sys.argv[2] in WARM_KINDS:
+        warm(sys.argv[2])
+    else:
+        sys.exit("usage: python -m frisky.deploy.launch.remote warm {scheduler,workers} (frisky-launch runs it)")
