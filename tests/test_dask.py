@@ -271,3 +271,20 @@ def test_payload_is_the_pickle_of_its_index_and_dependency_references():
             assert got[0] == j
             assert all(type(r) is DepRef for r in got[1:])
             assert [r.key for r in got[1:]] == (deps or [])
+
+
+def test_a_graph_of_odd_keys_runs_right_through_the_plain_batch_path(client):
+    # keys of every length class a payload encodes (short, >= 256 bytes, non-ASCII, tuples,
+    # ints), each task reading several others: any byte wrong in a payload shows as an
+    # error or a wrong sum
+    names = ["a", "é" * 200, "k" * 300, ("t", 1), 7, "ü-" + "x" * 254]
+    dsk: dict = {}
+    for i, k in enumerate(names):
+        dsk[k] = i + 1
+    total = sum(range(1, len(names) + 1))
+    for j in range(300):  # more than the first batch: the plain path of later batches too
+        dsk[f"s-{j}"] = (sum, names + [f"s-{j - 1}"] if j else names)
+        total_j = total * (j + 1)
+    got = client.get(dsk, f"s-{299}")
+    assert got == total_j
+    assert client.get(dsk, ["é" * 200, ("t", 1), "s-0"]) == [2, 4, total]
