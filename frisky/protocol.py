@@ -42,7 +42,8 @@ Scheduler -> client
   close         [op]
 
 Worker -> scheduler
-  finished      [op, tids, nbytes, timings]       + msgpack(per task: inline blob | None)
+  finished      [op, tids, nbytes, timings, refs?] + msgpack(per task: inline blob | None)
+                refs: {tid: same-host reference} for results held in the worker's arena
                 timings: [[fid, count, seconds], ...]
   erred         [op, tids, tracebacks]            + msgpack(per task: exception blob)
   cancelled     [op, tids]                        tasks dropped before they started, as asked
@@ -55,7 +56,8 @@ Scheduler -> worker
   refused       [op, reason]                     registration refused: a live worker holds that address or name
   compute       [op, tids, keys, fidx, fids, deps, where]
                 + msgpack([payloads, function blobs, {dep key: inline blob}])
-                where: {dep key: [holder address, nbytes]}
+                where: {dep key: [holder address, nbytes, reference?]}  (a same-host
+                holder's reference: the reader views the value without asking the holder)
   store         [op, tids, keys, descs]           + value frames (scattered values)
   free          [op, keys]
   cancel        [op, tids]
@@ -131,6 +133,7 @@ CLOSE = "close"
 ACTIVITY = "activity"
 ACTIVITY_KINDS = ("building", "uploading", "waiting", "idle")
 MAX_DETAIL = 200  # characters of an activity's detail
+MAX_REF = 1024  # bytes of a same-host reference (block descriptors and a small pickle stream)
 GET = "get"
 DATA = "data"
 BULK = "bulk"
@@ -553,8 +556,11 @@ class Finished(NamedTuple):
     nbytes: list
     timings: list  # [[fid, count, seconds], ...]
     blobs: list  # per task: inline result or None (held by the worker)
+    refs: dict | None = None  # tid -> same-host reference of a held result in the arena
 
     def encode(self) -> list:
+        if self.refs:
+            return [header(FINISHED, self.tids, self.nbytes, self.timings, self.refs), pack(self.blobs)]
         return [header(FINISHED, self.tids, self.nbytes, self.timings), pack(self.blobs)]
 
 
@@ -596,7 +602,7 @@ class Compute(NamedTuple):
     fidx: Any
     fids: list
     deps: list | None
-    where: dict  # dep key -> [holder address, nbytes]
+    where: dict  # dep key -> [holder address, nbytes] (+ a same-host reference)
     payloads: list
     fn_blobs: list
     inline: dict  # dep key -> inline blob
@@ -784,8 +790,8 @@ def _p_bye(msg, frames) -> Bye:
 
 
 def _p_finished(msg, frames) -> Finished:
-    _fields(msg, 3)
-    _, tids, nbytes, timings = msg
+    _fields(msg, 4, 3)
+    tids, nbytes, timings = msg[1], msg[2], msg[3]
     n = len(_ids(tids, "tids"))
     _same_len(n, _ids(nbytes, "nbytes"), "nbytes")
     if type(timings) is not list:
@@ -797,7 +803,15 @@ def _p_finished(msg, frames) -> Finished:
     _frames_count(frames, 2)
     blobs = _blobs(_payload(frames, 1, "results"), "results", {bytes, type(None)})
     _same_len(n, blobs, "results")
-    return Finished(tids, nbytes, timings, blobs)
+    refs = None
+    if len(msg) == 5:
+        refs = _dict(msg[4], "refs")
+        if len(refs) > n:
+            _fail("more refs than tasks")
+        for tid, ref in refs.items():
+            if type(tid) is not int or type(ref) is not bytes or len(ref) > MAX_REF:
+                _fail(f"refs must map tids to blobs of at most {MAX_REF} bytes")
+    return Finished(tids, nbytes, timings, blobs, refs)
 
 
 def _p_task_erred(msg, frames) -> TaskErred:
@@ -898,9 +912,9 @@ def _p_compute(msg, frames) -> Compute:
     deps = _deps(deps, n)
     _dict(where, "where")
     for k, v in where.items():
-        if (type(k) is not str or type(v) is not list or len(v) != 2 or type(v[0]) is not str
-                or type(v[1]) is not int):
-            _fail("where must map keys to [address, nbytes]")
+        if (type(k) is not str or type(v) is not list or not 2 <= len(v) <= 3 or type(v[0]) is not str
+                or type(v[1]) is not int or (len(v) == 3 and (type(v[2]) is not bytes or len(v[2]) > MAX_REF))):
+            _fail("where must map keys to [address, nbytes, reference?]")
     _dict(inline, "inline")
     if inline and (set(map(type, inline)) != _STR or set(map(type, inline.values())) != _BYTES):
         _fail("inline must map keys to blobs")

@@ -92,6 +92,35 @@ def test_values_round_trip_through_arena_descriptors(cid):
         a.close()
 
 
+def test_a_same_host_reference_views_the_value_until_its_block_is_reused(cid):
+    a = arena.Arena(cid, 64 * MiB)
+    try:
+        x = np.arange(MiB // 8, dtype="float64")
+        shared = dataplane.share(dataplane.dumps(x), cid, shm.Registry(), arena=a)
+        ref = dataplane.reference(shared)
+        assert ref is not None and len(ref) <= protocol.MAX_REF
+        y = dataplane.from_reference(ref)
+        assert np.array_equal(x, y) and not y.flags.writeable
+        del y, shared
+        gc.collect()
+        b = a.alloc(MiB)  # the freed block is reused: the reference is stale
+        with pytest.raises(FileNotFoundError):
+            dataplane.from_reference(ref)
+        del b
+        # values not wholly in the arena have no reference
+        assert dataplane.reference(dataplane.dumps(x)) is None
+        assert dataplane.reference(dataplane.dumps(b"small")) is None
+    finally:
+        a.close()
+
+
+@pytest.mark.parametrize("ref", [b"", b"\xc1", b"\x90", b"\x92\xa1x\x90", b"\x92\xc4\x00\x91\x93\x01\x02\x03",
+                                 b"\x92\xc4\x00\x91\x94\xa3abc\x00\x10\x00"])
+def test_malformed_references_raise(ref):
+    with pytest.raises((ValueError, TypeError, FileNotFoundError)):
+        dataplane.from_reference(ref)
+
+
 @pytest.mark.parametrize("bad", [
     [4, "n", 0, 1], [4, 1, 0, 1, 0], [4, "n", -1, 1, 0], [4, "n", 0, 0, 0], [4, "n", 0, 1, -1],
     [4, "n", 0.5, 1, 0],
@@ -287,6 +316,22 @@ def test_cluster_moves_values_through_one_arena_per_worker_and_cleans_up():
         names = _files(cid)
         assert len(names) == 2 and all("xa" in n.rsplit("-", 1)[1] for n in names), names
     assert _files(cid) == []
+
+
+def test_a_reader_on_the_same_host_views_a_result_without_asking_its_holder():
+    """The scheduler forwards the holder's block reference with the task: the reader needs
+    nothing from the holder, which here is stopped (SIGSTOP) while the reader runs."""
+    with frisky.LocalCluster(n_workers=2, threads_per_worker=1) as c, c.get_client() as cl:
+        info = cl.scheduler_info()["workers"]
+        a, b = sorted(info)
+        x = cl.submit(make, MiB, workers=[a], pure=False)
+        frisky.wait([x], timeout=60)
+        os.kill(info[a]["pid"], signal.SIGSTOP)
+        try:
+            assert cl.submit(total, x, workers=[b], pure=False).result(timeout=10) == MiB
+        finally:
+            os.kill(info[a]["pid"], signal.SIGCONT)
+        del x
 
 
 _SCRIPT = """

@@ -61,8 +61,9 @@ def finisheds(draw):
     tids = draw(st.lists(ident, max_size=6))
     n = len(tids)
     timings = draw(st.lists(st.tuples(fid, st.integers(1, 100), st.floats(0, 1e6)).map(list), max_size=2))
+    refs = draw(st.none() | st.dictionaries(st.sampled_from(tids), blob, min_size=1) if tids else st.none())
     return p.Finished(tids, draw(st.lists(ident, min_size=n, max_size=n)), timings,
-                      draw(st.lists(st.none() | blob, min_size=n, max_size=n)))
+                      draw(st.lists(st.none() | blob, min_size=n, max_size=n)), refs)
 
 
 @st.composite
@@ -78,7 +79,8 @@ def computes(draw):
     s = draw(submits())
     n = len(s.keys)
     tids = draw(st.lists(ident, min_size=n, max_size=n))
-    where = draw(st.dictionaries(key, st.tuples(key, ident).map(list), max_size=3))
+    where = draw(st.dictionaries(key, st.tuples(key, ident).map(list) | st.tuples(key, ident, blob).map(list),
+                                 max_size=3))
     inline = draw(st.dictionaries(key, blob, max_size=3))
     return p.Compute(tids, s.keys, s.fidx, s.fids, s.deps, where, s.payloads, s.fn_blobs, inline)
 
@@ -233,6 +235,14 @@ KILLERS = [
      [p.header(p.FINISHED, [1, 2], [8], []), p.pack([None, None])]),
     ("finished: zero count timing", p.parse_from_worker,
      [p.header(p.FINISHED, [1], [8], [[b"f", 0, 1.0]]), p.pack([None])]),
+    ("finished: refs not a map", p.parse_from_worker, [p.header(p.FINISHED, [1], [8], [], [b"r"]), p.pack([None])]),
+    ("finished: ref too long", p.parse_from_worker,
+     [p.header(p.FINISHED, [1], [8], [], {1: b"r" * (p.MAX_REF + 1)}), p.pack([None])]),
+    ("finished: ref keyed by a key", p.parse_from_worker,
+     [p.header(p.FINISHED, [1], [8], [], {"k": b"r"}), p.pack([None])]),
+    ("compute: where reference not bytes", p.parse_to_worker,
+     [p.header(p.COMPUTE, [1], ["k"], 0, [b"f"], [["d"]], {"d": ["ipc://a", 8, "ref"]}),
+      p.pack([[b"p"], [b"fn"], {}])]),
     ("get without fields", p.parse_get, [p.header(p.GET)]),
     ("get: unhashable keys", p.parse_get, [p.header(p.GET, 1, [[1]], True)]),
     ("empty frame", p.parse_get, [b""]),

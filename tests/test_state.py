@@ -231,3 +231,54 @@ def test_recomputed_data_goes_ahead_of_the_backlog():
     s.remove_worker(holder)  # "next" and its input "link" are lost: recompute both
     sent = [k for c in computes(s.flush()) for k in c.keys]
     assert "link" in sent and sent.index("link") == 0, "the lost link runs before the backlog"
+
+
+def test_same_host_references_go_only_to_same_host_readers_and_only_while_held():
+    s = SchedulerState()
+    s.add_client(1)
+    a = s.add_worker({"address": "ipc:///tmp/a", "name": "a", "nthreads": 1})
+    b = s.add_worker({"address": "ipc:///tmp/b", "name": "b", "nthreads": 1})
+    r = s.add_worker({"address": "tcp://10.0.0.2:1", "name": "r", "nthreads": 1})
+    s.submit(1, ["x"], 0, [FID], [b"fn"], [b"p"], workers=["a"])
+    (c,) = computes(s.flush())
+    s.finished(a, c.tids, [10_000_000], [None], None, {c.tids[0]: b"ref-x"})
+    s.validate()
+    s.submit(1, ["onb"], 0, [FID], [b"fn"], [b"q"], deps=[["x"]], workers=["b"])
+    s.submit(1, ["onr"], 0, [FID], [b"fn"], [b"q"], deps=[["x"]], workers=["r"])
+    by_worker = {c.worker: c for c in computes(s.flush())}
+    assert by_worker[b].where == {"x": ["ipc:///tmp/a", 10_000_000, b"ref-x"]}
+    assert by_worker[r].where == {"x": ["ipc:///tmp/a", 10_000_000]}, "a reference means nothing on another host"
+    s.remove_worker(a)  # x is lost: its reference goes with it
+    assert not s.tasks.trefs
+    s.validate()
+
+
+def test_references_from_a_worker_on_another_host_are_not_kept():
+    s = SchedulerState()
+    s.add_client(1)
+    r = s.add_worker({"address": "tcp://10.0.0.2:1", "name": "r", "nthreads": 1})
+    s.submit(1, ["x"], 0, [FID], [b"fn"], [b"p"])
+    (c,) = computes(s.flush())
+    s.finished(r, c.tids, [10_000_000], [None], None, {c.tids[0]: b"ref-x"})
+    assert not s.tasks.trefs
+    s.release(1, ["x"])
+    s.validate()
+
+
+def test_a_thief_takes_locality_work_queued_behind_a_restricted_backlog_and_never_restricted_work():
+    s, (w0, w1) = make()
+    s.submit(1, ["x"], 0, [FID], [b"fn"], [b"p"], workers=["0"])
+    (c,) = computes(s.flush())
+    s.finished(w0, c.tids, [10_000_000], [None], [(FID, 1, 1.0)])  # held on w0; the function takes 1 s
+    s.submit(1, [f"r{i}" for i in range(40)], 0, [FID], [b"fn"], [b"p"] * 40, workers=["0"])
+    sent = {w0: [], w1: []}
+    for c in computes(s.flush()):
+        sent[c.worker].extend(c.keys)
+    assert not sent[w1] and s.workers[w0].ready, "w0 is full and the rest waits in its queue"
+    for _ in range(3):  # dispatches find nothing to steal: the backlog is not scanned again
+        assert not computes(s.flush())
+    s.submit(1, [f"d{i}" for i in range(8)], 0, [FID], [b"fn"], [b"p"] * 8, deps=[["x"]] * 8)
+    for c in computes(s.flush()):
+        sent[c.worker].extend(c.keys)
+    assert sent[w1] and all(k.startswith("d") for k in sent[w1]), sent[w1]
+    s.validate()

@@ -341,3 +341,38 @@ def test_a_cancel_that_abandons_a_fetch_sends_a_queued_one():
     assert s.cancel([1]) == [Cancelled([1]), Fetch("tcp://b", ["y"])]
     assert s.in_flight == 100
     s.validate()
+
+
+def test_inputs_viewed_through_same_host_references_are_kept_before_their_tasks_run():
+    s = WorkerState()
+    where = {"x": ["ipc://a", 100, b"ref"], "y": ["ipc://a", 50]}
+    out = s.compute([task(1, ["x"]), task(2, ["x", "y"])], where, nothing_here, {"x": 100})
+    # x is kept first (the task reads it at once), y is asked of its holder as usual
+    assert out[0] == Keep("x", 100)
+    (ex,) = of(Execute, out)
+    assert [t.tid for t in ex.tasks] == [1] and out.index(ex) > 0
+    assert of(Fetch, out) == [Fetch("ipc://a", ["y"])]
+    assert s.fetched == {"x"} and s.fetched_bytes == 100 and s.in_flight == 50
+    s.validate()
+    (ex2,) = of(Execute, s.got(["y"], [], "ipc://a"))
+    s.finished([], [Ran(ex.tasks[0], 8, b"r", 0.1)])
+    assert s.fetched == {"x", "y"}, "task 2 still reads x"
+    out = s.finished([], [Ran(ex2.tasks[0], 8, b"r", 0.1)])
+    assert sorted(of(Release, out)[0].keys) == ["x", "y"] and not s.fetched and s.fetched_bytes == 0
+    s.validate()
+
+
+def test_a_viewed_input_already_being_fetched_waits_for_that_fetch():
+    s = WorkerState()
+    s.compute([task(1, ["x"])], {"x": ["ipc://a", 10]}, nothing_here)
+    out = s.compute([task(2, ["x"])], {"x": ["ipc://a", 10, b"ref"]}, nothing_here, {"x": 10})
+    assert not of(Keep, out) and not of(Execute, out) and s.fetching == {"x": "ipc://a"}
+    s.validate()
+
+
+def test_held_results_report_their_references():
+    s = WorkerState()
+    (ex,) = of(Execute, s.compute([task(1), task(2)], {}, nothing_here))
+    t1, t2 = ex.tasks
+    (fin,) = s.finished([], [Ran(t1, 10**6, None, 0.1, b"ref1"), Ran(t2, 8, b"inline", 0.1)])
+    assert fin.refs == {1: b"ref1"} and fin.blobs == [None, b"inline"]

@@ -344,6 +344,47 @@ def decode_values(keys: list[str], descs_per_key: list, frames: list) -> dict:
     return values
 
 
+REF_STREAM = 512  # largest pickle stream a same-host reference carries
+
+
+def reference(frames: list) -> bytes | None:
+    """A same-host reference to a value held in arena blocks: its block descriptors and its
+    small pickle stream, for a reader on this host to view the value without asking the
+    holder (the scheduler forwards it opaquely). None when the value is not all in the arena.
+
+    Safe to forward because a block is reused only after its generation is bumped: a
+    reference that arrives after the value was freed and its block reused is refused by
+    :func:`frisky.shm.arena.attach`, and the reader then asks the holder as usual."""
+    stream = frames[0]
+    if len(frames) < 2 or memoryview(stream).nbytes > REF_STREAM:
+        return None
+    descs = []
+    for f in frames[1:]:
+        if not isinstance(f, _arena.Block):
+            return None
+        descs.append(f.descriptor())
+    import msgpack
+
+    return msgpack.packb([bytes(stream), descs], use_bin_type=True)
+
+
+def from_reference(ref: bytes) -> Any:
+    """The value a :func:`reference` names, viewed in place; raises if it cannot be (a
+    malformed reference, a block freed and reused, an arena gone)."""
+    import msgpack
+
+    stream, descs = msgpack.unpackb(ref, raw=False, use_list=True)
+    if type(stream) is not bytes or type(descs) is not list:
+        raise ValueError("a reference is [stream, descriptors]")
+    attach = _arena.attach
+    bufs = []
+    for d in descs:
+        if type(d) is not list or len(d) != 4:
+            raise ValueError("a reference's descriptors are [name, offset, nbytes, generation]")
+        bufs.append(attach(*d))
+    return pickle.loads(stream, buffers=bufs)
+
+
 def count_frames(descs: list) -> int:
     """How many frames of the reply itself belong to these descriptors."""
     return sum(1 for d in descs if d[0] == RAW or d[0] == PACKED)

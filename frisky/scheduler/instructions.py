@@ -19,7 +19,7 @@ class Compute(NamedTuple):
     fidx: Any  # int: one function for all; else per-task index into fids
     fids: list[bytes]
     deps: list | None  # per task: dependency keys, or None
-    where: dict  # dep key -> [holder address, nbytes], for deps held elsewhere
+    where: dict  # dep key -> [holder address, nbytes, same-host reference?], for deps held elsewhere
     payloads: list
     fn_blobs: list
     inline: dict  # dep key -> inline blob

@@ -134,7 +134,8 @@ class Placement:
 
     def _steal(self, thief: WorkerInfo, workers: list[WorkerInfo], plan: dict) -> None:
         victim = max(workers, key=lambda v: len(v.ready))
-        if victim is thief or len(victim.ready) < 2 or self._has_room(victim):
+        n = len(victim.ready)
+        if victim is thief or n < 2 or n <= victim.unstealable or self._has_room(victim):
             return
         tstate, trestrict = self.tasks.tstate, self.tasks.trestrict
         kept = []
@@ -150,6 +151,10 @@ class Placement:
             thief.ready.appendleft(tid)
         self.queues.stale -= stale
         victim.ready.extend(reversed(kept))
+        if len(kept) + stale == n // 2:  # nothing taken: skip this backlog until it grows
+            victim.unstealable = len(victim.ready)
+        else:
+            thief.unstealable = 0
         self._take(thief, 1 << 62, plan.setdefault(thief.idx, []), False)
 
     def compute(self, w: int, tids: list[int]) -> Compute:
@@ -169,7 +174,8 @@ class Placement:
         deps = None
         where: dict[str, list] = {}  # dep key -> [holder address, nbytes]
         inline: dict[str, bytes] = {}
-        tdeps, twhere, tblob = t.tdeps, t.twhere, t.tblob
+        tdeps, twhere, tblob, trefs = t.tdeps, t.twhere, t.tblob, t.trefs
+        local = trefs and self.workers[w].local  # same-host holders' references mean something here
         for n, tid in enumerate(tids):
             dt = tdeps[tid]
             if dt is None:
@@ -184,6 +190,10 @@ class Placement:
                 if h < 0:
                     inline[k] = tblob[d]
                 elif h != w:
-                    where[k] = [self.workers[h].address, t.tnbytes[d]]
+                    ref = trefs.get(d) if local else None
+                    if ref is None:
+                        where[k] = [self.workers[h].address, t.tnbytes[d]]
+                    else:
+                        where[k] = [self.workers[h].address, t.tnbytes[d], ref]
             deps[n] = dk
         return Compute(w, tids, keys, fidx, fids, deps, where, payloads, fn_blobs, inline)

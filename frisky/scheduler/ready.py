@@ -62,10 +62,12 @@ class ReadyQueues:
                 if w >= 0 and tnbytes[d] > best_bytes and workers[w].alive:
                     best, best_bytes = w, tnbytes[d]
             if best >= 0:
+                wb = workers[best]
                 if urgent:
-                    workers[best].ready.appendleft(tid)
+                    wb.ready.appendleft(tid)
                 else:
-                    workers[best].ready.append(tid)
+                    wb.ready.append(tid)
+                wb.unstealable = 0
                 return
         if urgent:
             self.urgent.append(tid)

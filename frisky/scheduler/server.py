@@ -254,7 +254,7 @@ class SchedulerServer:
             if timings:
                 functions = state.functions
                 timings = [t for t in timings if t[0] in functions]  # no growth from made-up fids
-            state.finished(who[1], msg.tids, msg.nbytes, msg.blobs, timings)
+            state.finished(who[1], msg.tids, msg.nbytes, msg.blobs, timings, msg.refs)
         elif kind is protocol.Submit:
             if who is None:
                 raise protocol.ProtocolError("submit before hello", protocol.SUBMIT)

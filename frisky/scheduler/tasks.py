@@ -41,6 +41,8 @@ class TaskTable:
         for name, _ in self.COLUMNS:
             setattr(self, name, [])
         self.key_tid: dict[str, int] = {}
+        # held results in a same-host worker's arena: tid -> reference (forwarded, never read)
+        self.trefs: dict[int, bytes] = {}
         self.free: list[int] = []  # forgotten rows nothing is pending on: reusable
         # fid -> [blob, number of live tasks using it]
         self.functions: dict[bytes, list] = {}

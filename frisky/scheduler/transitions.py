@@ -9,6 +9,7 @@ these keep are checked by ``validate.py``:
 - ``tproc[t] >= 0`` exactly when processing, and ``t`` is then in that worker's ``processing``.
 - ``tpending[t]``: 1 if processing, plus each worker told to cancel it that has not answered.
 - ``twhere[t] >= 0`` only in memory, and ``t`` is then in that worker's ``held``.
+- ``trefs[t]`` only while ``twhere[t] >= 0``.
 
 Transitions (``*`` = any live state):
 
@@ -178,10 +179,11 @@ class Transitions:
             self.outbox.cancel.setdefault(w, []).append(tid)
 
     # ------------------------------------------------------------ processing -> memory
-    def finished(self, wi: WorkerInfo, tids: list[int], nbytes: list[int], blobs: list) -> None:
+    def finished(self, wi: WorkerInfo, tids: list[int], nbytes: list[int], blobs: list,
+                 refs: dict | None = None) -> None:
         """processing -> memory for the tasks ``wi`` reports done (``blobs[i]``: the inline
-        result, or None: held by ``wi``). Reports on tasks not processing there are
-        answers to a cancel, or else ignored."""
+        result, or None: held by ``wi``, with ``refs[tid]`` its same-host reference if any).
+        Reports on tasks not processing there are answers to a cancel, or else ignored."""
         t = self.tasks
         w = wi.idx
         tstate, tproc, tpending, tdependents, twanted = t.tstate, t.tproc, t.tpending, t.tdependents, t.twanted
@@ -208,6 +210,10 @@ class Transitions:
                 twhere[tid] = w
                 wi.nbytes += nb
                 wi.held.add(tid)
+                if refs:
+                    ref = refs.get(tid)
+                    if ref is not None:
+                        t.trefs[tid] = ref
             else:
                 tblob[tid] = blob
             wanted = twanted[tid]
@@ -400,6 +406,8 @@ class Transitions:
         w = t.twhere[tid]
         if w >= 0:
             t.twhere[tid] = -1
+            if t.trefs:
+                t.trefs.pop(tid, None)
             wi = self.workers[w]
             wi.nbytes -= t.tnbytes[tid]
             wi.held.discard(tid)
@@ -420,6 +428,8 @@ class Transitions:
         if w < 0:  # freed meanwhile (forgotten with a dependent lost just before)
             return
         t.twhere[tid] = -1
+        if t.trefs:
+            t.trefs.pop(tid, None)
         wi = self.workers[w]
         wi.nbytes -= t.tnbytes[tid]
         wi.held.discard(tid)

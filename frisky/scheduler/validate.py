@@ -124,6 +124,11 @@ def validate(s: SchedulerState) -> None:
     for tid in range(n):
         if tstate[tid] != FORGOTTEN and t.twaiters[tid] != waiters[tid]:
             raise _fail(tid, s, f"twaiters {t.twaiters[tid]} != {waiters[tid]} active dependents")
+    for tid, ref in t.trefs.items():
+        if not (0 <= tid < n) or t.twhere[tid] < 0 or type(ref) is not bytes:
+            raise AssertionError(f"task {tid} has a reference but no holder")
+        if not workers[t.twhere[tid]].local:
+            raise _fail(tid, s, "a reference kept from a worker on another host")
     for fid, (_, refs) in t.functions.items():
         if refs != fid_refs[fid] or refs <= 0:
             raise AssertionError(f"function {fid!r}: {refs} references counted, {fid_refs[fid]} tasks use it")

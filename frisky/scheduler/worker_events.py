@@ -108,8 +108,10 @@ class WorkerEvents:
         if wi is not None:
             wi.metrics = metrics
 
-    def finished(self, w: int, tids: list[int], nbytes: list[int], blobs: list, timings=None) -> None:
-        """Worker ``w`` computed ``tids``; ``blobs[i]`` is the inline result or None (held there)."""
+    def finished(self, w: int, tids: list[int], nbytes: list[int], blobs: list, timings=None,
+                 refs: dict | None = None) -> None:
+        """Worker ``w`` computed ``tids``; ``blobs[i]`` is the inline result or None (held there);
+        ``refs``: tid -> same-host reference of a held result (opaque, forwarded to readers)."""
         wi = self._live(w)
         if wi is None or not self._valid(tids):
             return
@@ -121,7 +123,7 @@ class WorkerEvents:
                 mean = seconds / count
                 old = dur.get(fid)
                 dur[fid] = mean if old is None else 0.5 * (old + mean)
-        self.transitions.finished(wi, tids, nbytes, blobs)
+        self.transitions.finished(wi, tids, nbytes, blobs, refs if refs and wi.local else None)
 
     def erred(self, w: int, tids: list[int], exc_blobs: list, tracebacks: list[str]) -> None:
         """Tasks raised on worker ``w``: retry them, or mark them and their dependents erred."""

@@ -21,7 +21,8 @@ class WorkerInfo:
 
     __slots__ = (
         "idx", "name", "address", "nthreads", "memory_limit", "pid", "host", "info",
-        "processing", "load", "ready", "nbytes", "held", "cancelling", "alive", "metrics",
+        "processing", "load", "ready", "nbytes", "held", "cancelling", "alive", "metrics", "local",
+        "unstealable",
     )
 
     def __init__(self, idx: int, info: dict) -> None:
@@ -29,6 +30,8 @@ class WorkerInfo:
         self.info = info
         self.name = str(info.get("name", idx))
         self.address = info["address"]
+        # on the scheduler's host (ipc): its arena references mean something to its peers there
+        self.local = self.address.startswith("ipc://")
         self.nthreads = int(info.get("nthreads", 1))
         self.memory_limit = info.get("memory_limit")
         self.pid = info.get("pid")
@@ -37,6 +40,9 @@ class WorkerInfo:
         self.load = 0.0  # estimated seconds of the work in `processing`
         self.cancelling: dict[int, int] = {}  # tid -> cancels sent and not answered yet
         self.ready: deque[int] = deque()  # tasks that should run here (data or restriction)
+        # len(ready) when a thief last found nothing it may take (all restricted here): no
+        # rescan of the same restricted backlog at every dispatch until stealable work comes
+        self.unstealable = 0
         self.nbytes = 0  # bytes of results held
         self.held: set[int] = set()  # tids of the results it holds
         self.alive = True

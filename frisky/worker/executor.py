@@ -34,16 +34,19 @@ _WAKE_NS = 1_000_000
 class Executor:
     """Threads that run batches of tasks and hand their outcomes back to the loop.
 
-    ``inline_threshold``: results under it travel inline; ``keep(key, value) -> nbytes`` holds a result too large to travel inline; ``value(key)``
+    ``inline_threshold``: results under it travel inline; ``keep(key, value) -> nbytes`` holds a result too large to travel inline,
+    and ``ref(key)`` (optional) gives a held result's same-host reference or None; ``value(key)``
     reads an input held on this worker; ``memory`` is the worker's
     :class:`~frisky.worker.memory.MemoryManager` (tasks wait while it pauses); ``wake``
     pokes the loop.
     """
 
     def __init__(self, nthreads: int, codec, *, inline_threshold: int, keep: Callable[[str, Any], int],
-                 value: Callable[[str], Any], memory, wake: Callable[[], None]) -> None:
+                 value: Callable[[str], Any], memory, wake: Callable[[], None],
+                 ref: Callable[[str], bytes | None] | None = None) -> None:
         self.codec = codec
         self.keep = keep
+        self.ref = ref
         self.value = value
         self.memory = memory
         self.wake = wake
@@ -122,6 +125,7 @@ class Executor:
         dumps_value = codec.dumps_value
         threshold = self.inline_threshold
         keep = self.keep
+        ref_of = self.ref
         perf = time.perf_counter_ns
         record = recorder.span
         add = recorder.add
@@ -155,23 +159,26 @@ class Executor:
                 result = fn(*args, **kwargs)
                 t2 = perf()
                 blob = dumps_value(result) if try_inline(result, sizeof, threshold) else None
+                ref = None
                 if type(blob) is bytes:
                     nbytes = len(blob)
                 else:
                     nbytes = keep(key, result)
                     blob = None
+                    if ref_of is not None:
+                        ref = ref_of(key)
                 t3 = perf()
                 # one raw span per call; (de)serialization is summed per batch
                 record("worker.exec.call", t1, key.partition("-")[0], t2, nbytes)
                 n_de += 1
                 t_de += t1 - t0
                 t_ser += t3 - t2
-                done.append(Ran(task, nbytes, blob, (t2 - t1) / 1e9))
+                done.append(Ran(task, nbytes, blob, (t2 - t1) / 1e9, ref))
             except BaseException as e:  # noqa: BLE001 - user code may raise anything
                 done.append(Failed(task, codec.dumps_exception(e), format_exception(e)))
                 record("worker.exec.error", t0, key.partition("-")[0])
             # hold no reference to user objects while waiting for the next batch
-            fn = args = kwargs = result = blob = None
+            fn = args = kwargs = result = blob = ref = None
         batch = task = tb = payload = None
         current.pop(me, None)
         self.active = False

@@ -193,7 +193,8 @@ class Worker:
         try:
             # threads first: once the scheduler has a worker, it has all of the worker's threads
             self.executor = Executor(self.nthreads, self.codec, inline_threshold=self.inline_threshold,
-                                     keep=self.keep, value=self.value, memory=self.memory, wake=self.waker.wake)
+                                     keep=self.keep, value=self.value, memory=self.memory, wake=self.waker.wake,
+                                     ref=self.ref if self.use_shm else None)
             try:
                 self._hello()
             except Stopped:
@@ -338,7 +339,32 @@ class Worker:
         else:
             ds = deps if deps is not None else itertools.repeat(None)
             tasks = [Task(t, k, fids[i], p, d, b) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
-        self._do(self.state.compute(tasks, msg.where, self.has))
+        values, viewed = self._view_refs(msg.where) if self.use_shm else (None, None)
+        self._do(self.state.compute(tasks, msg.where, self.has, viewed), values)
+
+    def _view_refs(self, where: dict[str, list]) -> tuple[dict | None, dict | None]:
+        """The dependencies a same-host holder's reference lets this worker view at once,
+        with no request to the holder (values, and nbytes by key); one that cannot be viewed
+        (freed since, malformed) is fetched as usual."""
+        values = viewed = None
+        for k, spec in where.items():
+            if len(spec) < 3 or self.has(k):
+                continue
+            try:
+                v = dataplane.from_reference(spec[2])
+            except Exception as e:  # noqa: BLE001 - a stale or bad reference: ask the holder
+                log.debug("worker %s: reference to %r not viewed: %s", self.name, k, e)
+                continue
+            if values is None:
+                values, viewed = {}, {}
+            values[k] = v
+            viewed[k] = spec[1]
+        return values, viewed
+
+    def ref(self, key: str) -> bytes | None:
+        """A held result's same-host reference (for the scheduler to forward), or None."""
+        frames = self.shared.get(key)
+        return dataplane.reference(frames) if frames is not None else None
 
     def _do(self, instructions: list, values: dict | None = None) -> None:
         """Carry out what the state machine says; ``values``: those a peer just sent."""

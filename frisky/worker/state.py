@@ -88,6 +88,7 @@ class Ran(NamedTuple):
     nbytes: int
     blob: bytes | None
     seconds: float
+    ref: bytes | None = None  # a held result's same-host reference (see dataplane.reference)
 
 
 class Failed(NamedTuple):
@@ -189,12 +190,16 @@ class WorkerState:
         self.streak: dict[bytes, int] = {}  # fid -> calls in a row that took under FAST_SECONDS
 
     # ------------------------------------------------------------------ events
-    def compute(self, tasks: list[Task], where: dict[str, list], have: Callable[[str], bool]) -> list:
+    def compute(self, tasks: list[Task], where: dict[str, list], have: Callable[[str], bool],
+                viewed: dict[str, int] | None = None) -> list:
         """New tasks from the scheduler; ``where`` maps dep keys held elsewhere to
-        ``[address, nbytes]``, ``have`` says whether a key is held here.
-        Returns ``[Execute?, Fetch…]``."""
+        ``[address, nbytes, …]``, ``have`` says whether a key is held here, ``viewed`` maps
+        the dep keys already viewed through a same-host reference to their nbytes (kept as
+        if fetched, unless a fetch of them is under way).
+        Returns ``[Keep…, Execute?, Fetch…]``."""
         ready: list[Task] = []
         fetch: dict[str, list[str]] = {}
+        keeps: list = []
         for task in tasks:
             deps = task.deps
             if not deps:
@@ -210,6 +215,13 @@ class WorkerState:
                 refs[k] = refs.get(k, 0) + 1
                 if k in self.fetched or have(k) or k in missing:
                     continue
+                if viewed and k in viewed and k not in self.fetching:
+                    nbytes = viewed[k]
+                    self.fetched.add(k)
+                    self.sizes[k] = nbytes
+                    self.fetched_bytes += nbytes
+                    keeps.append(Keep(k, nbytes))
+                    continue
                 missing.add(k)
                 order.append(k)
             if not missing:
@@ -223,7 +235,7 @@ class WorkerState:
                 spec = where.get(k)
                 if spec is None:
                     continue
-                addr, nbytes = spec
+                addr, nbytes = spec[0], spec[1]
                 asked = self.fetching.get(k)
                 if asked == addr:
                     continue
@@ -240,7 +252,7 @@ class WorkerState:
         out: list = self._requests(fetch)
         if ready:
             out.insert(0, self._execute(ready))
-        return out
+        return keeps + out if keeps else out
 
     def got(self, received: Iterable[str], missing: Iterable[str], address: str) -> list:
         """The peer at ``address`` sent the values of ``received`` and lacks ``missing``.
@@ -300,6 +312,7 @@ class WorkerState:
         ok_tids: list[int] = []
         ok_nbytes: list[int] = []
         ok_blobs: list = []
+        ok_refs: dict[int, bytes] = {}
         err_tids: list[int] = []
         err_blobs: list[bytes] = []
         err_tbs: list[str] = []
@@ -332,6 +345,8 @@ class WorkerState:
                     ok_tids.append(tid)
                     ok_nbytes.append(o.nbytes)
                     ok_blobs.append(o.blob)
+                    if o.ref is not None:
+                        ok_refs[tid] = o.ref
                     t = timings.get(fid)
                     if t is None:
                         timings[fid] = [fid, 1, seconds]
@@ -348,7 +363,7 @@ class WorkerState:
         self.threaded -= n_threads
         out: list = []
         if ok_tids:
-            out.append(Finished(ok_tids, ok_nbytes, list(timings.values()), ok_blobs))
+            out.append(Finished(ok_tids, ok_nbytes, list(timings.values()), ok_blobs, ok_refs or None))
         if err_tids:
             out.append(TaskErred(err_tids, err_tbs, err_blobs))
         if cancelled:
