@@ -347,6 +347,8 @@ class Worker:
         with no request to the holder (values, and nbytes by key); one that cannot be viewed
         (freed since, malformed) is fetched as usual."""
         values = viewed = None
+        t0 = time.time()
+        by_holder: dict[str, list] = {}  # address -> [first key, address, nkeys, nbytes, seconds]
         for k, spec in where.items():
             if len(spec) < 3 or self.has(k):
                 continue
@@ -359,6 +361,17 @@ class Worker:
                 values, viewed = {}, {}
             values[k] = v
             viewed[k] = spec[1]
+            entry = by_holder.get(spec[0])
+            if entry is None:
+                by_holder[spec[0]] = [k, spec[0], 1, spec[1], 0.0]
+            else:
+                entry[2] += 1
+                entry[3] += spec[1]
+        if by_holder:  # transfers as the dashboard shows them: moved by reference, no bytes sent
+            seconds = time.time() - t0
+            for entry in by_holder.values():
+                entry[4] = seconds
+                self.peers.finished.append(entry)
         return values, viewed
 
     def ref(self, key: str) -> bytes | None:
