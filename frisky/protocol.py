@@ -522,7 +522,7 @@ class Running(NamedTuple):
 
 class Results(NamedTuple):
     keys: list
-    values: list  # per key: inline blob (bytes) or the holder's address (str)
+    values: list  # per key: inline blob (bytes), the holder's address (str) or [address, reference]
 
     def encode(self) -> list:
         return [header(RESULTS, self.keys), pack(self.values)]
@@ -860,8 +860,12 @@ def _p_results(msg, frames) -> Results:
     _fields(msg, 1)
     keys = _keys(msg[1])
     _frames_count(frames, 2)
-    values = _blobs(_payload(frames, 1, "results"), "results", {bytes, str})
+    values = _blobs(_payload(frames, 1, "results"), "results", {bytes, str, list})
     _same_len(len(keys), values, "results")
+    for v in values:
+        if type(v) is list and (len(v) != 2 or type(v[0]) is not str or type(v[1]) is not bytes
+                                or len(v[1]) > MAX_REF):
+            _fail("a result held with a reference must be [address, reference]")
     return Results(keys, values)
 
 

@@ -334,6 +334,22 @@ def test_a_reader_on_the_same_host_views_a_result_without_asking_its_holder():
         del x
 
 
+def test_a_client_on_the_same_host_views_results_without_asking_their_holder():
+    with frisky.LocalCluster(n_workers=2, threads_per_worker=1) as c, c.get_client() as cl:
+        info = cl.scheduler_info()["workers"]
+        a = sorted(info)[0]
+        xs = [cl.submit(make, MiB, workers=[a], pure=False) for _ in range(3)]
+        frisky.wait(xs, timeout=60)
+        os.kill(info[a]["pid"], signal.SIGSTOP)
+        try:
+            first = xs[0].result(timeout=10)
+            rest = cl.gather(xs[1:])
+        finally:
+            os.kill(info[a]["pid"], signal.SIGCONT)
+        assert all(float(v.sum()) == MiB and not v.flags.writeable for v in [first, *rest])
+        del first, rest, xs
+
+
 _SCRIPT = """
 import sys, frisky, numpy as np
 cluster = frisky.LocalCluster(n_workers=2)

@@ -95,7 +95,8 @@ def stores(draw):
 @st.composite
 def results(draw):
     ks = draw(keys)
-    return p.Results(ks, draw(st.lists(blob | key, min_size=len(ks), max_size=len(ks))))
+    held = st.tuples(key, blob).map(list)  # [holder address, same-host reference]
+    return p.Results(ks, draw(st.lists(blob | key | held, min_size=len(ks), max_size=len(ks))))
 
 
 @st.composite
@@ -243,6 +244,8 @@ KILLERS = [
     ("compute: where reference not bytes", p.parse_to_worker,
      [p.header(p.COMPUTE, [1], ["k"], 0, [b"f"], [["d"]], {"d": ["ipc://a", 8, "ref"]}),
       p.pack([[b"p"], [b"fn"], {}])]),
+    ("results: reference without an address", p.parse_to_client,
+     [p.header(p.RESULTS, ["k"]), p.pack([[b"ref"]])]),
     ("get without fields", p.parse_get, [p.header(p.GET)]),
     ("get: unhashable keys", p.parse_get, [p.header(p.GET, 1, [[1]], True)]),
     ("empty frame", p.parse_get, [b""]),

@@ -8,6 +8,7 @@ waiting on the I/O thread); a value whose holder died is awaited on the schedule
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from frisky.data import dataplane, seal
 from frisky.errors import ClientClosed, FriskyError, SchedulerGone
 from frisky.telemetry import now, recorder
 from frisky.zmq import bulk, sockets
+
+log = logging.getLogger("frisky.client")
 
 _NEWS_RECHECK = 1.0  # seconds between asking where a recomputed value is, as a safety net
 _HOLDER_RECHECK = 0.5  # seconds between asking whether a worker slow to answer still holds a value
@@ -38,8 +41,14 @@ class ClientFetch:
         by_addr: dict[str, list[Future]] = {}
         for f in futures:
             f._wait()
-            if type(f._result) is Remote and f._state == "FINISHED":
-                by_addr.setdefault(f._result.address, []).append(f)
+            remote = f._result
+            if type(remote) is Remote and f._state == "FINISHED":
+                if remote.ref is not None:
+                    value = _viewed(remote)
+                    if value is not _NOT_VIEWED:
+                        f._result = value
+                        continue
+                by_addr.setdefault(remote.address, []).append(f)
         for address, fs in by_addr.items():
             try:
                 values = self._get_from(address, [f._wkey for f in fs], self.timeout,
@@ -57,6 +66,10 @@ class ClientFetch:
         its holder lost is awaited on the scheduler's news of it (recomputed or failed),
         never polled in a loop; ``timeout`` bounds the whole call.
         """
+        if remote.ref is not None:
+            value = _viewed(remote)
+            if value is not _NOT_VIEWED:
+                return value
         deadline = None if timeout is None else time.monotonic() + timeout
         address = remote.address
         while True:
@@ -246,3 +259,17 @@ class ClientFetch:
                 raise FriskyError(f"a malformed answer from the scheduler: {e.why}") from None
             if type(msg) is protocol.Reply and msg.req == req:
                 return msg.value
+
+
+_NOT_VIEWED = object()
+
+
+def _viewed(remote: Remote) -> Any:
+    """The value a holder's same-host reference names, viewed in place with no request; the
+    reference is used once (stale or unusable: the holder is asked instead)."""
+    ref, remote.ref = remote.ref, None
+    try:
+        return dataplane.from_reference(ref)
+    except Exception as e:  # noqa: BLE001 - freed and reused, another host's arena, malformed
+        log.debug("reference to a result on %s not viewed: %s", remote.address, e)
+        return _NOT_VIEWED

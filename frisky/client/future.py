@@ -24,11 +24,12 @@ class Remote:
     """A result held by the worker at ``address``; ``error`` once the scheduler reported it
     lost for good (set by the client's I/O thread)."""
 
-    __slots__ = ("address", "error")
+    __slots__ = ("address", "error", "ref")
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, ref: bytes | None = None) -> None:
         self.address = address
         self.error: BaseException | None = None
+        self.ref = ref  # the holder's same-host reference: viewed in place when it still holds
 
 
 _PENDING = "PENDING"

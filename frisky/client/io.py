@@ -186,7 +186,7 @@ class ClientIO:
     def _on_results(self, keys: list[str], blobs: list) -> None:
         loads = self.codec.loads_value
         if self._news:
-            self._tell_news(keys, blobs)
+            self._tell_news(keys, [b[0] if type(b) is list else b for b in blobs])
         jobs = self._jobs
         touched: set[MapJob] | None = None
         for wkey, blob in zip(keys, blobs):
@@ -195,7 +195,7 @@ class ClientIO:
                 job = jobs.get(head)
                 if job is not None:
                     try:
-                        value = Remote(blob) if type(blob) is str else loads(blob)
+                        value = _remote(blob) if type(blob) is not bytes else loads(blob)
                     except Exception as e:  # noqa: BLE001 - e.g. a class missing here
                         value = Failed(e)
                     job.put(int(index, 16), value)
@@ -206,12 +206,13 @@ class ClientIO:
             f = self._live(wkey)
             if f is None:
                 continue
-            if type(blob) is str:
+            if type(blob) is not bytes:
                 if f.done():  # recomputed elsewhere: a later fetch goes there first
                     if type(f._result) is Remote:
-                        f._result.address = blob
+                        new = _remote(blob)
+                        f._result.address, f._result.ref = new.address, new.ref
                     continue
-                value = Remote(blob)
+                value = _remote(blob)
             else:
                 try:
                     value = loads(blob)
@@ -295,6 +296,11 @@ class ClientIO:
         self._tell_news_all(SchedulerGone(f"{why}; a result being recomputed is lost"))
         for job in list(self._jobs.values()):
             job.fail(SchedulerGone(f"{why}; the results of a map are lost"))
+
+
+def _remote(held: str | list) -> Remote:
+    """A result held by a worker: its address, or ``[address, same-host reference]``."""
+    return Remote(held) if type(held) is str else Remote(held[0], held[1])
 
 
 def _submit_frames(run: list[tuple], released: list[str] | None = None) -> list:

@@ -33,7 +33,8 @@ class Running(NamedTuple):
 
 
 class Results(NamedTuple):
-    """Tell ``client`` these keys are done: per key, the inline blob or the holder's address."""
+    """Tell ``client`` these keys are done: per key, the inline blob, the holder's address,
+    or ``[address, same-host reference]``."""
 
     client: int
     keys: list[str]

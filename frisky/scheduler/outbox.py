@@ -41,9 +41,12 @@ class Outbox:
                 tids = [t for t in tids if tstate[t] == MEMORY]
                 keys = list(map(tkey.__getitem__, tids))
                 blobs = list(map(tblob.__getitem__, tids))
+                trefs = tasks.trefs
                 for i, t in enumerate(tids):
                     if twhere[t] >= 0:  # held by a worker: the client fetches it there
-                        blobs[i] = workers[twhere[t]].address
+                        ref = trefs.get(t) if trefs else None
+                        # a client on that host views it by reference (elsewhere: unusable, ignored)
+                        blobs[i] = workers[twhere[t]].address if ref is None else [workers[twhere[t]].address, ref]
                 if keys:
                     out.append(Results(cid, keys, blobs))
             self.results = {}
