@@ -186,11 +186,11 @@ def parse_memory_limit(value: str | int | float | None, total: int) -> int | Non
     return limit
 
 
-def shm_limit(memory_limit: int | None = None, host_workers: int = 1) -> int:
-    """Bytes one worker's shared-memory region may hold: the host's ``shm_limit`` (a share of
-    its RAM, as Ray's object store) split evenly among the ``host_workers`` started together
-    on the host, and no more than the worker's ``memory_limit`` (values there count against it)."""
-    limit = (parse_bytes(get("shm_limit"), total_memory()) or 0) // max(1, host_workers)
+def shm_limit(memory_limit: int | None = None) -> int:
+    """Bytes of shared memory a cluster's arenas may hold on one host together: the
+    ``shm_limit`` setting (a share of RAM, as Ray's object store). With ``memory_limit``:
+    the most one worker's region may hold (values there count against its memory limit)."""
+    limit = parse_bytes(get("shm_limit"), total_memory()) or 0
     return min(limit, memory_limit) if memory_limit else limit
 
 

@@ -382,13 +382,23 @@ def test_arenas_of_a_tree_killed_with_sigkill_are_swept_by_the_next_start():
         _end(proc)
 
 
-def test_the_hosts_shm_limit_is_split_among_its_workers(monkeypatch):
+def test_the_hosts_shm_limit_is_one_budget_for_all_of_its_workers(monkeypatch):
     monkeypatch.setenv("FRISKY_SHM_LIMIT", str(16 * MiB))  # the host's whole arena
     with frisky.LocalCluster(n_workers=2, threads_per_worker=1) as c, c.get_client() as cl:
         a, b = sorted(cl.scheduler_info()["workers"])
-        xs = [cl.submit(make, 6 * MiB // 8, workers=[a], pure=False) for _ in range(3)]
-        # 18 MiB made on a, whose share is 8 MiB: what does not fit stays on a's heap
-        assert [cl.submit(total, x, workers=[b], pure=False).result(timeout=60) for x in xs] == [6 * MiB // 8] * 3
-        held = [os.stat(os.path.join(shm.SHM_DIR, n)).st_blocks * 512 for n in _files(c.cluster_id)]
-        assert held and max(held) <= 8 * MiB + 8 * MiB // PAGE * 4 + PAGE, held
-        del xs
+        xs = [cl.submit(make, 4 * MiB // 8, workers=[a], pure=False) for _ in range(3)]
+        frisky.wait(xs, timeout=60)
+
+        def held():
+            return {n: os.stat(os.path.join(shm.SHM_DIR, n)).st_blocks * 512 for n in _files(c.cluster_id)}
+
+        # 12 MiB made on a: more than half of the host's 16 MiB, none of it needed by b
+        assert max(held().values()) >= 12 * MiB, held()
+        ys = [cl.submit(make, 4 * MiB // 8, workers=[b], pure=False) for _ in range(2)]
+        frisky.wait(ys, timeout=60)
+        # what does not fit in what is left of the budget stays on b's heap
+        headers = 2 * (16 * MiB // PAGE * 4 + PAGE)
+        assert sum(held().values()) <= 16 * MiB + headers, held()
+        assert [cl.submit(total, x, workers=[b], pure=False).result(timeout=60) for x in xs] == [4 * MiB // 8] * 3
+        assert [cl.submit(total, y, workers=[a], pure=False).result(timeout=60) for y in ys] == [4 * MiB // 8] * 2
+        del xs, ys

@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
                    help="supervise the workers but do not restart one that dies")
     p.add_argument("--quiet", action="store_true", help="do not print the worker's address when it starts")
     p.add_argument("--keys", default=None, help="directory of the cluster's keys (frisky keys new DIR)")
-    p.add_argument("--shm-limit", type=cli.nonnegative_int, default=None, help=argparse.SUPPRESS)  # bytes, per worker
+    p.add_argument("--shm-limit", type=cli.nonnegative_int, default=None, help=argparse.SUPPRESS)  # bytes: the host's arena budget
     p.add_argument("--status-fd", type=int, default=None, help=argparse.SUPPRESS)  # to the nanny
     p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -218,7 +218,7 @@ def run_nanny(args: argparse.Namespace) -> int:
         parser().error("--listen-address names one address: with --nworkers > 1 give port 0 or --host")
     limit = _limit(args)
     common = ["--no-nanny", "--status-fd", "{fd0}", "--nthreads", str(args.nthreads), "--memory-limit", str(limit),
-              "--shm-limit", str(config.shm_limit(limit, args.nworkers))]
+              "--shm-limit", str(config.shm_limit())]
     if args.keys:
         _keys(args)  # unreadable keys: one line now, not a crash loop
         common += ["--keys", args.keys]

@@ -74,7 +74,7 @@ class LocalCluster:
         total = config.total_memory()
         limit = config.parse_memory_limit(memory_limit, total)
         self.memory_limit = total // max(1, n_workers) if limit is None else limit
-        self.shm_limit = config.shm_limit(self.memory_limit, n_workers)  # per worker: the host's share split
+        self.shm_limit = config.shm_limit()  # the host's arena budget, shared by the workers
         self.host = host or config.get("host")
         self.timeout = config.get("connect_timeout", timeout)
         self._restart_workers = restart_workers

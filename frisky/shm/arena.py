@@ -22,6 +22,12 @@ counted in :data:`_local_pins`: record locks do not conflict within one process.
 The file is sparse and reserved with ``posix_fallocate`` as its high-water mark grows,
 so a full /dev/shm makes :meth:`Arena.alloc` return None (the caller keeps the value on
 the heap) instead of a SIGBUS later.
+
+The host's share (``host_limit``) is one budget for all of a cluster's arenas on the
+host, not a fixed split: before it reserves more, an arena adds up what the cluster's
+arena files hold now (their allocated blocks, so a dead worker's removed file counts for
+nothing at once). One busy producer may so use most of the share while its peers hold
+little. Two arenas growing at the same instant may overshoot by one growth step each.
 """
 
 from __future__ import annotations
@@ -110,7 +116,8 @@ class Block:
 class Arena:
     """This worker's arena region: allocate blocks, take them back once nobody views them."""
 
-    def __init__(self, cluster_id: str, limit: int, idle: int | None = None) -> None:
+    def __init__(self, cluster_id: str, limit: int, idle: int | None = None,
+                 host_limit: int | None = None) -> None:
         _check_id(cluster_id)
         if limit < PAGE:
             raise ValueError(f"arena limit must be at least {PAGE} bytes, not {limit}")
@@ -119,6 +126,8 @@ class Arena:
         flags = os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         self.name = f"{PREFIX}{cluster_id}-{os.getpid():x}xa{_token}{os.urandom(3).hex()}"
         self._fd = os.open(os.path.join(SHM_DIR, self.name), flags, 0o600)
+        self.host_limit = host_limit  # bytes all of this cluster's arenas on the host may reserve
+        self._siblings = f"{PREFIX}{cluster_id}-"
         try:
             os.ftruncate(self._fd, self.header + self.capacity)
             self._reserve(0, self.header)
@@ -178,6 +187,8 @@ class Arena:
         if i < len(self._by_size):
             have, offset = self._by_size[i]
             if self._cold:
+                if not self._host_room(size):
+                    return None
                 try:
                     self._reserve(self.header + offset, size)
                 except OSError:  # /dev/shm is full
@@ -195,6 +206,10 @@ class Arena:
         offset = self._top
         if offset + size > self._reserved:
             grow = min(max(_GROW, offset + size - self._reserved), self.capacity - self._reserved)
+            if not self._host_room(grow):
+                grow = offset + size - self._reserved  # no room for a whole step: just this block
+                if not self._host_room(grow):
+                    return None
             try:
                 self._reserve(self.header + self._reserved, grow)
             except OSError:  # /dev/shm is full: no block, the value stays on the heap
@@ -202,6 +217,25 @@ class Arena:
             self._reserved += grow
         self._top = offset + size
         return offset
+
+    def _host_room(self, more: int) -> bool:
+        """Whether the cluster's arenas on this host may reserve ``more`` bytes."""
+        if self.host_limit is None:
+            return True
+        held = 0
+        prefix = self._siblings
+        try:
+            with os.scandir(SHM_DIR) as it:
+                for e in it:
+                    name = e.name
+                    if name.startswith(prefix) and "xa" in name:
+                        try:
+                            held += e.stat(follow_symlinks=False).st_blocks * 512
+                        except FileNotFoundError:  # removed meanwhile (a worker gone)
+                            pass
+        except OSError:
+            return True  # cannot look: the capacity and /dev/shm's own limit still hold
+        return held + more <= self.host_limit
 
     def _insert(self, offset: int, size: int) -> None:
         # coalesce with free neighbours, and give the top extent back to the bump pointer

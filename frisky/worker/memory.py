@@ -239,8 +239,8 @@ class MemoryManager:
         return key in self.spilled or (key in self.spilling and key not in self.store)
 
     def headroom(self, adding: int) -> bool:
-        """Whether ``adding`` more bytes keep held values under half the spill target."""
-        return not over(self.store.nbytes + self.fetched.nbytes + adding, self.limit, 0.5 * self.target)
+        """Whether ``adding`` more bytes keep held values under the spill target."""
+        return not over(self.store.nbytes + self.fetched.nbytes + adding, self.limit, self.target)
 
     def over_target(self, adding: int = 0) -> bool:
         """Whether held values (plus ``adding`` more bytes) exceed the spill target."""

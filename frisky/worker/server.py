@@ -74,8 +74,10 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.nthreads = nthreads
         self.memory_limit = memory_limit
-        # this worker's share of the host's arena (whoever starts several workers splits it)
-        self.shm_limit = config.shm_limit(memory_limit) if shm_limit is None else min(shm_limit, memory_limit or shm_limit)
+        # the host's arena budget, shared with the cluster's other workers there, and the
+        # most this worker's region may hold of it
+        self.shm_host = config.shm_limit() if shm_limit is None else shm_limit
+        self.shm_limit = min(self.shm_host, memory_limit or self.shm_host)
         self.ctx = ctx or zmq.Context.instance()
         self.codec = codec or PickleCodec()
         self.inline_threshold = config.get("inline_threshold")
@@ -186,7 +188,7 @@ class Worker:
             raise ConnectionError(f"unexpected answer from scheduler: {type(msg).__name__}")
         self.worker_id, self.cluster_id = msg.id, msg.cluster_id
         if self.use_shm and self.arena is None:
-            self.arena = self.memory.arena = _make_arena(self.cluster_id, self.shm_limit)
+            self.arena = self.memory.arena = _make_arena(self.cluster_id, self.shm_limit, self.shm_host)
 
     def run(self) -> None:
         """Register with the scheduler and serve until told to close or it goes silent."""
@@ -411,8 +413,9 @@ class Worker:
 
     def keep(self, key: str, value: Any) -> int:
         """Hold a large result: its big buffers move into shared memory once, now. Returns nbytes."""
-        # near the memory target the value is likely to be spilled soon: copying it into
-        # shared memory first would only cost a copy (it is shared when there is headroom)
+        # over the memory target the value is about to be spilled: copying it into shared
+        # memory first would only cost a copy (under it, the arena's warm pages make the
+        # copy cheap, and every reader on the host then views it without a request)
         if self.use_shm and self.cluster_id and self.memory.headroom(sizeof(value)):
             t0 = now()
             frames = dataplane.dumps(value)
@@ -558,10 +561,10 @@ class Worker:
             log.debug("worker %s: message to the scheduler dropped: %s", self.name, e)
 
 
-def _make_arena(cluster_id: str, limit: int) -> arena.Arena | None:
+def _make_arena(cluster_id: str, limit: int, host_limit: int) -> arena.Arena | None:
     """This worker's shared-memory arena, or None (values then go to segments of their own)."""
     try:
-        return arena.Arena(cluster_id, limit) if limit >= arena.PAGE else None
+        return arena.Arena(cluster_id, limit, host_limit=host_limit) if limit >= arena.PAGE else None
     except (OSError, ValueError) as e:
         log.warning("no shared-memory arena (%s); using a segment per value", e)
         return None
