@@ -148,7 +148,10 @@ def _tree(res, system, client_compute, n_leaves, stamp, repeats, timed, ref=Fals
         with open(stamp) as f:
             firsts.append(float(f.read()) - t0)
 
-    times = timed(once, repeats)
+    def settle():  # the scheduler forgets the last run's tasks before the next is timed
+        assert client_compute(small) == small_want
+
+    times = timed(once, repeats, settle)
     firsts.sort()
     first = firsts[len(firsts) // 2]
     res.add("dask delayed tree", system, f"pairwise tree of add over {n_leaves:,} leaves, one Delayed",
