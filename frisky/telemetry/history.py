@@ -101,13 +101,14 @@ class History:
         self._sched_prev: tuple | None = None
         self.prefixes = _Interner(MAX_INTERNED)
         self.sources = _Interner(MAX_INTERNED)
-        n = SPAN_RING
-        self.s_name = array("H", bytes(2 * n))
-        self.s_source = array("H", bytes(2 * n))
-        self.s_prefix = array("H", bytes(2 * n))
-        self.s_start = array("d", bytes(8 * n))
-        self.s_stop = array("d", bytes(8 * n))
-        self.s_bytes = array("d", bytes(8 * n))
+        # the span ring's columns, made at the first span (6 MB a cluster that starts and
+        # stops at once would touch for nothing)
+        self.s_name = array("H")
+        self.s_source = array("H")
+        self.s_prefix = array("H")
+        self.s_start = array("d")
+        self.s_stop = array("d")
+        self.s_bytes = array("d")
         self.s_next = 0  # next slot to write
         self.s_count = 0  # spans held (<= SPAN_RING)
         self.transfers: collections.deque = collections.deque(maxlen=TRANSFER_RING)
@@ -284,6 +285,13 @@ class History:
 
     def _spans(self, spans: list, source: int) -> None:
         n = SPAN_RING
+        if len(self.s_name) < n:
+            self.s_name = array("H", [0]) * n
+            self.s_source = array("H", [0]) * n
+            self.s_prefix = array("H", [0]) * n
+            self.s_start = array("d", [0.0]) * n
+            self.s_stop = array("d", [0.0]) * n
+            self.s_bytes = array("d", [0.0]) * n
         i = self.s_next
         names, prefixes = self.names, self.prefixes
         for name, start, stop, prefix, nb in spans:
