@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -114,8 +115,11 @@ def test_a_same_host_reference_views_the_value_until_its_block_is_reused(cid):
         a.close()
 
 
-@pytest.mark.parametrize("ref", [b"", b"\xc1", b"\x90", b"\x92\xa1x\x90", b"\x92\xc4\x00\x91\x93\x01\x02\x03",
-                                 b"\x92\xc4\x00\x91\x94\xa3abc\x00\x10\x00"])
+@pytest.mark.parametrize("ref", [
+    b"", b"\xc1", msgpack.packb([]), msgpack.packb([[], b"x"]), msgpack.packb([[[0]], "x"]),
+    msgpack.packb([[[0], [0]], b"x"]), msgpack.packb([[[0], [4, "../etc/passwd", 0, 8, 0]], b"x"]),
+    msgpack.packb([[[0], [4, "frisky-nope-1xa", 0, 8, 0]], b"x"]), msgpack.packb([[[9]], b"x"]),
+])
 def test_malformed_references_raise(ref):
     with pytest.raises((ValueError, TypeError, FileNotFoundError)):
         dataplane.from_reference(ref)

@@ -132,10 +132,16 @@ class ClientFetch:
             if self._news.get(wkey) is slot:
                 del self._news[wkey]
 
+    def _per_thread(self, name: str) -> dict:
+        """This thread's own ``name`` dict (address -> socket or link)."""
+        d = getattr(self._local, name, None)
+        if d is None:
+            d = {}
+            setattr(self._local, name, d)
+        return d
+
     def _thread_socket(self, address: str) -> zmq.Socket:
-        socks = getattr(self._local, "socks", None)
-        if socks is None:
-            socks = self._local.socks = {}
+        socks = self._per_thread("socks")
         s = socks.get(address)
         if s is None:
             ctx = sockets.context_for(address) if address.startswith("inproc://") else self.ctx
@@ -214,9 +220,7 @@ class ClientFetch:
             return out
 
     def _bulk_link(self, address: str) -> bulk.BulkLink:
-        links = getattr(self._local, "links", None)
-        if links is None:
-            links = self._local.links = {}
+        links = self._per_thread("links")
         link = links.get(address)
         if link is None:
             link = links[address] = bulk.BulkLink(address, config.get("max_message_size"))

@@ -348,24 +348,21 @@ REF_STREAM = 512  # largest pickle stream a same-host reference carries
 
 
 def reference(frames: list) -> bytes | None:
-    """A same-host reference to a value held in arena blocks: its block descriptors and its
-    small pickle stream, for a reader on this host to view the value without asking the
-    holder (the scheduler forwards it opaquely). None when the value is not all in the arena.
+    """A same-host reference to a value held in arena blocks: what :func:`encode` sends a
+    same-host peer (the blocks' descriptors and the small pickle stream), packed into one
+    blob, for a reader on this host to view the value without asking the holder (the
+    scheduler forwards it opaquely). None when the value is not all in the arena.
 
     Safe to forward because a block is reused only after its generation is bumped: a
     reference that arrives after the value was freed and its block reused is refused by
     :func:`frisky.shm.arena.attach`, and the reader then asks the holder as usual."""
-    stream = frames[0]
-    if len(frames) < 2 or memoryview(stream).nbytes > REF_STREAM:
+    if (len(frames) < 2 or memoryview(frames[0]).nbytes > REF_STREAM
+            or not all(isinstance(f, _arena.Block) for f in frames[1:])):
         return None
-    descs = []
-    for f in frames[1:]:
-        if not isinstance(f, _arena.Block):
-            return None
-        descs.append(f.descriptor())
     import msgpack
 
-    return msgpack.packb([bytes(stream), descs], use_bin_type=True)
+    descs, out = encode(frames, True, None)
+    return msgpack.packb([descs, bytes(out[0])], use_bin_type=True)
 
 
 def from_reference(ref: bytes) -> Any:
@@ -373,16 +370,17 @@ def from_reference(ref: bytes) -> Any:
     malformed reference, a block freed and reused, an arena gone)."""
     import msgpack
 
-    stream, descs = msgpack.unpackb(ref, raw=False, use_list=True)
-    if type(stream) is not bytes or type(descs) is not list:
-        raise ValueError("a reference is [stream, descriptors]")
-    attach = _arena.attach
-    bufs = []
-    for d in descs:
-        if type(d) is not list or len(d) != 4:
-            raise ValueError("a reference's descriptors are [name, offset, nbytes, generation]")
-        bufs.append(attach(*d))
-    return pickle.loads(stream, buffers=bufs)
+    descs, stream = msgpack.unpackb(ref, raw=False, use_list=True)
+    if type(descs) is not list or type(stream) is not bytes:
+        raise ValueError("a reference is [descriptors, stream]")
+    bufs: list = []
+    try:
+        used = _decode_into(bufs, descs, [stream], 0)
+    except (IndexError, TypeError, KeyError) as e:  # a descriptor of the wrong shape
+        raise ValueError(f"malformed reference: {type(e).__name__}: {e}") from None
+    if used != 1:
+        raise ValueError("a reference carries its stream and nothing else")
+    return pickle.loads(bufs[0], buffers=bufs[1:])
 
 
 def count_frames(descs: list) -> int:

@@ -44,9 +44,10 @@ class Outbox:
                 trefs = tasks.trefs
                 for i, t in enumerate(tids):
                     if twhere[t] >= 0:  # held by a worker: the client fetches it there
+                        address = workers[twhere[t]].address
                         ref = trefs.get(t) if trefs else None
                         # a client on that host views it by reference (elsewhere: unusable, ignored)
-                        blobs[i] = workers[twhere[t]].address if ref is None else [workers[twhere[t]].address, ref]
+                        blobs[i] = address if ref is None else [address, ref]
                 if keys:
                     out.append(Results(cid, keys, blobs))
             self.results = {}
