@@ -41,7 +41,7 @@ def valid_payload(t: float | None = None, names: int = 3, spans: int = 2, prefix
 
 
 # ------------------------------------------------------------------ shipping
-def test_buckets_come_from_the_ring_per_second_and_name():
+def test_buckets_are_the_growth_of_the_totals_per_name_and_prefix():
     rec = Recorder(maxlen=1000)
     ship = Shipper(rec)
     base = time.perf_counter_ns()
@@ -68,9 +68,12 @@ def test_buckets_come_from_the_ring_per_second_and_name():
     payload.parse({**valid_payload(), **got})
     # the next call ships only what came since
     rec.span("worker.exec.call", base, "inc", base + 10)
+    rec.span("worker.exec.error", base, "inc", base + 10)
     again = ship.collect()
-    assert again["spans_total"] == 1 and len(again["spans"]) == 1
-    assert ship.collect()["spans_total"] == 0
+    assert again["spans_total"] == 2 and len(again["spans"]) == 2
+    assert again["prefixes"][0][1] == {"inc": [1, pytest.approx(1e-8), 0, 1]}
+    last = ship.collect()
+    assert last["spans_total"] == 0 and last["buckets"] == last["prefixes"] == last["spans"] == []
 
 
 def test_a_wrapped_ring_is_counted_as_lost_and_the_sample_is_bounded():
@@ -82,7 +85,9 @@ def test_a_wrapped_ring_is_counted_as_lost_and_the_sample_is_bounded():
     for _ in range(500):
         rec.span("a", t, "", t + 1)
     got = ship.collect(max_sample=50)
-    assert got["lost"] == 1 and got["spans_total"] == 100 and len(got["spans"]) == 50
+    # the totals count every span; only the sample lost some
+    assert got["lost"] == 1 and got["spans_total"] == 500 and len(got["spans"]) == 50
+    assert got["buckets"][0][1]["a"][0] == 500
 
 
 # ------------------------------------------------------------------ the payload, hostile

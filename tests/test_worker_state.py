@@ -164,6 +164,20 @@ def test_tiny_functions_run_on_the_loop_thread_only_after_a_streak_and_while_thr
     s.validate()
 
 
+def test_a_streak_counts_the_calls_after_the_last_slow_or_failed_one_in_a_batch():
+    s = WorkerState()
+    (ex,) = s.compute([task(i) for i in range(1, 8)], {}, nothing_here)
+    t = ex.tasks
+    s.finished([], [Ran(t[0], 1, b"", 1e-6), Ran(t[1], 1, b"", 1.0), Ran(t[2], 1, b"", 1e-6),
+                    Ran(t[3], 1, b"", 1e-6)])
+    assert s.streak[F] == 2
+    s.finished([], [Ran(t[4], 1, b"", 1e-6)])
+    assert s.streak[F] == 3
+    out = s.finished([], [Ran(t[5], 1, b"", 1e-6), Failed(t[6], b"e", "tb")])
+    assert s.streak[F] == 0 and out[0].timings == [[F, 1, 1e-6]], "a failure is not timed"
+    s.validate()
+
+
 def test_cancel_skips_tasks_handed_over_and_forgets_tids_that_are_not_here():
     s = WorkerState()
     (ex,) = s.compute([task(1), task(2)], {}, nothing_here)

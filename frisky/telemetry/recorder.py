@@ -1,7 +1,10 @@
-"""A bounded ring of spans and running totals per span name and counter, one per process.
+"""A bounded ring of spans and running totals per span name, task prefix and counter, one
+per process.
 
 The ring holds no Python object per span: each span is 32 bytes packed into one
-``bytearray`` (name and key prefix as small interned ids, start, stop, bytes). A ring of
+``bytearray`` (name and key prefix as small interned ids, start, stop, bytes). The totals
+are what a heartbeat ships (as differences): a task call adds to a few array slots and one
+prefix entry, and nothing walks the ring per span later. A ring of
 tuples kept up to ``telemetry_spans`` of them alive, made while everything else was being
 made, and after a large graph was released those few scattered survivors pinned the
 allocator's arenas: the scheduler stayed hundreds of MiB above where it started.
@@ -24,14 +27,18 @@ FIRST_SLOTS = 256  # the ring starts this small and doubles up to its length
 MAX_NAMES = 1024  # span names are fixed strings in the code; more than this are "other"
 MAX_PREFIXES = 4096  # distinct key prefixes named at once; past it the oldest half is forgotten
 OTHER = "other"
+EXEC = "worker.exec.call"
+EXEC_ERROR = "worker.exec.error"
+_EXEC_ID, _EXEC_ERROR_ID = 1, 2  # interned first: span() tells them apart by id
 
 
 class Recorder:
     """Holds the last ``maxlen`` spans and running totals per span name and counter.
 
     A span is ``(name, start_ns, stop_ns, prefix, nbytes)`` in ``perf_counter_ns`` time;
-    :class:`~frisky.telemetry.ship.Shipper` turns the ring into per-second buckets when a
-    heartbeat leaves, so recording stays a pack into the ring and two running totals.
+    recording packs it into the ring and adds it to the running totals of its name (and,
+    for task calls and errors, of its key prefix). :class:`~frisky.telemetry.ship.Shipper`
+    ships the totals' growth since its last heartbeat and a sample of the ring.
 
     Threads may record at once without a lock: a span is written before the ring's
     position moves, so a reader sees whole spans; two threads racing for one slot lose
@@ -44,16 +51,17 @@ class Recorder:
         self._end = len(self._buf)
         self._pos = 0  # byte offset of the next slot
         self._wraps = 0  # times the full ring wrapped
-        self._name_id: dict[str, int] = {OTHER: 0}
-        self._names: list[str] = [OTHER]
+        self._name_id: dict[str, int] = {OTHER: 0, EXEC: _EXEC_ID, EXEC_ERROR: _EXEC_ERROR_ID}
+        self._names: list[str] = [OTHER, EXEC, EXEC_ERROR]
         self._prefix_id: dict[str, int] = {"": 0}
         self._prefixes: dict[int, str] = {0: ""}
         self._next_prefix = 1
-        # per name id: spans and their nanoseconds, recorded or added; added alone
+        # per name id: spans recorded or added, their nanoseconds and bytes
         self._count = array("q", bytes(8 * MAX_NAMES))
         self._ns = array("q", bytes(8 * MAX_NAMES))
-        self._added_count = array("q", bytes(8 * MAX_NAMES))
-        self._added_ns = array("q", bytes(8 * MAX_NAMES))
+        self._nbytes = array("q", bytes(8 * MAX_NAMES))
+        # per task prefix: [calls, call ns, result bytes, errors] (at most MAX_PREFIXES, then "other")
+        self.by_prefix: dict[str, list] = {}
         self.counters: dict[str, float] = {}
         self.source = ""  # worker name / "scheduler" / "client", set by the owning process
         self._pack = _SLOT.pack_into
@@ -64,6 +72,8 @@ class Recorder:
         a = self._name_id.get(name)
         if a is None:
             a = self._intern_name(name)
+        if a == _EXEC_ID:
+            return self.call(prefix, start_ns, stop, nbytes)
         b = self._prefix_id.get(prefix)
         if b is None:
             b = self._intern_prefix(prefix)
@@ -73,6 +83,31 @@ class Recorder:
         self._pos = i if i < self._end else self._wrap()
         self._count[a] += 1
         self._ns[a] += stop - start_ns
+        self._nbytes[a] += nbytes
+        if a == _EXEC_ERROR_ID:
+            e = self.by_prefix.get(prefix)
+            if e is None:
+                e = self._prefix_entry(prefix)
+            e[3] += 1
+
+    def call(self, prefix: str, start_ns: int, stop_ns: int, nbytes: int) -> None:
+        """Record one task call (a ``worker.exec.call`` span) of key prefix ``prefix``.
+
+        The worker's per-task path: the span's name totals are its prefixes' totals (summed
+        when read), so a call updates one prefix entry and the ring, nothing else."""
+        b = self._prefix_id.get(prefix)
+        if b is None:
+            b = self._intern_prefix(prefix)
+        i = self._pos
+        self._pack(self._buf, i, _EXEC_ID, b, start_ns, stop_ns, nbytes)
+        i += SLOT
+        self._pos = i if i < self._end else self._wrap()
+        e = self.by_prefix.get(prefix)
+        if e is None:
+            e = self._prefix_entry(prefix)
+        e[0] += 1
+        e[1] += stop_ns - start_ns
+        e[2] += nbytes
 
     def add(self, name: str, count: int, total_ns: int) -> None:
         """Add ``count`` spans of ``name`` taking ``total_ns`` together, keeping no raw spans
@@ -82,14 +117,21 @@ class Recorder:
             a = self._intern_name(name)
         self._count[a] += count
         self._ns[a] += total_ns
-        self._added_count[a] += count
-        self._added_ns[a] += total_ns
 
     def count(self, name: str, value: float = 1) -> None:
         """Add ``value`` to counter ``name``."""
         self.counters[name] = self.counters.get(name, 0) + value
 
     # ------------------------------------------------------------ rare paths of span()
+    def _prefix_entry(self, prefix: str) -> list:
+        by = self.by_prefix
+        if len(by) >= MAX_PREFIXES:
+            prefix = OTHER
+        e = by.get(prefix)
+        if e is None:
+            e = by[prefix] = [0, 0, 0, 0]
+        return e
+
     def _intern_name(self, name: str) -> int:
         if len(self._names) >= MAX_NAMES:
             return 0
@@ -132,6 +174,10 @@ class Recorder:
             if wraps == self._wraps:  # no wrap in between (another thread records meanwhile)
                 return wraps * self.maxlen + pos // SLOT
 
+    def held(self) -> int:
+        """Spans the ring can hold now (it grows up to ``maxlen``)."""
+        return len(self._buf) // SLOT
+
     def since(self, mark: int) -> tuple[list[tuple], int, bool]:
         """The spans recorded after the first ``mark`` (oldest first) as ``(name, start_ns,
         stop_ns, prefix, nbytes)`` tuples, the new mark, and whether some had left the ring."""
@@ -158,16 +204,27 @@ class Recorder:
     @property
     def totals(self) -> dict[str, list]:
         """``{name: [count, total_ns]}`` of every span recorded or added so far."""
-        return self._sum(self._count, self._ns)
+        names, count, ns, _ = self.columns()
+        return self._sum(names, count, ns)
 
-    @property
-    def added(self) -> dict[str, list]:
-        """``{name: [count, total_ns]}`` of the spans given to :meth:`add` (no raw spans)."""
-        return self._sum(self._added_count, self._added_ns)
+    def columns(self) -> tuple[list[str], array, array, array]:
+        """The names by id and copies of their running span counts, nanoseconds and bytes."""
+        count, ns, nbytes = array("q", self._count), array("q", self._ns), array("q", self._nbytes)
+        count[_EXEC_ID], ns[_EXEC_ID], nbytes[_EXEC_ID] = self._calls()
+        return list(self._names), count, ns, nbytes
 
-    def _sum(self, c: array, ns: array) -> dict[str, list]:
+    def _calls(self) -> tuple[int, int, int]:
+        c = ns = nb = 0
+        for e in list(self.by_prefix.values()):
+            c += e[0]
+            ns += e[1]
+            nb += e[2]
+        return c, ns, nb
+
+    @staticmethod
+    def _sum(names: list[str], c: array, ns: array) -> dict[str, list]:
         out: dict[str, list] = {}
-        for i, name in enumerate(self._names):  # a name two threads interned at once has two ids
+        for i, name in enumerate(names):  # a name two threads interned at once has two ids
             if c[i]:
                 t = out.setdefault(name, [0, 0])
                 t[0] += c[i]
@@ -198,7 +255,7 @@ def enable(on: bool) -> None:
     """Switch this process's recording on or off (callers that bound ``recorder.span``
     before keep what they bound: only the off switch of the overhead benchmark uses this,
     before the process's work starts)."""
-    for name in ("span", "add", "count"):
+    for name in ("span", "call", "add", "count"):
         if on:
             recorder.__dict__.pop(name, None)
         else:

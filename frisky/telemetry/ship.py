@@ -1,89 +1,78 @@
-"""What a process ships with its heartbeat: its spans since the last one, as per-second
-buckets per span name, plus a bounded sample of the raw spans.
+"""What a process ships with its heartbeat: the growth of its span totals since the last
+one, as this second's bucket per span name and per task prefix, plus a bounded sample of
+the raw spans.
 
-Recording stays a pack into the ring (:mod:`.recorder`); the work of bucketing is done
-here, once per heartbeat, over the spans recorded since the last one (the recorder counts
-them); if the ring wrapped meanwhile, the wrap is counted as ``lost``.
+Recording adds to running totals (:mod:`.recorder`); shipping is the difference from the
+totals at the last call, so its cost does not grow with the spans recorded in between
+(a worker running 100k tasks a second walked 100k spans at each heartbeat before). If the
+ring wrapped meanwhile, only the sample misses spans: the wrap is counted as ``lost``.
 """
 
 from __future__ import annotations
 
 import time
+from array import array
 
-from frisky.telemetry.recorder import Recorder
+from frisky.telemetry.recorder import MAX_NAMES, Recorder
 
 MAX_SAMPLE = 200  # raw spans per heartbeat
-EXEC = "worker.exec.call"
-EXEC_ERROR = "worker.exec.error"
 
 
 class Shipper:
-    """Turns one :class:`Recorder`'s ring into buckets of the seconds since the last call."""
+    """Turns one :class:`Recorder`'s totals into a bucket of the time since the last call."""
 
     def __init__(self, rec: Recorder) -> None:
         self.rec = rec
         self.mark = max(0, rec.recorded() - rec.maxlen)  # spans recorded before the last call
-        self.added: dict[str, tuple] = {}  # rec.added as it was at the last call
-        self.lost = 0  # spans that left the ring before they were shipped
+        zeros = bytes(8 * MAX_NAMES)
+        # the recorder's totals as they were at the last call
+        self.count, self.ns, self.nbytes = array("q", zeros), array("q", zeros), array("q", zeros)
+        self.by_prefix: dict[str, tuple] = {}
+        self.lost = 0  # heartbeats whose spans had partly left the ring before they were sampled
 
     def collect(self, max_sample: int = MAX_SAMPLE) -> dict:
-        """``{"buckets": [[second, {name: [count, seconds, bytes]}], ...], "prefixes": [[second,
-        {prefix: [done, seconds, bytes, errors]}], ...] (from ``worker.exec.*``), "spans": [[name,
-        start, stop, prefix, nbytes], ...] (wall-clock seconds), "spans_total": n, "lost": n}``."""
+        """``{"buckets": [[second, {name: [count, seconds, bytes]}]], "prefixes": [[second,
+        {prefix: [done, seconds, bytes, errors]}]] (from ``worker.exec.*``), "spans": [[name,
+        start, stop, prefix, nbytes], ...] (wall-clock seconds, the newest ``max_sample``),
+        "spans_total": n, "lost": n}``; everything since the last call, in this second."""
         wall = time.time()
         offset = wall - time.perf_counter_ns() / 1e9
-        new, self.mark, wrapped = self.rec.since(self.mark)
-        if wrapped:
+        rec = self.rec
+        end = rec.recorded()
+        if end - self.mark > rec.held():
             self.lost += 1
-        buckets: dict[int, dict] = {}
-        prefixes: dict[int, dict] = {}
-        for name, t0, t1, prefix, nb in new:
-            sec = int(t1 / 1e9 + offset)
-            b = buckets.get(sec)
-            if b is None:
-                b = buckets[sec] = {}
-            e = b.get(name)
-            dt = (t1 - t0) / 1e9
+        sample = rec.since(max(self.mark, end - max_sample))[0] if max_sample > 0 else []
+        self.mark = end
+        sec = int(wall)
+        names, count, ns, nbytes = rec.columns()
+        c0, ns0, nb0 = self.count, self.ns, self.nbytes
+        bucket: dict[str, list] = {}
+        total = 0
+        for i, name in enumerate(names):
+            dc = count[i] - c0[i]
+            if dc <= 0:
+                continue
+            total += dc
+            e = bucket.get(name)  # a name two threads interned at once has two ids
             if e is None:
-                b[name] = [1, dt, nb]
+                bucket[name] = [dc, (ns[i] - ns0[i]) / 1e9, nbytes[i] - nb0[i]]
             else:
-                e[0] += 1
-                e[1] += dt
-                e[2] += nb
-            if name == EXEC or name == EXEC_ERROR:
-                p = prefixes.get(sec)
-                if p is None:
-                    p = prefixes[sec] = {}
-                e = p.get(prefix)
-                if e is None:
-                    e = p[prefix] = [0, 0.0, 0, 0]
-                if name == EXEC:
-                    e[0] += 1
-                    e[1] += dt
-                    e[2] += nb
-                else:
-                    e[3] += 1
-        # spans added in bulk (no raw spans): what came since the last call, in this second
-        now_sec = int(wall)
-        total = len(new)
-        added = self.rec.added
-        for name, tot in list(added.items()):
-            c, ns = tot[0], tot[1]
-            c0, ns0 = self.added.get(name, (0, 0))
-            if c > c0:
-                b = buckets.setdefault(now_sec, {})
-                e = b.get(name)
-                if e is None:
-                    b[name] = [c - c0, (ns - ns0) / 1e9, 0]
-                else:
-                    e[0] += c - c0
-                    e[1] += (ns - ns0) / 1e9
-                self.added[name] = (c, ns)
-                total += c - c0
-        sample = new[-max_sample:]
+                e[0] += dc
+                e[1] += (ns[i] - ns0[i]) / 1e9
+                e[2] += nbytes[i] - nb0[i]
+        self.count, self.ns, self.nbytes = count, ns, nbytes
+        grown: dict[str, list] = {}
+        last = self.by_prefix
+        for prefix, e in list(rec.by_prefix.items()):
+            now = (e[0], e[1], e[2], e[3])
+            before = last.get(prefix)
+            if before != now:
+                b = before or (0, 0, 0, 0)
+                grown[prefix] = [now[0] - b[0], (now[1] - b[1]) / 1e9, now[2] - b[2], now[3] - b[3]]
+                last[prefix] = now
         return {
-            "buckets": [[s, b] for s, b in sorted(buckets.items())],
-            "prefixes": [[s, p] for s, p in sorted(prefixes.items())],
+            "buckets": [[sec, bucket]] if bucket else [],
+            "prefixes": [[sec, grown]] if grown else [],
             "spans": [[n, t0 / 1e9 + offset, t1 / 1e9 + offset, p, nb] for n, t0, t1, p, nb in sample],
             "spans_total": total,
             "lost": self.lost,

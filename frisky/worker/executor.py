@@ -128,7 +128,9 @@ class Executor:
         ref_of = self.ref
         perf = time.perf_counter_ns
         record = recorder.span
+        call = recorder.call
         add = recorder.add
+        new = tuple.__new__  # builds a Ran without the namedtuple's Python-level __new__ (per call)
         n_de = t_de = t_ser = 0
         memory = self.memory
         running = memory.running
@@ -169,11 +171,11 @@ class Executor:
                         ref = ref_of(key)
                 t3 = perf()
                 # one raw span per call; (de)serialization is summed per batch
-                record("worker.exec.call", t1, key.partition("-")[0], t2, nbytes)
+                call(key.partition("-")[0], t1, t2, nbytes)
                 n_de += 1
                 t_de += t1 - t0
                 t_ser += t3 - t2
-                done.append(Ran(task, nbytes, blob, (t2 - t1) / 1e9, ref))
+                done.append(new(Ran, (task, nbytes, blob, (t2 - t1) / 1e9, ref)))
             except BaseException as e:  # noqa: BLE001 - user code may raise anything
                 done.append(Failed(task, codec.dumps_exception(e), format_exception(e)))
                 record("worker.exec.error", t0, key.partition("-")[0])

@@ -332,15 +332,16 @@ class Worker:
         tids, keys, fidx, fids, deps = msg.tids, msg.keys, msg.fidx, msg.fids, msg.deps
         b = Batch(msg.inline, dict(zip(fids, msg.fn_blobs)))
         payloads = msg.payloads
+        new = tuple.__new__  # a Task per call, without the namedtuple's Python-level __new__
         if type(fidx) is int:
             fid = fids[fidx]
             if deps is None:
-                tasks = [Task(t, k, fid, p, None, b) for t, k, p in zip(tids, keys, payloads)]
+                tasks = [new(Task, (t, k, fid, p, None, b)) for t, k, p in zip(tids, keys, payloads)]
             else:
-                tasks = [Task(t, k, fid, p, d, b) for t, k, p, d in zip(tids, keys, payloads, deps)]
+                tasks = [new(Task, (t, k, fid, p, d, b)) for t, k, p, d in zip(tids, keys, payloads, deps)]
         else:
             ds = deps if deps is not None else itertools.repeat(None)
-            tasks = [Task(t, k, fids[i], p, d, b) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
+            tasks = [new(Task, (t, k, fids[i], p, d, b)) for t, k, i, p, d in zip(tids, keys, fidx, payloads, ds)]
         values, viewed = self._view_refs(msg.where) if self.use_shm else (None, None)
         self._do(self.state.compute(tasks, msg.where, self.has, viewed), values)
 

@@ -306,9 +306,11 @@ class WorkerState:
         keys = [k for k, a in self.fetching.items() if a == address]
         return self.got((), keys, address)
 
-    def finished(self, here: Iterable[Outcome], threads: Iterable[Outcome]) -> list:
+    def finished(self, here: list[Outcome], threads: list[Outcome]) -> list:
         """Outcomes from the executor: of tasks run on the loop thread (``here``) and on the
         executor threads. Returns ``[Finished?, TaskErred?, Cancelled?, Release?, Unskip?]``."""
+        # per outcome, the worker's hottest path after the call itself: outcomes are
+        # unpacked rather than read field by field, and streaks are settled once per batch
         ok_tids: list[int] = []
         ok_nbytes: list[int] = []
         ok_blobs: list = []
@@ -317,49 +319,56 @@ class WorkerState:
         err_blobs: list[bytes] = []
         err_tbs: list[str] = []
         cancelled: list[int] = []
-        timings: dict[bytes, list] = {}
+        timings: dict[bytes, list] = {}  # fid -> [fid, calls, seconds]
+        reset: dict[bytes, int] = {}  # fid -> its calls here up to its last slow or failed one
         released: list[str] = []
-        streak = self.streak
         cancelled_set = self.cancelled
-        executing = self.executing
+        discard = self.executing.discard
         unskip: list[int] = []
         unref = self._unref
-        n_threads = 0
-        for outcomes, threaded in ((here, False), (threads, True)):
+        for outcomes in (here, threads):
             for o in outcomes:
-                n_threads += threaded
-                task = o.task
-                tid = task.tid
-                executing.discard(tid)
+                task = o[0]
+                tid = task[0]
+                discard(tid)
                 if cancelled_set and tid in cancelled_set:
                     cancelled_set.discard(tid)
                     if type(o) is not Skipped:
                         unskip.append(tid)
-                if task.deps:
+                if task[4]:
                     unref(task, released)
                 kind = type(o)
                 if kind is Ran:
-                    fid = task.fid
-                    seconds = o.seconds
-                    streak[fid] = streak.get(fid, 0) + 1 if seconds < FAST_SECONDS else 0
+                    _, nbytes, blob, seconds, ref = o
+                    fid = task[2]
                     ok_tids.append(tid)
-                    ok_nbytes.append(o.nbytes)
-                    ok_blobs.append(o.blob)
-                    if o.ref is not None:
-                        ok_refs[tid] = o.ref
+                    ok_nbytes.append(nbytes)
+                    ok_blobs.append(blob)
+                    if ref is not None:
+                        ok_refs[tid] = ref
                     t = timings.get(fid)
                     if t is None:
-                        timings[fid] = [fid, 1, seconds]
+                        t = timings[fid] = [fid, 1, seconds]
                     else:
                         t[1] += 1
                         t[2] += seconds
+                    if seconds >= FAST_SECONDS:
+                        reset[fid] = t[1]
                 elif kind is Failed:
-                    streak[task.fid] = 0
+                    fid = task[2]
+                    t = timings.get(fid)
+                    reset[fid] = t[1] if t is not None else 0
                     err_tids.append(tid)
-                    err_blobs.append(o.blob)
-                    err_tbs.append(o.traceback)
+                    err_blobs.append(o[1])
+                    err_tbs.append(o[2])
                 else:
                     cancelled.append(tid)
+        streak = self.streak
+        for fid, at in reset.items():
+            streak[fid] = 0 - at  # the calls after ``at`` are added below
+        for fid, t in timings.items():
+            streak[fid] = streak.get(fid, 0) + t[1]
+        n_threads = len(threads)
         self.threaded -= n_threads
         out: list = []
         if ok_tids:
