@@ -292,6 +292,7 @@ class SchedulerState:
         tstate, twanted, tdeps, tdependents = t.tstate, t.twanted, t.tdeps, t.tdependents
         twhere, tpending, twaiters, tfid = t.twhere, t.tpending, t.twaiters, t.tfid
         local = self.local
+        independent: list[int] = []
         for tid in tids:
             if wants is not None:
                 if tid not in wants:  # the same key twice in one release
@@ -300,7 +301,7 @@ class SchedulerState:
             st = tstate[tid]
             if (st == MEMORY and twanted[tid] == cid and tdeps[tid] is None and tdependents[tid] is None
                     and twhere[tid] < 0 and tpending[tid] == 0 and not local and tfid[tid] is not None):
-                tr.forget_independent(tid)
+                independent.append(tid)  # forgotten at once below (nothing else refers to them)
                 continue
             if (st == MEMORY and twanted[tid] == cid and twhere[tid] < 0 and not local
                     and twaiters[tid] == 0 and tdependents[tid]):
@@ -310,6 +311,8 @@ class SchedulerState:
                 continue
             if t.unwant(tid, cid) and twaiters[tid] == 0:
                 tr.release(tid)
+        if independent:
+            tr.forget_independent(independent)
         if wants is not None and not wants and len(tids) >= TRIM_ROWS:
             self.clients[cid] = set()  # a set never shrinks as it empties: a new one does
 

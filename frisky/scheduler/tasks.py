@@ -63,14 +63,23 @@ class TaskTable:
             tids = free[len(free) - reuse:]
             del free[len(free) - reuse:]
             tkey = self.tkey
-            for t, k in zip(tids, keys):
-                tkey[t] = k
             # freed rows keep fresh values except these, which forgetting leaves as they were
-            for col, value in ((self.twaiting, 0), (self.twaiters, 0), (self.tnbytes, 0), (self.twhere, -1),
-                               (self.tproc, -1), (self.tfailures, 0), (self.tretries, 0), (self.tprio, 0),
-                               (self.twanted, None), (self.tdependents, None)):
-                for t in tids:
-                    col[t] = value
+            stale = ((self.twaiting, 0), (self.twaiters, 0), (self.tnbytes, 0), (self.twhere, -1),
+                     (self.tproc, -1), (self.tfailures, 0), (self.tretries, 0), (self.tprio, 0),
+                     (self.twanted, None), (self.tdependents, None))
+            lo = tids[0]
+            if tids[-1] - lo == reuse - 1 and tids == list(range(lo, lo + reuse)):
+                # one run of rows (a large release frees its rows in order): slices, in C
+                hi = lo + reuse
+                tkey[lo:hi] = keys[:reuse]
+                for col, value in stale:
+                    col[lo:hi] = [value] * reuse
+            else:
+                for t, k in zip(tids, keys):
+                    tkey[t] = k
+                for col, value in stale:
+                    for t in tids:
+                        col[t] = value
         m = n - reuse
         if m:
             start = len(self.tkey)

@@ -501,23 +501,27 @@ class Transitions:
             self.make_ready(tid)
 
     # ------------------------------------------------------------ forgotten
-    def forget_independent(self, tid: int) -> None:
-        """memory -> forgotten for the common case: an inline result of a task with no
-        inputs, no dependents and nothing pending, that one client wanted and released."""
+    def forget_independent(self, tids: list[int]) -> None:
+        """memory -> forgotten for the common case: inline results of tasks with no inputs,
+        no dependents and nothing pending, that one client wanted and released."""
         t = self.tasks
-        t.twanted[tid] = None
-        t.tstate[tid] = FORGOTTEN
-        t.nstate[MEMORY] -= 1
-        t.nstate[FORGOTTEN] += 1
-        del t.key_tid[t.tkey[tid]]
-        fid = t.tfid[tid]
-        entry = t.functions[fid]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del t.functions[fid]
-            t.duration.pop(fid, None)
-        t.tblob[tid] = t.tpayload[tid] = t.tfid[tid] = None
-        t.free.append(tid)
+        twanted, tstate, tkey, tfid, tblob, tpayload = t.twanted, t.tstate, t.tkey, t.tfid, t.tblob, t.tpayload
+        key_tid, functions = t.key_tid, t.functions
+        for tid in tids:
+            twanted[tid] = None
+            tstate[tid] = FORGOTTEN
+            del key_tid[tkey[tid]]
+            fid = tfid[tid]
+            entry = functions[fid]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del functions[fid]
+                t.duration.pop(fid, None)
+            tblob[tid] = tpayload[tid] = tfid[tid] = None
+        n = len(tids)
+        t.nstate[MEMORY] -= n
+        t.nstate[FORGOTTEN] += n
+        t.free.extend(tids)
 
     def forget(self, tid: int) -> None:
         """* -> forgotten for ``tid``, and with it every released or erred input that
