@@ -668,6 +668,9 @@ class Data(NamedTuple):
 
 
 # ------------------------------------------------------------------ parsers
+# the hot messages' tuples are built without the namedtuple's Python-level __new__
+_new = tuple.__new__
+
 def _functions(fidx, fids, n: int, blobs: list) -> None:
     if type(fids) is not list or (fids and set(map(type, fids)) != _BYTES):
         _fail("fids must be a list of bytes")
@@ -697,9 +700,9 @@ def _p_submit(msg, frames) -> Submit:
         _fail("payloads must be bytes")
     blobs = frames[2:]
     _functions(fidx, fids, n, blobs)
-    return Submit(keys, fidx, fids, _deps(deps, n), _per_task_ints(retries, n, "retries"),
-                  _per_task_ints(priority, n, "priority"), _workers(workers), _bool(track, "track"),
-                  _opt_keys(released, "released"), payloads, blobs)
+    return _new(Submit, (keys, fidx, fids, _deps(deps, n), _per_task_ints(retries, n, "retries"),
+                         _per_task_ints(priority, n, "priority"), _workers(workers), _bool(track, "track"),
+                         _opt_keys(released, "released"), payloads, blobs))
 
 
 def _p_hello_client(msg, frames) -> HelloClient:
@@ -747,7 +750,7 @@ def _p_wait_workers(msg, frames) -> WaitWorkers:
 
 def _p_release(msg, frames) -> Release:
     _fields(msg, 1)
-    return Release(_keys(msg[1]))
+    return _new(Release, (_keys(msg[1]),))
 
 
 def _p_cancel(msg, frames) -> Cancel:
@@ -811,7 +814,7 @@ def _p_finished(msg, frames) -> Finished:
         for tid, ref in refs.items():
             if type(tid) is not int or type(ref) is not bytes or len(ref) > MAX_REF:
                 _fail(f"refs must map tids to blobs of at most {MAX_REF} bytes")
-    return Finished(tids, nbytes, timings, blobs, refs)
+    return _new(Finished, (tids, nbytes, timings, blobs, refs))
 
 
 def _p_task_erred(msg, frames) -> TaskErred:
@@ -866,7 +869,7 @@ def _p_results(msg, frames) -> Results:
         if type(v) is list and (len(v) != 2 or type(v[0]) is not str or type(v[1]) is not bytes
                                 or len(v[1]) > MAX_REF):
             _fail("a result held with a reference must be [address, reference]")
-    return Results(keys, values)
+    return _new(Results, (keys, values))
 
 
 def _exc_entry(x) -> bool:
@@ -922,7 +925,7 @@ def _p_compute(msg, frames) -> Compute:
     _dict(inline, "inline")
     if inline and (set(map(type, inline)) != _STR or set(map(type, inline.values())) != _BYTES):
         _fail("inline must map keys to blobs")
-    return Compute(tids, keys, fidx, fids, deps, where, payloads, fn_blobs, inline)
+    return _new(Compute, (tids, keys, fidx, fids, deps, where, payloads, fn_blobs, inline))
 
 
 def _p_store(msg, frames) -> Store:

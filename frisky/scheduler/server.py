@@ -47,6 +47,7 @@ _OPS = {
     protocol.Release: protocol.RELEASE, protocol.Cancel: protocol.CANCEL, protocol.CancelQueued: protocol.CANCEL_QUEUED,
     protocol.Scatter: protocol.SCATTER, protocol.Activity: protocol.ACTIVITY,
 }
+_SPAN_OF = {kind: "scheduler.handle." + op for kind, op in _OPS.items()}  # the span per message kind
 SNAPSHOT_INTERVAL = 1.0  # seconds between the dashboard's snapshots (its stream ticks at this pace)
 CLIENTS_KEPT = 32  # disconnected clients the dashboard still lists
 
@@ -288,7 +289,7 @@ class SchedulerServer:
         else:
             self._handle_other(ident, who, msg)
         self.last_seen[ident] = time.monotonic()
-        recorder.span("scheduler.handle." + _OPS.get(kind, "other"), t0)
+        recorder.span(_SPAN_OF.get(kind, "scheduler.handle.other"), t0)
 
     def _handle_other(self, ident: bytes, who, msg) -> None:
         kind = type(msg)
