@@ -193,6 +193,21 @@ def test_history_keeps_series_per_worker_and_cluster():
     assert sum(s["worker.exec.call"]) == 0
 
 
+def test_the_span_ring_grows_in_order_until_whole_then_wraps(monkeypatch):
+    monkeypatch.setattr(history, "SPAN_RING", 10_000)
+    h = History()
+    t = 1_800_000_000.0
+    for batch in range(7):  # 7 x 2,000 spans: grows 4,096 -> 8,192 -> 10,000, then wraps
+        spans = [["a", t + batch * 2000 + i, t + batch * 2000 + i, "p", 1] for i in range(2000)]
+        h.ingest_local("scheduler", {"buckets": [], "spans": spans, "spans_total": len(spans)}, t)
+        if batch == 0:
+            assert len(h.s_name) == 4096, "small first"
+    assert len(h.s_name) == 10_000 and h.s_count == 10_000
+    starts = [s[3] for s in h.raw_spans(limit=20_000)]
+    assert len(starts) == 10_000 and starts == sorted(starts, reverse=True), "newest first, none lost in growth"
+    assert starts[0] == t + 13_999 and starts[-1] == t + 4_000
+
+
 @pytest.mark.timeout(300)
 def test_history_stays_within_its_memory_budget():
     """Ten minutes of heartbeats from 64 workers, driven straight into the history."""

@@ -28,6 +28,7 @@ from array import array
 
 SECONDS = 660  # >= 10 minutes of closed seconds, with slack for late heartbeats
 SPAN_RING = 200_000
+FIRST_SPANS = 4096  # the span ring's first size; it doubles up to SPAN_RING
 TRANSFER_RING = 2000
 MAX_NAMES = 1024  # distinct span names kept (more are "other")
 MAX_NAMES_PER_WORKER = 48
@@ -101,8 +102,7 @@ class History:
         self._sched_prev: tuple | None = None
         self.prefixes = _Interner(MAX_INTERNED)
         self.sources = _Interner(MAX_INTERNED)
-        # the span ring's columns, made at the first span (6 MB a cluster that starts and
-        # stops at once would touch for nothing)
+        # the span ring's columns, grown as spans come (see _spans)
         self.s_name = array("H")
         self.s_source = array("H")
         self.s_prefix = array("H")
@@ -284,14 +284,16 @@ class History:
                 r[i + 2] += nb
 
     def _spans(self, spans: list, source: int) -> None:
-        n = SPAN_RING
-        if len(self.s_name) < n:
-            self.s_name = array("H", [0]) * n
-            self.s_source = array("H", [0]) * n
-            self.s_prefix = array("H", [0]) * n
-            self.s_start = array("d", [0.0]) * n
-            self.s_stop = array("d", [0.0]) * n
-            self.s_bytes = array("d", [0.0]) * n
+        n = len(self.s_name)
+        if n < SPAN_RING and self.s_next + len(spans) >= n:
+            # the ring doubles until it is whole, and wraps only then: a cluster that runs
+            # a few seconds touches a few pages, not 6 MB (zeroing that took 3-5 ms of start)
+            grow = min(SPAN_RING, max(FIRST_SPANS, 2 * n, self.s_next + len(spans) + 1)) - n
+            for col in (self.s_name, self.s_source, self.s_prefix):
+                col.extend(array("H", [0]) * grow)
+            for col in (self.s_start, self.s_stop, self.s_bytes):
+                col.extend(array("d", [0.0]) * grow)
+            n += grow
         i = self.s_next
         names, prefixes = self.names, self.prefixes
         for name, start, stop, prefix, nb in spans:
@@ -401,7 +403,7 @@ class History:
                                        self.s_bytes)
             nn, pn, srcn = self.names.names, self.prefixes.names, self.sources.names
             for _ in range(self.s_count):
-                i = i - 1 if i else SPAN_RING - 1
+                i = i - 1 if i else len(sn) - 1
                 if want_name is not None and sn[i] != want_name:
                     continue
                 if want_names is not None and sn[i] not in want_names:
