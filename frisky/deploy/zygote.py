@@ -278,11 +278,16 @@ def _child(sock: socket.socket, cmd: dict, fds: list[int]) -> None:
 def serve(fd: int) -> None:
     """The fork server's loop: preload, then fork one child per request until EOF."""
     import ctypes  # noqa: F401 - preload: children use these at once
+    import ctypes.util  # noqa: F401
+    import encodings.idna  # noqa: F401 - the dashboard's host name
     import pickle  # noqa: F401
 
     import cloudpickle  # noqa: F401
 
+    import frisky.cli.args  # noqa: F401
     import frisky.cli.main  # noqa: F401
+    import frisky.cli.worker  # noqa: F401 - and argparse: ~7 ms a worker
+    import frisky.dashboard.server  # noqa: F401 - http.server, email, ...: ~22 ms a scheduler
     import frisky.scheduler.server  # noqa: F401
     import frisky.shm  # noqa: F401
     import frisky.worker.server  # noqa: F401
