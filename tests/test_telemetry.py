@@ -76,6 +76,21 @@ def test_buckets_are_the_growth_of_the_totals_per_name_and_prefix():
     assert last["spans_total"] == 0 and last["buckets"] == last["prefixes"] == last["spans"] == []
 
 
+def test_many_or_long_prefixes_still_make_a_valid_payload():
+    rec = Recorder(maxlen=1000)
+    ship = Shipper(rec)
+    t = time.perf_counter_ns()
+    for i in range(400):  # more prefixes in one heartbeat than a payload may name
+        for _ in range(1 + (i == 7)):
+            rec.call(f"p{i}", t, t + 10, 1)
+    rec.call("x" * 500, t, t + 10, 1)
+    got = ship.collect()
+    payload.parse({**valid_payload(), **got})  # before: refused whole (too many, too long)
+    prefixes = got["prefixes"][0][1]
+    assert len(prefixes) == payload.MAX_NAMES and prefixes["p7"][0] == 2, "the busiest keep their names"
+    assert sum(v[0] for v in prefixes.values()) == 402, "nothing is lost: the rest is other"
+
+
 def test_a_wrapped_ring_is_counted_as_lost_and_the_sample_is_bounded():
     rec = Recorder(maxlen=100)
     ship = Shipper(rec)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from array import array
 
-from frisky.telemetry.recorder import MAX_NAMES, Recorder
+from frisky.telemetry import payload
+from frisky.telemetry.recorder import MAX_NAMES, OTHER, Recorder
 
 MAX_SAMPLE = 200  # raw spans per heartbeat
 
@@ -68,12 +69,30 @@ class Shipper:
             before = last.get(prefix)
             if before != now:
                 b = before or (0, 0, 0, 0)
-                grown[prefix] = [now[0] - b[0], (now[1] - b[1]) / 1e9, now[2] - b[2], now[3] - b[3]]
+                _fold(grown, prefix[:payload.MAX_STR], (now[0] - b[0], (now[1] - b[1]) / 1e9, now[2] - b[2],
+                                                       now[3] - b[3]))
                 last[prefix] = now
+        if len(grown) > payload.MAX_NAMES:  # the busiest keep their names, the rest are "other"
+            busiest = sorted(grown, key=lambda p: grown[p][0] + grown[p][3], reverse=True)
+            folded: dict[str, list] = {}
+            for i, p in enumerate(busiest):
+                _fold(folded, p if i < payload.MAX_NAMES - 1 else OTHER, grown[p])
+            grown = folded
         return {
             "buckets": [[sec, bucket]] if bucket else [],
             "prefixes": [[sec, grown]] if grown else [],
-            "spans": [[n, t0 / 1e9 + offset, t1 / 1e9 + offset, p, nb] for n, t0, t1, p, nb in sample],
+            "spans": [[n, t0 / 1e9 + offset, t1 / 1e9 + offset, p[:payload.MAX_STR], nb]
+                      for n, t0, t1, p, nb in sample],
             "spans_total": total,
             "lost": self.lost,
         }
+
+
+def _fold(into: dict[str, list], prefix: str, v) -> None:
+    """Add one prefix's ``[done, seconds, bytes, errors]`` to ``into[prefix]``."""
+    e = into.get(prefix)
+    if e is None:
+        into[prefix] = list(v)
+    else:
+        for i in range(4):
+            e[i] += v[i]
