@@ -54,13 +54,8 @@ class Shipper:
             if dc <= 0:
                 continue
             total += dc
-            e = bucket.get(name)  # a name two threads interned at once has two ids
-            if e is None:
-                bucket[name] = [dc, (ns[i] - ns0[i]) / 1e9, nbytes[i] - nb0[i]]
-            else:
-                e[0] += dc
-                e[1] += (ns[i] - ns0[i]) / 1e9
-                e[2] += nbytes[i] - nb0[i]
+            # summed: a name two threads interned at once has two ids
+            _fold(bucket, name, (dc, (ns[i] - ns0[i]) / 1e9, nbytes[i] - nb0[i]))
         self.count, self.ns, self.nbytes = count, ns, nbytes
         grown: dict[str, list] = {}
         last = self.by_prefix
@@ -88,11 +83,11 @@ class Shipper:
         }
 
 
-def _fold(into: dict[str, list], prefix: str, v) -> None:
-    """Add one prefix's ``[done, seconds, bytes, errors]`` to ``into[prefix]``."""
-    e = into.get(prefix)
+def _fold(into: dict[str, list], name: str, v: tuple | list) -> None:
+    """Add the numbers ``v`` (a bucket's or a prefix's) to ``into[name]``, field by field."""
+    e = into.get(name)
     if e is None:
-        into[prefix] = list(v)
+        into[name] = list(v)
     else:
-        for i in range(4):
-            e[i] += v[i]
+        for i, x in enumerate(v):
+            e[i] += x

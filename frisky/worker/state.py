@@ -365,7 +365,7 @@ class WorkerState:
                     cancelled.append(tid)
         streak = self.streak
         for fid, at in reset.items():
-            streak[fid] = 0 - at  # the calls after ``at`` are added below
+            streak[fid] = -at  # plus its calls here (below): the calls after the reset
         for fid, t in timings.items():
             streak[fid] = streak.get(fid, 0) + t[1]
         n_threads = len(threads)
